@@ -1,0 +1,18 @@
+"""diffews: few-shot semantic segmentation with a one-step latent diffusion model (DiffewS)."""
+
+from .errors import InputError
+from .modeling import DiffewSConfig, DiffewSModel, SupportContext, build_tiny_model
+from .pipeline import DiffewSOutput, DiffewSPipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiffewSConfig",
+    "DiffewSModel",
+    "DiffewSOutput",
+    "DiffewSPipeline",
+    "InputError",
+    "SupportContext",
+    "build_tiny_model",
+    "__version__",
+]

@@ -1,0 +1,71 @@
+"""Options and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+from ..errors import InputError
+from ..pipeline import DiffewSPipeline
+
+TINY_RANDOM = "tiny-random"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+logger = logging.getLogger("diffews")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="M",
+        help="DiffewS model: a folder written by DiffewSPipeline.save_pretrained, or a hub repository id. "
+        f"'{TINY_RANDOM}' builds a tiny random-weight model that only checks the installation "
+        "(its masks are meaningless).",
+    )
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="weights and activations dtype; auto = float16 on CUDA, float32 elsewhere",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """`--device` value -> torch.device, checking that it exists."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise InputError(f"--device {name}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`--dtype` value -> torch dtype."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def load_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
+    """The pipeline named by --model on --device/--dtype."""
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.model == TINY_RANDOM:
+        from ..modeling import build_tiny_model
+
+        logger.warning(
+            "%s: random weights, the masks are meaningless; this only checks that diffews runs. "
+            "See the README for the weights a real run needs.",
+            TINY_RANDOM,
+        )
+        return DiffewSPipeline(build_tiny_model()).to(device, dtype)
+    return DiffewSPipeline.from_pretrained(args.model, torch_dtype=dtype, device=device)

@@ -1,0 +1,58 @@
+"""DiffewS model settings, stored beside the weights as ``diffews_config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from .oi2m import OI2M_TIMESTEP
+
+ThresholdMode = Literal["relative", "absolute"]
+THRESHOLD_MODES: tuple[str, ...] = ("relative", "absolute")
+
+
+@dataclass(frozen=True)
+class DiffewSConfig:
+    """Inference settings of a DiffewS model.
+
+    Attributes:
+        resolution: square working resolution in pixels; images are resized to it (aspect ratio
+            not kept) and the UNet sees latents of ``resolution / 8``.
+        timestep: timestep fed to the UNet in both passes (OI2M: 1).
+        threshold: default binarisation threshold, see `threshold_mode`.
+        threshold_mode: ``"relative"``: foreground where probability > threshold x the map's
+            maximum (the authors' evaluation, 0.25); ``"absolute"``: probability > threshold.
+        base_model: where the weights came from (hub id or folder), for the record.
+    """
+
+    resolution: int = 512
+    timestep: int = OI2M_TIMESTEP
+    threshold: float = 0.25
+    threshold_mode: ThresholdMode = "relative"
+    base_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0 or self.resolution % 8:
+            raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        check_threshold(self.threshold, self.threshold_mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DiffewSConfig:
+        """Inverse of `to_dict`; unknown keys are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DiffewS config key(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def check_threshold(threshold: float, mode: str) -> None:
+    """Raise `ValueError` unless `mode` is known and `threshold` lies in [0, 1]."""
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")

@@ -1,0 +1,260 @@
+"""`DiffewSModel`: the SD VAE and UNet turned into a one-step few-shot segmenter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import InputError
+from ..processing.masks import mask_image_to_probability, mask_to_image
+from .config import DiffewSConfig
+from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
+from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
+from .prompt import encode_empty_prompt
+from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
+from .weights import load_safetensors_folder, read_json, require_subfolders, resolve_model_dir, save_safetensors_folder
+
+CONFIG_NAME = "diffews_config.json"
+PROMPT_NAME = "prompt_embedding.safetensors"
+PROMPT_KEY = "prompt_embedding"
+SD_PATTERNS = ["*.json", "*.txt", "vae/*.safetensors", "unet/diffusion_pytorch_model*.safetensors", "text_encoder/*.safetensors"]
+
+
+class DiffewSModel(nn.Module):
+    """DiffewS: Stable Diffusion's VAE and UNet, with KV-fusion self-attention and a support input conv.
+
+    Build one with `from_stable_diffusion` (fresh, for training), `from_pretrained` (a saved
+    DiffewS folder) or `diffews.build_tiny_model` (random tiny weights, for tests).
+
+    Tensor conventions: images ``(N, 3, H, W)`` in [-1, 1]; masks ``(N, 1, H, W)`` in {0, 1};
+    latents ``(N, 4, H/8, W/8)``, already multiplied by the VAE scaling factor.
+    """
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        prompt_embedding: torch.Tensor,
+        scheduler: DDIMScheduler | None = None,
+        config: DiffewSConfig | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(unet.conv_in, RoutedInputConv):
+            raise ValueError("the UNet has no support input convolution; build with DiffewSModel.from_components")
+        if unet.config.cross_attention_dim != prompt_embedding.shape[-1]:
+            raise ValueError(
+                f"prompt embedding width {prompt_embedding.shape[-1]} does not match the UNet's "
+                f"cross-attention width {unet.config.cross_attention_dim}"
+            )
+        self.vae = vae
+        self.unet = unet
+        self.register_buffer(PROMPT_KEY, prompt_embedding, persistent=False)
+        self.scheduler = scheduler if scheduler is not None else oi2m_scheduler()
+        self.config = config if config is not None else DiffewSConfig()
+        self.fsa_layers = install_fsa(unet)
+        self.vae.requires_grad_(False)
+
+    # ------------------------------------------------------------------ building, saving, loading
+
+    @classmethod
+    def from_components(
+        cls,
+        vae: AutoencoderKL,
+        unet: UNet2DConditionModel,
+        prompt_embedding: torch.Tensor,
+        config: DiffewSConfig | None = None,
+    ) -> DiffewSModel:
+        """A fresh DiffewS model from pretrained SD parts: adds `conv_in_ref` initialised from `conv_in`."""
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise ValueError(
+                f"UNet takes {unet.config.in_channels} input channels but the VAE has "
+                f"{vae.config.latent_channels} latent channels"
+            )
+        attach_support_conv(unet, init_support_conv(unet.conv_in))
+        return cls(vae, unet, prompt_embedding, config=config)
+
+    @classmethod
+    def from_stable_diffusion(
+        cls, name_or_path: str | Path, config: DiffewSConfig | None = None
+    ) -> DiffewSModel:
+        """Build from a Stable Diffusion 2.1 checkpoint: a hub id or a local diffusers folder.
+
+        Reads ``vae/``, ``unet/`` and ``text_encoder/`` (safetensors weights) and, if present,
+        ``tokenizer/``. The text encoder runs once, for the empty-prompt embedding, and is freed.
+        """
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        root = resolve_model_dir(name_or_path, SD_PATTERNS)
+        require_subfolders(root, ["vae", "unet", "text_encoder"])
+        vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
+        token_ids = None
+        if (root / "tokenizer").is_dir():
+            tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+            token_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+        embedding = encode_empty_prompt(text_encoder, token_ids)
+        if embedding.shape[-1] != unet.config.cross_attention_dim:
+            raise InputError(
+                f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's "
+                f"cross-attention width {unet.config.cross_attention_dim}"
+            )
+        config = config if config is not None else DiffewSConfig()
+        config = DiffewSConfig.from_dict({**config.to_dict(), "base_model": str(name_or_path)})
+        return cls.from_components(vae, unet, embedding, config=config)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> DiffewSModel:
+        """Load a DiffewS folder written by `save_pretrained` (local path or hub id); safetensors only."""
+        root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"])
+        require_subfolders(root, ["vae", "unet", "scheduler"])
+        for name in (CONFIG_NAME, PROMPT_NAME):
+            if not (root / name).is_file():
+                raise InputError(f"{root}: missing {name}; is this a DiffewS model folder?")
+        try:
+            config = DiffewSConfig.from_dict(read_json(root / CONFIG_NAME))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{root / CONFIG_NAME}: {error}") from error
+        vae = _load_weights(AutoencoderKL, root / "vae")
+        unet = _load_weights(UNet2DConditionModel, root / "unet")
+        prompt_embedding = load_file(root / PROMPT_NAME)[PROMPT_KEY]
+        scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
+        model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
+        return model.to(device=device, dtype=torch_dtype)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the model as a folder: ``diffews_config.json``, ``prompt_embedding.safetensors``,
+        ``scheduler/``, ``unet/`` (standard UNet keys plus ``conv_in_ref.*``) and ``vae/``."""
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        save_file({PROMPT_KEY: self.prompt_embedding.detach().contiguous().cpu()}, root / PROMPT_NAME)
+        self.scheduler.save_pretrained(root / "scheduler")
+        for name in ("unet", "vae"):
+            module = getattr(self, name)
+            module.save_config(root / name)
+            save_safetensors_folder(module.state_dict(), root / name)
+
+    # ------------------------------------------------------------------ the method
+
+    @property
+    def device(self) -> torch.device:
+        return self.prompt_embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def encode_images(
+        self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """VAE latents of ``(N, 3, H, W)`` images in [-1, 1]: posterior mean (or a sample) x scaling factor."""
+        posterior = self.vae.encode(images.to(device=self.device, dtype=self.vae.dtype)).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mean
+        return latents * self.vae.config.scaling_factor
+
+    def encode_masks(
+        self, masks: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """VAE latents of ``(N, 1, H, W)`` binary masks drawn white on black."""
+        return self.encode_images(mask_to_image(masks.to(self.vae.dtype)), sample, generator)
+
+    def support_context(self, image_latents: torch.Tensor, mask_latents: torch.Tensor) -> SupportContext:
+        """Support pass: per-layer K/V of S support sets of K shots, latents ``(S, K, 4, h, w)``."""
+        num_sets, num_shots = image_latents.shape[:2]
+        recorder = KVRecorder(num_shots)
+        self._run_unet(torch.cat([image_latents, mask_latents], dim=2).flatten(0, 1), recorder)
+        return recorder.context()
+
+    def encode_support(self, images: torch.Tensor, masks: torch.Tensor) -> SupportContext:
+        """Support context of S sets of K shots: images ``(S, K, 3, H, W)``, masks ``(S, K, 1, H, W)``."""
+        num_sets, num_shots = images.shape[:2]
+        latents = self.encode_images(torch.cat([images.flatten(0, 1), mask_to_image(masks.flatten(0, 1).to(images))]))
+        image_latents, mask_latents = latents.unflatten(0, (2 * num_sets, num_shots)).chunk(2)
+        return self.support_context(image_latents, mask_latents)
+
+    def predict_mask_latents(self, query_latents: torch.Tensor, context: SupportContext) -> torch.Tensor:
+        """Query pass (OI2M): mask latents ``(B, 4, h, w)`` from query image latents and a support context."""
+        velocity = self._run_unet(query_latents, KVFusion(context))
+        return mask_latents_from_velocity(self.scheduler, query_latents, velocity, self.config.timestep)
+
+    def decode_probabilities(self, mask_latents: torch.Tensor) -> torch.Tensor:
+        """Decode mask latents to foreground probabilities ``(B, 1, H, W)`` in [0, 1]."""
+        latents = mask_latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        return mask_image_to_probability(self.vae.decode(latents).sample.float())
+
+    def training_loss(
+        self,
+        query_images: torch.Tensor,
+        query_masks: torch.Tensor,
+        support_images: torch.Tensor,
+        support_masks: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_latents: bool = True,
+    ) -> torch.Tensor:
+        """OI2M loss of a batch of B episodes with K shots each: MSE (fp32) between the query pass's
+        v-prediction and its target, minus the query mask latent.
+
+        Args:
+            query_images: ``(B, 3, H, W)`` in [-1, 1].
+            query_masks: ``(B, 1, H, W)`` in {0, 1}.
+            support_images: ``(B, K, 3, H, W)`` in [-1, 1].
+            support_masks: ``(B, K, 1, H, W)`` in {0, 1}.
+            generator: for the VAE posterior samples.
+            sample_latents: sample the VAE posterior (the authors' training) instead of its mean.
+        """
+        batch, shots = support_images.shape[:2]
+        with torch.no_grad():
+            images = torch.cat([query_images, support_images.flatten(0, 1)])
+            masks = torch.cat([query_masks, support_masks.flatten(0, 1)])
+            image_latents = self.encode_images(images, sample_latents, generator)
+            mask_latents = self.encode_masks(masks, sample_latents, generator)
+        dtype = self.dtype
+        image_latents, mask_latents = image_latents.to(dtype), mask_latents.to(dtype)
+        context = self.support_context(
+            image_latents[batch:].unflatten(0, (batch, shots)), mask_latents[batch:].unflatten(0, (batch, shots))
+        )
+        velocity = self._run_unet(image_latents[:batch], KVFusion(context))
+        target = velocity_target(self.scheduler, mask_latents[:batch], image_latents[:batch], self.config.timestep)
+        return F.mse_loss(velocity.float(), target.float())
+
+    def _run_unet(self, latents: torch.Tensor, exchange: KVExchange) -> torch.Tensor:
+        text = self.prompt_embedding.to(dtype=self.dtype).expand(latents.shape[0], -1, -1)
+        return self.unet(
+            latents.to(self.dtype),
+            self.config.timestep,
+            encoder_hidden_states=text,
+            cross_attention_kwargs={FSA_KWARG: exchange},
+            return_dict=False,
+        )[0]
+
+
+def _load_weights(cls: type, folder: Path) -> nn.Module:
+    """Instantiate a diffusers model from ``folder/config.json`` and load its safetensors strictly.
+
+    A ``conv_in_ref`` entry in the config (``in_channels_ref``) adds the support convolution first.
+    """
+    config = dict(cls.load_config(folder))
+    support_channels = config.pop(CONFIG_KEY, None)
+    with torch.device("meta"):
+        module = cls.from_config(config)
+        if support_channels is not None:
+            attach_support_conv(module, init_support_conv(module.conv_in))
+    try:
+        module.load_state_dict(load_safetensors_folder(folder), strict=True, assign=True)
+    except RuntimeError as error:
+        raise InputError(f"{folder}: weights do not match its config.json ({_first_line(error)})") from error
+    return module
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines[:2])

@@ -1,0 +1,27 @@
+"""The constant text conditioning: the text encoder's embedding of the empty prompt."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
+"""CLIP token ids; SD 2.1's tokenizer pads with id 0."""
+
+
+def empty_prompt_ids(length: int = 77) -> torch.Tensor:
+    """Token ids of the empty prompt as SD 2.1's tokenizer writes them: ``[BOS, EOS, 0, ...]``, shape (1, length)."""
+    return torch.tensor([[BOS_TOKEN, EOS_TOKEN] + [PAD_TOKEN] * (length - 2)])
+
+
+@torch.no_grad()
+def encode_empty_prompt(text_encoder: nn.Module, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden state of `text_encoder` for the empty prompt, shape (1, 77, D), float32.
+
+    `token_ids` defaults to `empty_prompt_ids`; pass the base model's own tokenizer output to
+    follow a tokenizer that pads differently.
+    """
+    if token_ids is None:
+        token_ids = empty_prompt_ids(text_encoder.config.max_position_embeddings)
+    device = next(text_encoder.parameters()).device
+    return text_encoder(token_ids.to(device)).last_hidden_state.float().cpu()

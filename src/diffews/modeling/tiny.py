@@ -1,0 +1,92 @@
+"""Tiny random-weight models with Stable Diffusion 2.1's structure, for tests, examples and benchmarks.
+
+Same block types, depth, attention layout (linear projections, ``upcast_attention``) and VAE
+downsampling factor (8) as SD 2.1, with widths small enough to run on a CPU in milliseconds.
+The weights are random: outputs exercise the machinery and are not segmentations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from .config import DiffewSConfig
+from .diffews_model import DiffewSModel
+from .oi2m import oi2m_scheduler
+from .prompt import encode_empty_prompt
+
+TINY_RESOLUTION = 64
+TINY_TEXT_WIDTH = 32
+
+TINY_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(8, 16, 16, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=TINY_RESOLUTION,
+    scaling_factor=0.18215,
+)
+
+TINY_UNET_CONFIG = dict(
+    sample_size=TINY_RESOLUTION // 8,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(16, 16, 32, 32),
+    layers_per_block=1,
+    attention_head_dim=(2, 2, 4, 4),
+    cross_attention_dim=TINY_TEXT_WIDTH,
+    norm_num_groups=4,
+    use_linear_projection=True,
+    upcast_attention=True,
+)
+
+TINY_TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=TINY_TEXT_WIDTH,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    projection_dim=TINY_TEXT_WIDTH,
+    hidden_act="gelu",
+)
+
+
+def tiny_stable_diffusion(seed: int = 0) -> tuple[AutoencoderKL, UNet2DConditionModel, torch.nn.Module]:
+    """Random tiny (VAE, UNet, CLIP text encoder) with SD 2.1's structure."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_VAE_CONFIG)
+    unet = UNet2DConditionModel(**TINY_UNET_CONFIG)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG))
+    return vae.eval(), unet.eval(), text_encoder.eval()
+
+
+def save_tiny_stable_diffusion(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny SD-2.1-layout diffusers folder (``vae/``, ``unet/``, ``text_encoder/``, ``scheduler/``)."""
+    root = Path(path)
+    vae, unet, text_encoder = tiny_stable_diffusion(seed)
+    vae.save_pretrained(root / "vae", safe_serialization=True)
+    unet.save_pretrained(root / "unet", safe_serialization=True)
+    text_encoder.save_pretrained(root / "text_encoder", safe_serialization=True)
+    oi2m_scheduler().save_pretrained(root / "scheduler")
+    return root
+
+
+def build_tiny_model(seed: int = 0, resolution: int = TINY_RESOLUTION) -> DiffewSModel:
+    """A random-weight DiffewS model with SD 2.1's structure and tiny widths, built offline.
+
+    Its masks are meaningless: use it to test the machinery, never as a segmenter.
+    """
+    vae, unet, text_encoder = tiny_stable_diffusion(seed)
+    config = DiffewSConfig(resolution=resolution, base_model=f"tiny-random (seed {seed})")
+    return DiffewSModel.from_components(vae, unet, encode_empty_prompt(text_encoder), config=config).eval()

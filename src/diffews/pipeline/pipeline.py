@@ -1,0 +1,196 @@
+"""`DiffewSPipeline`: segment query images from K annotated support images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..modeling import DiffewSModel, SupportContext
+from ..modeling.config import check_threshold
+from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
+from ..processing.masks import binarize
+
+
+@dataclass
+class DiffewSOutput:
+    """Per-query results, each at that query's original size.
+
+    Attributes:
+        masks: binary masks, ``(H_i, W_i)`` bool.
+        probabilities: foreground probability maps, ``(H_i, W_i)`` float32 in [0, 1].
+        thresholds: the absolute probability threshold applied to each query (for a relative
+            threshold, threshold x that map's maximum).
+        mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's
+            latents), on request (``output_latents=True``), else None.
+    """
+
+    masks: list[np.ndarray]
+    probabilities: list[np.ndarray]
+    thresholds: list[float]
+    mask_latents: torch.Tensor | None = None
+
+
+class DiffewSPipeline:
+    """Few-shot segmentation with a DiffewS model.
+
+    Two ways to use it:
+
+    >>> out = pipe(queries, support_images, support_masks)      # support encoded for this call
+    >>> support = pipe.encode_support(support_images, support_masks)
+    >>> out = pipe(queries, support=support)                     # reuse it for any number of calls
+
+    The second runs the support pass (VAE encode + UNet) once per support set instead of once per
+    call; the results are identical.
+    """
+
+    def __init__(self, model: DiffewSModel) -> None:
+        self.model = model.eval()
+        self._progress_bar_config: dict = {}
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> DiffewSPipeline:
+        """Load a saved DiffewS model folder or hub repository (safetensors only)."""
+        return cls(DiffewSModel.from_pretrained(name_or_path, torch_dtype=torch_dtype, device=device))
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Save the model folder; `from_pretrained` reads it back bit-exactly."""
+        self.model.save_pretrained(path)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DiffewSPipeline:
+        """Move the model (in place); returns self."""
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def resolution(self) -> int:
+        return self.model.config.resolution
+
+    def set_progress_bar_config(self, **kwargs) -> None:
+        """Options for the tqdm bar shown over query batches (e.g. ``disable=True``)."""
+        self._progress_bar_config = kwargs
+
+    @torch.no_grad()
+    def encode_support(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        masks: Sequence[MaskInput] | MaskInput,
+        sources: Sequence[str] | None = None,
+        resolution: int | None = None,
+    ) -> SupportContext:
+        """Encode a support set of K >= 1 image/mask pairs once, for any number of queries.
+
+        Args:
+            images: K images (see `diffews.processing.images` for accepted types).
+            masks: K binary masks of any size (resized to their image's working size with nearest
+                neighbour; non-binary masks follow `diffews.processing.masks`' rule).
+            sources: optional K labels (file names) used in error messages.
+            resolution: working resolution; defaults to the model's.
+
+        Raises:
+            InputError: no supports, counts that differ, or an empty mask ("support mask N is empty").
+        """
+        images, masks = _as_list(images), _as_list(masks)
+        if not images:
+            raise InputError("no support images given: DiffewS needs at least one support image and mask")
+        if len(images) != len(masks):
+            raise InputError(f"{len(images)} support images but {len(masks)} support masks")
+        size = resolution or self.resolution
+        labels = list(sources) if sources is not None else [None] * len(images)
+        pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
+        support_images = torch.stack([p[0] for p in pairs])[None].to(self.device, self.dtype)
+        support_masks = torch.stack([p[1] for p in pairs])[None].to(self.device, self.dtype)
+        return self.model.encode_support(support_images, support_masks)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        query_images: Sequence[ImageInput] | ImageInput,
+        support_images: Sequence[ImageInput] | ImageInput | None = None,
+        support_masks: Sequence[MaskInput] | MaskInput | None = None,
+        *,
+        support: SupportContext | None = None,
+        threshold: float | None = None,
+        threshold_mode: str | None = None,
+        resolution: int | None = None,
+        batch_size: int = 4,
+        output_latents: bool = False,
+    ) -> DiffewSOutput:
+        """Segment query images.
+
+        Args:
+            query_images: one image or a list (any sizes; see `diffews.processing.images`).
+            support_images, support_masks: the support set, encoded for this call; or
+            support: a context from `encode_support`, reused as is.
+            threshold, threshold_mode: binarisation; default to the model config's
+                (relative 0.25: foreground where p > 0.25 x max p, the authors' evaluation).
+            resolution: working resolution; defaults to the model's (must match `support`'s).
+            batch_size: queries per UNet call.
+            output_latents: also return the generated mask latents.
+        """
+        threshold = self.model.config.threshold if threshold is None else threshold
+        threshold_mode = threshold_mode or self.model.config.threshold_mode
+        check_threshold(threshold, threshold_mode)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if support is None:
+            if support_images is None or support_masks is None:
+                raise InputError("give support_images and support_masks, or a support context from encode_support")
+            support = self.encode_support(support_images, support_masks, resolution=resolution)
+        elif support_images is not None or support_masks is not None:
+            raise ValueError("give either a support context or support images and masks, not both")
+        queries = _as_list(query_images)
+        size = resolution or self.resolution
+
+        output = DiffewSOutput(masks=[], probabilities=[], thresholds=[])
+        latents_out = []
+        batches = list(_chunks(range(len(queries)), batch_size))
+        bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
+        for indices in tqdm(batches, **bar_config):
+            originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
+            batch = torch.stack([resize_image(t, (size, size)) for t in originals]).to(self.device, self.dtype)
+            mask_latents = self.model.predict_mask_latents(self.model.encode_images(batch), support)
+            probabilities = self.model.decode_probabilities(mask_latents)
+            for probability, original in zip(probabilities, originals):
+                full = F.interpolate(probability[None], size=original.shape[1:], mode="bilinear", align_corners=False)[0, 0]
+                full = full.clamp(0, 1)
+                mask, cut = binarize(full[None], threshold, threshold_mode)
+                output.masks.append(mask[0].cpu().numpy())
+                output.probabilities.append(full.cpu().numpy())
+                output.thresholds.append(float(cut[0]))
+            if output_latents:
+                latents_out.append(mask_latents.float().cpu())
+        if output_latents:
+            output.mask_latents = torch.cat(latents_out)
+        return output
+
+
+def _as_list(items) -> list:
+    if items is None:
+        return []
+    if isinstance(items, (list, tuple)):
+        return list(items)
+    if isinstance(items, (torch.Tensor, np.ndarray)) and items.ndim == 4:
+        return list(items)
+    return [items]
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

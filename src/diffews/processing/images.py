@@ -1,0 +1,129 @@
+"""Images and masks in: files, PIL, numpy and torch, to tensors at the working resolution.
+
+Accepted image inputs (one image each):
+- PIL images of any mode (EXIF orientation applied; grayscale replicated, alpha dropped);
+- numpy arrays ``(H, W)`` or ``(H, W, 3|4)``, uint8 in [0, 255] or float in [0, 1];
+- torch tensors ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)``, uint8 in [0, 255] or float in [0, 1].
+
+Images are resized to ``resolution x resolution`` (bilinear, antialiased, aspect ratio not kept,
+as in the authors' evaluation); masks with nearest neighbour (``nearest-exact``, as PIL does),
+whatever their size relative to their image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InputError
+from .masks import to_binary_mask
+
+ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
+MaskInput = Union[Image.Image, np.ndarray, torch.Tensor]
+
+
+def open_image_file(path: str | Path) -> Image.Image:
+    """Open and fully decode an image file, EXIF orientation applied; one-line `InputError` on failure."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a folder, expected an image file") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: cannot read image ({error})") from None
+
+
+def check_image_file(path: str | Path) -> None:
+    """Cheap integrity check (header and structure, no full decode); one-line `InputError` on failure."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: cannot read image ({error})") from None
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """An RGB PIL image from a file."""
+    return open_image_file(path).convert("RGB")
+
+
+def load_mask(path: str | Path, name: str | None = None) -> np.ndarray:
+    """A binary (H, W) mask from a file, by the rule of `diffews.processing.masks`.
+
+    Raises:
+        InputError: unreadable file, or "<name> is empty" (name defaults to the path).
+    """
+    return to_binary_mask(open_image_file(path), name or str(path))
+
+
+def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
+    """One image -> ``(3, H, W)`` float32 in [0, 1] at its own size."""
+    if isinstance(image, Image.Image):
+        array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[2] in (3, 4):
+            tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+        elif image.ndim == 2:
+            tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
+        else:
+            raise InputError(f"{name}: numpy images must be (H, W) or (H, W, 3|4), got {image.shape}")
+    elif isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        if tensor.ndim == 2:
+            tensor = tensor[None]
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3):
+            raise InputError(f"{name}: torch images must be (3, H, W), (1, H, W) or (H, W), got {tuple(image.shape)}")
+    else:
+        raise InputError(f"{name}: unsupported image type {type(image).__name__}")
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255
+    elif tensor.is_floating_point():
+        tensor = tensor.float()
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+            raise InputError(f"{name}: float images must lie in [0, 1], got [{tensor.min():.3g}, {tensor.max():.3g}]")
+    else:
+        raise InputError(f"{name}: image dtype must be uint8 or float, got {tensor.dtype}")
+    return tensor.expand(3, -1, -1).contiguous()
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(3, H, W)`` in [0, 1] -> ``(3, *size)`` in [-1, 1], bilinear with antialiasing."""
+    resized = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return resized.clamp(0, 1) * 2 - 1
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool -> ``(1, *size)`` float in {0, 1}, nearest neighbour."""
+    tensor = torch.from_numpy(mask).float()[None, None]
+    return F.interpolate(tensor, size=size, mode="nearest-exact")[0]
+
+
+def prepare_support(
+    image: ImageInput, mask: MaskInput, resolution: int, index: int, source: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support pair `index` (1-based) at the working resolution.
+
+    Returns image ``(3, R, R)`` in [-1, 1] and mask ``(1, R, R)`` in {0, 1}.
+
+    Raises:
+        InputError: "support mask N is empty" (with `source`, e.g. the file, in brackets) when the
+            mask has no foreground, before or after resizing.
+    """
+    label = f"support mask {index}" + (f" ({source})" if source else "")
+    binary = to_binary_mask(mask, label)
+    image_tensor = image_to_tensor(image, f"support image {index}")
+    resized_mask = resize_mask(binary, (resolution, resolution))
+    if not resized_mask.any():
+        raise InputError(f"{label} is empty after resizing to {resolution}x{resolution} (object too small)")
+    return resize_image(image_tensor, (resolution, resolution)), resized_mask

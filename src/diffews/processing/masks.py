@@ -1,0 +1,98 @@
+"""Masks: user formats -> binary, binary <-> 3-channel mask images, decoded images -> probabilities.
+
+Binarisation rule (documented in the README), applied to every mask the package reads:
+
+- palette PNG (mode ``P``): the palette *index* is the label; foreground = index not in {0, 255}
+  (255 marks "ignore" borders as in PASCAL VOC, treated as background for supports);
+- with a non-constant alpha channel (``LA``/``RGBA``): foreground = alpha >= 128;
+- colour (``RGB``): foreground = brightest channel >= 128 (white, or any bright colour, on black);
+- grayscale and arrays: bool as is; otherwise if every value is in [0, 1] (0/1 masks, float masks)
+  foreground = value >= 0.5, else foreground = value >= 128 (0/255 masks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InputError
+
+IGNORE_INDEX = 255
+
+
+def pil_mask_to_array(mask: Image.Image) -> np.ndarray:
+    """Binary (H, W) bool array from a PIL mask, by the module's rule."""
+    if mask.mode == "P":
+        index = np.asarray(mask)
+        return (index != 0) & (index != IGNORE_INDEX)
+    if mask.mode in ("LA", "RGBA", "PA"):
+        alpha = np.asarray(mask.getchannel("A"))
+        if alpha.min() != alpha.max():
+            return alpha >= 128
+        mask = mask.convert("RGB" if mask.mode in ("RGBA", "PA") else "L")
+    if mask.mode == "RGB":
+        return np.asarray(mask).max(axis=2) >= 128
+    if mask.mode == "1":
+        return np.asarray(mask, dtype=bool)
+    return array_mask_to_bool(np.asarray(mask))
+
+
+def array_mask_to_bool(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Binary bool array from a numeric or bool array, by the module's rule (shape kept)."""
+    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if values.dtype == bool:
+        return values
+    values = values.astype(np.float32)
+    if values.size and values.min() >= 0 and values.max() <= 1:
+        return values >= 0.5
+    return values >= 128
+
+
+def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """(H, W) bool mask from a PIL image, a (H, W) or (1, H, W) array/tensor, or an (H, W, C) colour array.
+
+    Raises:
+        InputError: "<name> is empty" when no pixel is foreground; wrong shapes likewise name `name`.
+    """
+    if isinstance(mask, Image.Image):
+        binary = pil_mask_to_array(mask)
+    else:
+        values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if values.ndim == 3 and values.shape[0] == 1:
+            values = values[0]
+        elif values.ndim == 3 and values.shape[2] in (3, 4):
+            values = values[..., :3].max(axis=2)
+        if values.ndim != 2:
+            raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
+        binary = array_mask_to_bool(values)
+    if not binary.any():
+        raise InputError(f"{name} is empty")
+    return binary
+
+
+def mask_to_image(masks: torch.Tensor) -> torch.Tensor:
+    """Binary masks ``(N, 1, H, W)`` in {0, 1} -> mask images ``(N, 3, H, W)``: white (+1) on black (-1)."""
+    return (masks * 2 - 1).expand(-1, 3, -1, -1)
+
+
+def mask_image_to_probability(decoded: torch.Tensor) -> torch.Tensor:
+    """Decoded mask images ``(N, 3, H, W)`` (nominally [-1, 1]) -> probabilities ``(N, 1, H, W)`` in [0, 1].
+
+    Clip to [-1, 1], map to [0, 1], average the three channels.
+    """
+    return ((decoded.clamp(-1, 1) + 1) / 2).mean(dim=1, keepdim=True)
+
+
+def binarize(probabilities: torch.Tensor, threshold: float, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Threshold probability maps ``(N, ...)``; returns (masks, absolute thresholds ``(N,)``).
+
+    ``"relative"``: foreground where p > threshold * max(p) of that map; ``"absolute"``: p > threshold.
+    """
+    flat = probabilities.flatten(1)
+    if mode == "relative":
+        cut = threshold * flat.amax(dim=1)
+    else:
+        cut = torch.full((flat.shape[0],), threshold, dtype=flat.dtype, device=flat.device)
+    masks = probabilities > cut.view(-1, *([1] * (probabilities.ndim - 1)))
+    return masks, cut
