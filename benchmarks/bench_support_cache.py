@@ -1,0 +1,112 @@
+"""Support cache: segment N queries with one support set, encoding the support per query vs once.
+
+Prints a table and the speed ratio, measured side by side in one run, and writes a JSON report.
+
+    python benchmarks/bench_support_cache.py                  # tiny model, CPU, 20 queries, 1 shot
+    python benchmarks/bench_support_cache.py --shots 5 --queries 20 --repeats 5
+    python benchmarks/bench_support_cache.py --model DIR --device cuda --dtype float16 --resolution 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffews import DiffewSPipeline, build_tiny_model
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="DiffewS folder; default: the tiny random model")
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--resolution", type=int, default=None, help="default: the model's")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of each path (median reported)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/support_cache.json"))
+    return parser.parse_args()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    model = build_tiny_model() if args.model is None else None
+    pipe = DiffewSPipeline(model) if model is not None else DiffewSPipeline.from_pretrained(args.model)
+    pipe.to(args.device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = args.resolution or pipe.resolution
+
+    rng = np.random.default_rng(0)
+    queries = [rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8) for _ in range(args.queries)]
+    supports = [rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8) for _ in range(args.shots)]
+    masks = []
+    for _ in range(args.shots):
+        mask = np.zeros((resolution, resolution), bool)
+        mask[resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = True
+        masks.append(mask)
+
+    def uncached() -> list[np.ndarray]:
+        return [pipe(q, supports, masks, resolution=resolution).probabilities[0] for q in queries]
+
+    def cached() -> list[np.ndarray]:
+        support = pipe.encode_support(supports, masks, resolution=resolution)
+        return [pipe(q, support=support, resolution=resolution).probabilities[0] for q in queries]
+
+    max_diff = max(float(np.abs(a - b).max()) for a, b in zip(uncached(), cached()))
+    device = pipe.device
+    uncached_s = statistics.median(timed(uncached, device, args.repeats))
+    cached_s = statistics.median(timed(cached, device, args.repeats))
+    ratio = uncached_s / cached_s
+
+    report = {
+        "model": args.model or "tiny-random",
+        "device": str(device),
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "resolution": resolution,
+        "queries": args.queries,
+        "shots": args.shots,
+        "repeats": args.repeats,
+        "uncached_seconds": uncached_s,
+        "cached_seconds": cached_s,
+        "speedup_cached_over_uncached": ratio,
+        "max_abs_probability_difference": max_diff,
+    }
+    print(f"{args.queries} queries, {args.shots} shot(s), {resolution}px, {report['model']} on {device} {args.dtype}")
+    print(f"{'path':<10}{'total s':>10}{'ms/query':>10}")
+    print(f"{'uncached':<10}{uncached_s:>10.3f}{1000 * uncached_s / args.queries:>10.1f}")
+    print(f"{'cached':<10}{cached_s:>10.3f}{1000 * cached_s / args.queries:>10.1f}")
+    print(f"speed-up cached / uncached: {ratio:.2f}x   (max |diff| of probabilities: {max_diff:.2e})")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
