@@ -1,6 +1,7 @@
 """Images and masks in: files, PIL, numpy and torch, to tensors at the working resolution.
 
 Accepted image inputs (one image each):
+- file paths (``str`` or ``Path``);
 - PIL images of any mode (EXIF orientation applied; grayscale replicated, alpha dropped);
 - numpy arrays ``(H, W)`` or ``(H, W, 3|4)``, uint8 in [0, 255] or float in [0, 1];
 - torch tensors ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)``, uint8 in [0, 255] or float in [0, 1].
@@ -23,8 +24,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 from .masks import to_binary_mask
 
-ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
-MaskInput = Union[Image.Image, np.ndarray, torch.Tensor]
+ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
 def open_image_file(path: str | Path) -> Image.Image:
@@ -68,6 +69,8 @@ def load_mask(path: str | Path, name: str | None = None) -> np.ndarray:
 
 def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
     """One image -> ``(3, H, W)`` float32 in [0, 1] at its own size."""
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
     if isinstance(image, Image.Image):
         array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
@@ -120,6 +123,9 @@ def prepare_support(
         InputError: "support mask N is empty" (with `source`, e.g. the file, in brackets) when the
             mask has no foreground, before or after resizing.
     """
+    if isinstance(mask, (str, Path)):
+        source = source or str(mask)
+        mask = open_image_file(mask)
     label = f"support mask {index}" + (f" ({source})" if source else "")
     binary = to_binary_mask(mask, label)
     image_tensor = image_to_tensor(image, f"support image {index}")

@@ -1,0 +1,34 @@
+"""Shared fixtures: the tiny random model and its pipeline."""
+
+from __future__ import annotations
+
+import os
+
+# Tests never reach a model hub: fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models run fastest on one thread, and spinning OpenMP workers of concurrent processes
+# (subprocess tests, parallel jobs) would otherwise slow each other down many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from diffews import DiffewSPipeline, build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """One tiny random DiffewS model for the session; tests must not modify it."""
+    return build_tiny_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model):
+    pipe = DiffewSPipeline(tiny_model)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

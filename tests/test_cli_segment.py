@@ -1,0 +1,164 @@
+"""`diffews segment` end to end on the tiny model, and every bad input."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import box_mask, random_image
+from PIL import Image
+
+from diffews import DiffewSPipeline, build_tiny_model
+from diffews.cli.files import OutputFolder
+from diffews.cli.main import main
+from diffews.processing.images import load_image, load_mask
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    """Two support pairs and three query images of different sizes and modes."""
+    (tmp_path / "queries").mkdir()
+    random_image(rng, 60, 80).save(tmp_path / "s1.jpg")
+    Image.fromarray(box_mask(60, 80).astype(np.uint8) * 255).save(tmp_path / "s1.png")
+    random_image(rng, 50, 50).save(tmp_path / "s2.png")
+    Image.fromarray(box_mask(25, 25).astype(np.uint8)).save(tmp_path / "s2_mask.png")  # 0/1 mask, half size
+    random_image(rng, 40, 30).save(tmp_path / "queries/a.jpg")
+    random_image(rng, 33, 47).convert("L").save(tmp_path / "queries/b.png")
+    Image.fromarray(rng.integers(0, 256, (20, 24, 4), dtype=np.uint8), mode="RGBA").save(tmp_path / "queries/c.png")
+    return tmp_path
+
+
+def segment_args(root: Path, *extra: str, out: str = "out") -> list[str]:
+    return [
+        "segment", "--model", "tiny-random",
+        "--support", str(root / "s1.jpg"), str(root / "s1.png"),
+        "--support", str(root / "s2.png"), str(root / "s2_mask.png"),
+        "--query", str(root / "queries"), "--out", str(root / out), *extra,
+    ]
+
+
+def output_files(root: Path) -> list[Path]:
+    out = root / "out"
+    return sorted(out.iterdir()) if out.is_dir() else []
+
+
+def test_segment_writes_masks_and_overlays_matching_the_python_api(files, capsys):
+    assert main(segment_args(files)) == 0
+    out = files / "out"
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}_{kind}.png" for n in "abc" for kind in ("mask", "overlay")]
+    pipe = DiffewSPipeline(build_tiny_model())
+    pipe.set_progress_bar_config(disable=True)
+    expected = pipe(
+        [load_image(files / "queries" / n) for n in ("a.jpg", "b.png", "c.png")],
+        [load_image(files / "s1.jpg"), load_image(files / "s2.png")],
+        [load_mask(files / "s1.png"), load_mask(files / "s2_mask.png")],
+    )
+    for name, mask in zip("abc", expected.masks):
+        written = np.asarray(Image.open(out / f"{name}_mask.png"))
+        assert set(np.unique(written)) <= {0, 255}
+        assert np.array_equal(written == 255, mask)
+        assert Image.open(out / f"{name}_overlay.png").size == (mask.shape[1], mask.shape[0])
+    assert "wrote 3 masks and overlays" in capsys.readouterr().out
+
+
+def test_segment_options_and_globs(files):
+    args = segment_args(files, "--threshold", "0.6", "--threshold-mode", "absolute", "--resolution", "32", "--batch-size", "1")
+    args[args.index("--query") + 1] = str(files / "queries" / "*.png")
+    assert main(args) == 0
+    assert sorted(p.name for p in (files / "out").glob("*_mask.png")) == ["b_mask.png", "c_mask.png"]
+
+
+def test_shipped_examples_segment(tmp_path):
+    args = [
+        "segment", "--model", "tiny-random",
+        "--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png"),
+        "--query", str(EXAMPLES / "query"), "--out", str(tmp_path / "out"),
+    ]
+    assert main(args) == 0
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 3
+
+
+def expect_error(capsys, args: list[str], message: str) -> None:
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and message in errors[0], lines
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda root: Image.new("L", (80, 60)).save(root / "s1.png"), "support mask 1 ({root}/s1.png) is empty"),
+        (lambda root: (root / "queries/b.png").write_bytes(b"\x89PNG broken"), "{root}/queries/b.png: cannot read image"),
+        (lambda root: (root / "s2.png").unlink(), "{root}/s2.png: no such file"),
+        (lambda root: (root / "s1.png").write_text("text"), "{root}/s1.png: cannot read image"),
+        (lambda root: shutil.copy(root / "queries/a.jpg", root / "queries/a.png"), "would both write outputs named 'a_*'"),
+        (lambda root: [p.unlink() for p in (root / "queries").iterdir()], "{root}/queries: folder has no image files"),
+        (lambda root: (root / "out").write_text("a file"), "{root}/out: output folder is an existing file"),
+    ],
+    ids=["empty-mask", "corrupt-query", "missing-support", "unreadable-mask", "name-clash", "empty-folder", "out-is-file"],
+)
+def test_bad_inputs_exit_2_with_one_line_and_write_nothing(files, capsys, mutate, message):
+    mutate(files)
+    expect_error(capsys, segment_args(files), message.format(root=files))
+    assert output_files(files) == []
+
+
+def test_output_folder_that_cannot_be_created(files, capsys):
+    (files / "blocker").write_text("a file")
+    expect_error(capsys, segment_args(files, out="blocker/sub"), "cannot write to output folder")
+
+
+def test_bad_option_values(files, capsys):
+    expect_error(capsys, segment_args(files, "--resolution", "30"), "--resolution must be a positive multiple of 8")
+    expect_error(capsys, segment_args(files, "--threshold", "2"), "threshold must lie in [0, 1]")
+    assert not (files / "out").exists()
+
+
+def test_missing_support_is_a_usage_error(files, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--model", "tiny-random", "--query", str(files / "queries"), "--out", str(files / "out")])
+    assert exit_info.value.code == 2
+    assert "--support" in capsys.readouterr().err
+
+
+def test_failure_mid_run_removes_what_this_run_wrote(files, capsys):
+    # A truncated JPEG passes the quick header check but fails to decode once its batch is reached.
+    data = (files / "queries/a.jpg").read_bytes()
+    (files / "queries/z.jpg").write_bytes(data[: len(data) // 2])
+    expect_error(capsys, segment_args(files, "--batch-size", "1"), "queries/z.jpg: cannot read image")
+    assert output_files(files) == []
+    assert not (files / "out").exists()
+
+
+def test_output_folder_keeps_files_written_before_the_run(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        with OutputFolder(tmp_path) as out:
+            out.save_image(Image.new("L", (2, 2)), "x.png")
+            assert (tmp_path / "x.png").exists()
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([shutil.which("diffews") or "diffews", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("diffews ")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["segment", "--help"]])
+def test_help_reads_well(capsys, args):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: diffews")
+    expected = ["segment", "few-shot"] if args == ["--help"] else [
+        "--model", "--support IMG MASK", "--query", "--out", "--device", "--dtype", "--threshold", "--resolution", "examples:",
+    ]
+    assert all(word in text for word in expected)

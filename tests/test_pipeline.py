@@ -1,0 +1,120 @@
+"""DiffewSPipeline: outputs at the original size, the support cache, thresholds, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import box_mask, random_image
+from PIL import Image
+
+from diffews import DiffewSPipeline, InputError, build_tiny_model
+
+
+@pytest.fixture
+def support(rng):
+    images = [random_image(rng, 48, 64), random_image(rng, 70, 50)]
+    masks = [box_mask(48, 64), box_mask(35, 25, 0.1, 0.6)]  # second mask at half its image's size
+    return images, masks
+
+
+@pytest.fixture
+def queries(rng):
+    return [random_image(rng, 40, 30), rng.integers(0, 256, (90, 60, 3), dtype=np.uint8), torch.rand(3, 33, 77)]
+
+
+def test_outputs_have_each_querys_original_size(tiny_pipeline, support, queries):
+    out = tiny_pipeline(queries, *support, output_latents=True)
+    assert [m.shape for m in out.masks] == [(40, 30), (90, 60), (33, 77)]
+    assert [p.shape for p in out.probabilities] == [(40, 30), (90, 60), (33, 77)]
+    assert all(m.dtype == bool for m in out.masks)
+    assert all(p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1 for p in out.probabilities)
+    assert out.mask_latents.shape == (3, 4, 8, 8)
+
+
+def test_cached_support_equals_uncached(tiny_pipeline, support, queries):
+    uncached = tiny_pipeline(queries, *support, output_latents=True)
+    context = tiny_pipeline.encode_support(*support)
+    cached = tiny_pipeline(queries, support=context, output_latents=True)
+    assert (uncached.mask_latents - cached.mask_latents).abs().max() <= 1e-5
+    for a, b in zip(uncached.probabilities, cached.probabilities):
+        assert np.abs(a - b).max() <= 1e-5
+
+
+def test_batching_does_not_change_results(tiny_pipeline, support, queries):
+    context = tiny_pipeline.encode_support(*support)
+    together = tiny_pipeline(queries, support=context, batch_size=3, output_latents=True)
+    one_by_one = tiny_pipeline(queries, support=context, batch_size=1, output_latents=True)
+    assert (together.mask_latents - one_by_one.mask_latents).abs().max() <= 1e-5
+
+
+def test_support_pass_runs_once_per_support_set(tiny_model, support, queries):
+    pipe = DiffewSPipeline(tiny_model)
+    pipe.set_progress_bar_config(disable=True)
+    inputs = []
+    hook = tiny_model.unet.register_forward_pre_hook(lambda module, args: inputs.append(args[0].shape[1]))
+    try:
+        context = pipe.encode_support(*support)
+        for _ in range(3):
+            pipe(queries, support=context, batch_size=2)
+    finally:
+        hook.remove()
+    assert inputs.count(8) == 1  # one support pass (2 shots batched together)
+    assert inputs.count(4) == 6  # 3 calls x 2 query batches
+
+
+def test_masks_follow_the_reported_thresholds(tiny_pipeline, support, queries):
+    relative = tiny_pipeline(queries, *support)
+    for mask, probability, cut in zip(relative.masks, relative.probabilities, relative.thresholds):
+        assert cut == pytest.approx(0.25 * probability.max(), rel=1e-6)
+        assert np.array_equal(mask, probability > cut)
+    absolute = tiny_pipeline(queries, *support, threshold=0.4, threshold_mode="absolute")
+    assert absolute.thresholds == pytest.approx([0.4] * 3)
+    assert all(np.array_equal(m, p > np.float32(0.4)) for m, p in zip(absolute.masks, absolute.probabilities))
+
+
+def test_pipeline_save_load_round_trip(tmp_path, tiny_pipeline, support, queries):
+    tiny_pipeline.save_pretrained(tmp_path)
+    loaded = DiffewSPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    a, b = tiny_pipeline(queries, *support), loaded(queries, *support)
+    assert all(np.array_equal(x, y) for x, y in zip(a.probabilities, b.probabilities))
+
+
+def test_bfloat16_pipeline_tracks_float32(support, queries):
+    reference = DiffewSPipeline(build_tiny_model(seed=0))
+    half = DiffewSPipeline(build_tiny_model(seed=0)).to(dtype=torch.bfloat16)
+    ref, out = reference(queries, *support), half(queries, *support)
+    assert half.dtype == torch.bfloat16
+    assert max(np.abs(a - b).max() for a, b in zip(ref.probabilities, out.probabilities)) < 0.05
+
+
+def test_support_errors(tiny_pipeline, support, queries):
+    images, masks = support
+    with pytest.raises(InputError, match="no support images given"):
+        tiny_pipeline(queries, [], [])
+    with pytest.raises(InputError, match="2 support images but 1 support masks"):
+        tiny_pipeline(queries, images, masks[:1])
+    with pytest.raises(InputError, match=r"^support mask 2 is empty$"):
+        tiny_pipeline(queries, images, [masks[0], np.zeros((10, 10), bool)])
+    with pytest.raises(ValueError, match="not both"):
+        tiny_pipeline(queries, images, masks, support=tiny_pipeline.encode_support(images, masks))
+    with pytest.raises(InputError, match="give support_images and support_masks"):
+        tiny_pipeline(queries)
+    with pytest.raises(ValueError, match=r"threshold must lie in \[0, 1\]"):
+        tiny_pipeline(queries, images, masks, threshold=1.5)
+    with pytest.raises(InputError, match="query image 2: numpy images must be"):
+        tiny_pipeline([queries[0], np.zeros((4, 4, 2), np.uint8)], images, masks)
+
+
+def test_file_paths_are_accepted(tmp_path, tiny_pipeline, support, queries):
+    images, masks = support
+    images[0].save(tmp_path / "s.png")
+    Image.fromarray(masks[0].astype(np.uint8) * 255).save(tmp_path / "m.png")
+    queries[0].save(tmp_path / "q.png")
+    from_files = tiny_pipeline(tmp_path / "q.png", [str(tmp_path / "s.png")], [tmp_path / "m.png"])
+    from_objects = tiny_pipeline(queries[0], images[:1], masks[:1])
+    assert np.array_equal(from_files.probabilities[0], from_objects.probabilities[0])
+    Image.new("L", (8, 8)).save(tmp_path / "empty.png")
+    with pytest.raises(InputError, match=r"support mask 1 \(.*empty\.png\) is empty"):
+        tiny_pipeline(tmp_path / "q.png", [tmp_path / "s.png"], [tmp_path / "empty.png"])

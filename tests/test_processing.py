@@ -1,0 +1,161 @@
+"""Inputs to tensors: the mask binarisation rule, image types, EXIF, resizing, thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffews import InputError
+from diffews.processing.images import image_to_tensor, load_image, load_mask, prepare_support, resize_mask
+from diffews.processing.masks import binarize, mask_image_to_probability, mask_to_image, to_binary_mask
+
+# ---------------------------------------------------------------- mask rule
+
+
+def test_palette_mask_uses_indices_and_ignores_255():
+    index = np.array([[0, 1, 255], [15, 0, 255]], np.uint8)
+    mask = Image.fromarray(index, mode="P")
+    mask.putpalette([0, 0, 0] + [128, 0, 0] * 255)
+    assert to_binary_mask(mask, "m").tolist() == [[False, True, False], [True, False, False]]
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([[0, 255], [255, 0]], [[False, True], [True, False]]),  # 0/255
+        ([[0, 1], [1, 0]], [[False, True], [True, False]]),  # 0/1
+        ([[0, 127], [128, 200]], [[False, False], [True, True]]),  # anti-aliased 8-bit edge
+    ],
+)
+def test_grayscale_masks(values, expected):
+    assert to_binary_mask(Image.fromarray(np.array(values, np.uint8), mode="L"), "m").tolist() == expected
+
+
+def test_rgb_mask_foreground_is_any_bright_channel():
+    pixels = np.array([[[255, 255, 255], [0, 0, 0]], [[200, 0, 0], [60, 60, 60]]], np.uint8)
+    assert to_binary_mask(Image.fromarray(pixels, mode="RGB"), "m").tolist() == [[True, False], [True, False]]
+
+
+def test_rgba_mask_uses_a_varying_alpha_else_the_colour():
+    pixels = np.zeros((1, 2, 4), np.uint8)
+    pixels[0, 0, 3] = 255  # opaque black = foreground, transparent = background
+    assert to_binary_mask(Image.fromarray(pixels, mode="RGBA"), "m").tolist() == [[True, False]]
+    pixels[..., 3] = 255
+    pixels[0, 1, :3] = 255  # constant alpha: fall back to the colour rule
+    assert to_binary_mask(Image.fromarray(pixels, mode="RGBA"), "m").tolist() == [[False, True]]
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([[False, True]]),
+        np.array([[0.0, 0.9]], np.float32),
+        np.array([[0, 255]], np.uint8),
+        torch.tensor([[[0, 1]]]),
+    ],
+)
+def test_array_masks(array):
+    assert to_binary_mask(array, "m").tolist() == [[False, True]]
+
+
+def test_colour_array_mask_is_channels_last():
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[1, 0] = (0, 220, 0)
+    assert to_binary_mask(colour, "m").tolist() == [[False, False], [True, False]]
+
+
+def test_empty_mask_error_names_it():
+    with pytest.raises(InputError, match=r"^support mask 2 is empty$"):
+        to_binary_mask(np.zeros((4, 4)), "support mask 2")
+    with pytest.raises(InputError, match=r"expected a \(H, W\) mask"):
+        to_binary_mask(np.zeros((2, 4, 4, 4)), "m")
+
+
+def test_mask_resize_is_nearest_and_stays_binary():
+    mask = np.zeros((3, 3), bool)
+    mask[1, 1] = True
+    resized = resize_mask(mask, (9, 9))
+    assert set(resized.unique().tolist()) == {0.0, 1.0}
+    assert resized[0].tolist() == torch.from_numpy(np.kron(mask, np.ones((3, 3), bool))).float().tolist()
+
+
+def test_support_mask_of_another_size_than_its_image_is_resized(rng):
+    image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    mask = np.zeros((10, 15), bool)
+    mask[2:8, 3:12] = True
+    image_tensor, mask_tensor = prepare_support(image, mask, 64, index=1)
+    assert image_tensor.shape == (3, 64, 64) and mask_tensor.shape == (1, 64, 64)
+    assert -1 <= image_tensor.min() and image_tensor.max() <= 1
+
+
+def test_support_mask_lost_in_resizing_is_reported(rng):
+    mask = np.zeros((1000, 1000), bool)
+    mask[500, 500] = True
+    with pytest.raises(InputError, match=r"support mask 3 \(a\.png\) is empty after resizing to 64x64"):
+        prepare_support(np.zeros((1000, 1000, 3), np.uint8), mask, 64, index=3, source="a.png")
+
+
+# ---------------------------------------------------------------- images
+
+
+def test_image_types_give_the_same_tensor(rng):
+    pixels = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    expected = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    for image in (Image.fromarray(pixels), pixels, pixels.astype(np.float32) / 255, expected.clone(), torch.from_numpy(pixels).permute(2, 0, 1)):
+        torch.testing.assert_close(image_to_tensor(image), expected)
+
+
+def test_grayscale_and_rgba_images_become_rgb(rng):
+    gray = Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8), mode="L")
+    tensor = image_to_tensor(gray)
+    assert tensor.shape == (3, 5, 7) and torch.equal(tensor[0], tensor[2])
+    rgba = Image.fromarray(rng.integers(0, 256, (5, 7, 4), dtype=np.uint8), mode="RGBA")
+    torch.testing.assert_close(image_to_tensor(rgba), image_to_tensor(rgba.convert("RGB")))
+
+
+def test_exif_orientation_is_applied(tmp_path, rng):
+    pixels = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "rotated.jpg").size == (20, 30)
+
+
+def test_bad_images_get_one_line_errors(tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"junk\.png: cannot read image"):
+        load_image(tmp_path / "junk.png")
+    with pytest.raises(InputError, match=r"missing\.png: no such file"):
+        load_mask(tmp_path / "missing.png")
+    with pytest.raises(InputError, match=r"float images must lie in \[0, 1\]"):
+        image_to_tensor(np.full((4, 4, 3), 2.0, np.float32))
+    with pytest.raises(InputError, match=r"numpy images must be"):
+        image_to_tensor(np.zeros((4, 4, 2), np.uint8))
+
+
+# ---------------------------------------------------------------- masks as images, probabilities, thresholds
+
+
+def test_mask_image_is_white_foreground_on_black():
+    image = mask_to_image(torch.tensor([[[[0.0, 1.0]]]]))
+    assert image.shape == (1, 3, 1, 2)
+    assert image[0, :, 0, 0].tolist() == [-1, -1, -1] and image[0, :, 0, 1].tolist() == [1, 1, 1]
+
+
+def test_decoded_mask_image_to_probability_clips_maps_and_averages():
+    decoded = torch.tensor([[[[2.0]], [[0.0]], [[-0.5]]]])  # channels: clipped to 1, 0, -0.5
+    assert mask_image_to_probability(decoded).item() == pytest.approx((1.0 + 0.5 + 0.25) / 3)
+
+
+def test_relative_threshold_is_a_fraction_of_each_maps_maximum():
+    probabilities = torch.tensor([[0.1, 0.2, 0.8], [0.05, 0.1, 0.4]])
+    masks, cuts = binarize(probabilities, 0.25, "relative")
+    assert cuts.tolist() == pytest.approx([0.2, 0.1])
+    assert masks.tolist() == [[False, False, True], [False, False, True]]  # strictly greater than the cut
+
+
+def test_absolute_threshold():
+    masks, cuts = binarize(torch.tensor([[0.1, 0.5, 0.8]]), 0.5, "absolute")
+    assert masks.tolist() == [[False, False, True]] and cuts.tolist() == [0.5]
