@@ -25,15 +25,7 @@ class RoutedInputConv(nn.Conv2d):
     """
 
     def __init__(self, conv_in: nn.Conv2d, support_conv: nn.Conv2d) -> None:
-        super().__init__(
-            conv_in.in_channels,
-            conv_in.out_channels,
-            kernel_size=conv_in.kernel_size,
-            stride=conv_in.stride,
-            padding=conv_in.padding,
-            device=conv_in.weight.device,
-            dtype=conv_in.weight.dtype,
-        )
+        super().__init__(conv_in.in_channels, **_geometry(conv_in))
         if support_conv.in_channels == conv_in.in_channels:
             raise ValueError("the support and query input convolutions need different channel counts")
         self.load_state_dict(conv_in.state_dict())
@@ -60,19 +52,23 @@ def init_support_conv(conv_in: nn.Conv2d) -> nn.Conv2d:
     ``conv_in_ref(cat([x, x])) == conv_in(x)``: with a mask latent equal to the image latent the
     pretrained response is reproduced.
     """
-    support_conv = nn.Conv2d(
-        2 * conv_in.in_channels,
-        conv_in.out_channels,
-        kernel_size=conv_in.kernel_size,
-        stride=conv_in.stride,
-        padding=conv_in.padding,
-        device=conv_in.weight.device,
-        dtype=conv_in.weight.dtype,
-    )
+    support_conv = nn.Conv2d(2 * conv_in.in_channels, **_geometry(conv_in))
     with torch.no_grad():
         support_conv.weight.copy_(torch.cat([conv_in.weight, conv_in.weight], dim=1) / 2)
         support_conv.bias.copy_(conv_in.bias)
     return support_conv
+
+
+def _geometry(conv: nn.Conv2d) -> dict:
+    """Everything but the input channel count needed to build a convolution like `conv`."""
+    return dict(
+        out_channels=conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
 
 
 def attach_support_conv(unet: nn.Module, support_conv: nn.Conv2d) -> None:
