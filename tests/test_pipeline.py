@@ -81,11 +81,12 @@ def test_pipeline_save_load_round_trip(tmp_path, tiny_pipeline, support, queries
     assert all(np.array_equal(x, y) for x, y in zip(a.probabilities, b.probabilities))
 
 
-def test_bfloat16_pipeline_tracks_float32(support, queries):
-    reference = DiffewSPipeline(build_tiny_model(seed=0))
-    half = DiffewSPipeline(build_tiny_model(seed=0)).to(dtype=torch.bfloat16)
-    ref, out = reference(queries, *support), half(queries, *support)
-    assert half.dtype == torch.bfloat16
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_pipeline_tracks_float32(tiny_pipeline, support, queries, dtype):
+    half = DiffewSPipeline(build_tiny_model(seed=0)).to(dtype=dtype)
+    half.set_progress_bar_config(disable=True)
+    ref, out = tiny_pipeline(queries, *support), half(queries, *support)
+    assert half.dtype == dtype and half.model.prompt_embedding.dtype == dtype
     assert max(np.abs(a - b).max() for a, b in zip(ref.probabilities, out.probabilities)) < 0.05
 
 
