@@ -9,6 +9,7 @@ unique across sections. Defaults are the authors' recipe (METHOD.md).
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -211,9 +212,14 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> TrainConfig:
+        """Parse YAML text; syntax errors, unknown keys and bad values raise `ValueError`."""
         import yaml
 
-        return cls.from_dict(yaml.safe_load(text) or {})
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"invalid YAML ({error})") from None
+        return cls.from_dict(values or {})
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with options replaced by name (``{"learning_rate": 2e-5}``), whatever their section."""
@@ -228,20 +234,18 @@ class TrainConfig:
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config (defaults where `path` is None) and apply `overrides`; errors become `InputError`."""
-    label = str(path) if path is not None else "config"
+    config = TrainConfig()
+    if path is not None:
+        try:
+            config = TrainConfig.from_yaml(Path(path).read_text())
+        except OSError as error:
+            raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
+        except ValueError as error:
+            raise InputError(f"{path}: {_one_line(error)}") from None
     try:
-        config = TrainConfig()
-        if path is not None:
-            try:
-                text = Path(path).read_text()
-            except OSError as error:
-                raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
-            config = TrainConfig.from_yaml(text)
         return config.with_overrides(overrides or {})
     except ValueError as error:
-        if isinstance(error, InputError):
-            raise
-        raise InputError(f"{label}: {_one_line(error)}") from None
+        raise InputError(f"command line: {_one_line(error)}") from None
 
 
 def option_sections() -> dict[str, str]:
@@ -276,7 +280,7 @@ def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
     """(base type, Literal choices, accepts None) of a field's type hint."""
     args = typing.get_args(hint)
     nullable = type(None) in args
-    if typing.get_origin(hint) is typing.Union:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is Literal:
         return str, typing.get_args(hint), nullable

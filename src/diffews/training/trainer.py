@@ -84,12 +84,15 @@ class Trainer:
             ``class_id``; item i must be a fixed function of i for exact resumption).
         val_dataset: validation episodes, likewise (default: ``config.validation.val_episodes``
             episodes of ``config.validation.val_split``, seed 0).
+
+    After `train`, ``loss_history`` holds this process's mean loss of every optimizer step it ran.
     """
 
     def __init__(self, config: TrainConfig, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> None:
         self.config = config
         self._train_dataset = train_dataset
         self._val_dataset = val_dataset
+        self.loss_history: list[float] = []
 
     def train(self) -> Path:
         """Train (resuming if asked), export the model; returns the exported folder."""
@@ -156,6 +159,7 @@ class Trainer:
                 if ema is not None:
                     ema.update(model.unet)
                 window_losses.append(loss)
+                self.loss_history.append(loss)
                 lr = scheduler.get_last_lr()[0]
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(1)
