@@ -13,14 +13,16 @@ from .config import TrainConfig
 MODEL_DIR = "model"
 
 
-def export_model(model: DiffewSModel, config: TrainConfig, steps: int, metrics: dict[str, float] | None) -> Path:
+def export_model(
+    model: DiffewSModel, config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0
+) -> Path:
     """Save `model` and its card to ``<output_dir>/model`` (replacing an older export only once complete)."""
     root = Path(config.checkpointing.output_dir)
     target = root / MODEL_DIR
     temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_DIR}-", dir=root))
     try:
         model.save_pretrained(temporary)
-        (temporary / "README.md").write_text(model_card(config, steps, metrics))
+        (temporary / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
         if target.exists():
             shutil.rmtree(target)
         os.rename(temporary, target)
@@ -30,14 +32,14 @@ def export_model(model: DiffewSModel, config: TrainConfig, steps: int, metrics: 
     return target
 
 
-def model_card(config: TrainConfig, steps: int, metrics: dict[str, float] | None) -> str:
-    """Markdown model card: what was trained, on what, how, and its validation scores."""
+def model_card(config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0) -> str:
+    """Markdown model card: what was trained, on what, how, and its scores on `val_episodes` validation episodes."""
     data, optim = config.data, config.optim
     setting = "in-context (all classes)" if data.fold is None else f"strict few-shot, held-out fold {data.fold}"
     if metrics:
         scores = "\n".join(f"| {name} | {value:.2f} |" for name, value in metrics.items())
         validation = (
-            f"Validation on {config.validation.val_episodes} fixed '{config.validation.val_split}' episodes "
+            f"Validation on {val_episodes} fixed '{config.validation.val_split}' episodes "
             f"with {data.shots} shot(s), scored at {config.model.resolution} px:\n\n| metric | value |\n|---|---|\n{scores}\n"
         )
     else:

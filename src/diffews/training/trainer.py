@@ -85,13 +85,16 @@ class Trainer:
         val_dataset: validation episodes, likewise (default: ``config.validation.val_episodes``
             episodes of ``config.validation.val_split``, seed 0).
 
-    After `train`, ``loss_history`` holds this process's mean loss of every optimizer step it ran.
+    After `train`, ``model`` is the trained `DiffewSModel` (raw weights on processes other than the
+    main one, which holds the EMA weights when EMA is on) and ``loss_history`` this process's mean
+    loss of every optimizer step it ran.
     """
 
     def __init__(self, config: TrainConfig, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> None:
         self.config = config
         self._train_dataset = train_dataset
         self._val_dataset = val_dataset
+        self.model: DiffewSModel | None = None
         self.loss_history: list[float] = []
 
     def train(self) -> Path:
@@ -114,7 +117,7 @@ class Trainer:
         self.accelerator = accelerator
         set_seed(config.run.seed)
 
-        model = load_start_model(config.model, config.run.seed)
+        model = self.model = load_start_model(config.model, config.run.seed)
         vae_fp32 = self._prepare_model(model)
         train_data = self._train_dataset if self._train_dataset is not None else build_dataset(
             config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed
@@ -184,12 +187,11 @@ class Trainer:
         if accelerator.is_main_process:
             if ema is not None:
                 ema.copy_to(model.unet)
-            if config.validation.val_every:
-                metrics = self._validate(model, val_data, step, final=True)
+            final = self._validate(model, val_data, step, final=True) if config.validation.val_every else None
             if vae_fp32 is not None:
                 model.vae.to(torch.float32).load_state_dict(vae_fp32)
-            exported = export_model(model, config, step, metrics)
-            bar.write(f"exported {exported}")
+            exported = export_model(model, config, step, final, len(val_data) if final else 0)
+            logger.info("exported %s", exported)
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return exported if exported is not None else Path(config.checkpointing.output_dir) / "model"
