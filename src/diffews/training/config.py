@@ -1,0 +1,330 @@
+"""Training configuration: typed dataclasses that round-trip to YAML, with one CLI flag per option.
+
+A config file has one mapping per section (``model``, ``data``, ``optim``, ``precision``, ``ema``,
+``validation``, ``checkpointing``, ``run``); every option of every section is also a flag of
+``diffews train`` named after it (``learning_rate`` -> ``--learning-rate``), so option names are
+unique across sections. Defaults are the authors' recipe (METHOD.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InputError
+
+SD21 = "stabilityai/stable-diffusion-2-1"
+BENCHMARKS = ("pascal", "coco", "lvis", "fss", "custom")
+SPLITS = ("trn", "val", "test")
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with the help text of its CLI flag."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    pretrained: str = option(
+        SD21,
+        "where training starts: a Stable Diffusion 2.1 checkpoint (hub id or diffusers folder), a DiffewS "
+        "folder (fine-tune further), or 'tiny-random' (a tiny random model for tests)",
+    )
+    pretrained_type: Literal["auto", "stable-diffusion", "diffews"] = option(
+        "auto", "what --pretrained is; auto: a local folder with diffews_config.json is DiffewS, anything else SD"
+    )
+    resolution: int = option(512, "training resolution in pixels (square; multiple of 8)")
+
+    def check(self) -> None:
+        _require(self.resolution > 0 and self.resolution % 8 == 0, "resolution", "a positive multiple of 8", self.resolution)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    benchmark: Literal["pascal", "coco", "lvis", "fss", "custom"] = option("coco", "dataset family")
+    root: str | None = option(None, "dataset root folder (see docs/training.md for each benchmark's layout)")
+    fold: int | None = option(0, "held-out fold for strict few-shot training; null: all classes (in-context, custom)")
+    shots: int = option(1, "N: each step trains with K shots, K drawn uniformly in 1..N")
+    train_split: Literal["trn", "val", "test"] = option("trn", "split to train on")
+    train_episodes: int | None = option(None, "training episodes per pass over the data; null: the dataset's default")
+    num_workers: int = option(4, "data loading worker processes per GPU")
+
+    def check(self) -> None:
+        _require(self.fold is None or self.fold >= 0, "fold", "null or >= 0", self.fold)
+        _require(self.shots >= 1, "shots", ">= 1", self.shots)
+        _require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
+        _require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    optimizer: Literal["adamw", "adamw8bit"] = option("adamw", "AdamW, or bitsandbytes' 8-bit AdamW (pip install 'diffews[bnb]')")
+    learning_rate: float = option(1e-5, "peak learning rate")
+    weight_decay: float = option(1e-2, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    lr_scheduler: Literal["linear", "constant", "cosine"] = option(
+        "linear", "learning-rate schedule after warm-up: linear decay to 0, constant, or cosine decay to 0"
+    )
+    warmup_steps: int = option(0, "linear warm-up steps")
+    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this value; null: no clipping")
+    batch_size: int = option(1, "episodes per micro-batch per process")
+    gradient_accumulation_steps: int = option(4, "micro-batches per optimizer step")
+    max_steps: int = option(20000, "optimizer steps of the whole run (the schedule's length)")
+
+    def check(self) -> None:
+        _require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        for name in ("adam_beta1", "adam_beta2"):
+            _require(0 <= getattr(self, name) < 1, name, "in [0, 1)", getattr(self, name))
+        _require(self.adam_epsilon > 0, "adam_epsilon", "> 0", self.adam_epsilon)
+        _require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
+        _require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "null or > 0", self.max_grad_norm)
+        for name in ("batch_size", "gradient_accumulation_steps", "max_steps"):
+            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    mixed_precision: Literal["no", "fp16", "bf16"] = option(
+        "fp16", "autocast dtype of the UNet (fp32 master weights); bf16 is safer where the GPU has it"
+    )
+    vae_dtype: Literal["auto", "float32", "float16", "bfloat16"] = option(
+        "auto", "dtype of the frozen VAE; auto: the mixed-precision dtype (fp32 without mixed precision)"
+    )
+    gradient_checkpointing: bool = option(False, "recompute UNet activations in the backward pass (less memory, ~30%% slower)")
+    sdpa_backend: Literal["auto", "efficient", "flash", "math"] = option(
+        "auto", "PyTorch scaled-dot-product-attention kernel; efficient/flash save memory on GPUs"
+    )
+    sample_latents: bool = option(True, "sample the VAE posterior for training latents (the authors' recipe) instead of its mean")
+
+    def check(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class EMAOptions:
+    use_ema: bool = option(False, "keep an exponential moving average of the UNet weights (exported instead of the raw weights)")
+    ema_decay: float = option(0.9999, "EMA decay (warmed up as min(decay, (1 + n) / (10 + n)) over the first updates)")
+
+    def check(self) -> None:
+        _require(0 < self.ema_decay < 1, "ema_decay", "in (0, 1)", self.ema_decay)
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    val_every: int = option(1000, "validate every this many optimizer steps and at the end; 0: never")
+    val_split: Literal["trn", "val", "test"] = option("val", "split of the validation episodes")
+    val_episodes: int = option(32, "fixed validation episodes (same every time)")
+    val_panels: int = option(4, "validation episodes drawn as image panels in the tracker")
+
+    def check(self) -> None:
+        _require(self.val_every >= 0, "val_every", ">= 0", self.val_every)
+        _require(self.val_episodes >= 1, "val_episodes", ">= 1", self.val_episodes)
+        _require(self.val_panels >= 0, "val_panels", ">= 0", self.val_panels)
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    output_dir: str = option("outputs/diffews", "run folder: checkpoints/, logs/, the exported model in model/")
+    checkpoint_every: int = option(1000, "save a resumable checkpoint every this many optimizer steps")
+    keep_checkpoints: int = option(3, "keep only the newest this many checkpoints")
+    resume: str | None = option(None, "'latest' (newest complete checkpoint in output_dir, if any) or a checkpoint folder")
+
+    def check(self) -> None:
+        _require(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1", self.keep_checkpoints)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    seed: int = option(42, "seed of the model init, data order, shot counts and latent sampling")
+    tracker: Literal["tensorboard", "wandb", "none"] = option("tensorboard", "experiment tracker for losses, mIoU and panels")
+    project: str = option("diffews", "tracker project name")
+    log_every: int = option(10, "log loss and learning rate every this many optimizer steps")
+
+    def check(self) -> None:
+        _require(self.log_every >= 1, "log_every", ">= 1", self.log_every)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelOptions,
+    "data": DataOptions,
+    "optim": OptimOptions,
+    "precision": PrecisionOptions,
+    "ema": EMAOptions,
+    "validation": ValidationOptions,
+    "checkpointing": CheckpointOptions,
+    "run": RunOptions,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; see each section's fields for meanings and defaults."""
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+    ema: EMAOptions = field(default_factory=EMAOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+    checkpointing: CheckpointOptions = field(default_factory=CheckpointOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+    def __post_init__(self) -> None:
+        for name in SECTIONS:
+            getattr(self, name).check()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict, one mapping per section."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; missing keys take their defaults, unknown keys and bad values raise `ValueError`."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a mapping of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
+        unknown = sorted(set(values) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+        sections = {}
+        for name, section_type in SECTIONS.items():
+            entries = values.get(name) or {}
+            if not isinstance(entries, dict):
+                raise ValueError(f"section '{name}' must be a mapping, got {type(entries).__name__}")
+            known = {f.name for f in fields(section_type)}
+            bad = sorted(set(entries) - known)
+            if bad:
+                raise ValueError(f"unknown key(s) {', '.join(bad)} in section '{name}'; known: {', '.join(sorted(known))}")
+            sections[name] = section_type(**{key: _coerce(section_type, key, value) for key, value in entries.items()})
+        return cls(**sections)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> TrainConfig:
+        """Parse YAML text; syntax errors, unknown keys and bad values raise `ValueError`."""
+        import yaml
+
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"invalid YAML ({error})") from None
+        return cls.from_dict(values or {})
+
+    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+        """A copy with options replaced by name (``{"learning_rate": 2e-5}``), whatever their section."""
+        sections = {name: {} for name in SECTIONS}
+        owner = option_sections()
+        for key, value in overrides.items():
+            if key not in owner:
+                raise ValueError(f"unknown option '{key}'")
+            sections[owner[key]][key] = _coerce(SECTIONS[owner[key]], key, value)
+        return replace(self, **{name: replace(getattr(self, name), **changes) for name, changes in sections.items() if changes})
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (defaults where `path` is None) and apply `overrides`; errors become `InputError`."""
+    config = TrainConfig()
+    if path is not None:
+        try:
+            config = TrainConfig.from_yaml(Path(path).read_text())
+        except OSError as error:
+            raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
+        except ValueError as error:
+            raise InputError(f"{path}: {_one_line(error)}") from None
+    try:
+        return config.with_overrides(overrides or {})
+    except ValueError as error:
+        raise InputError(f"command line: {_one_line(error)}") from None
+
+
+def option_sections() -> dict[str, str]:
+    """Option name -> its section name."""
+    return {f.name: section for section, section_type in SECTIONS.items() for f in fields(section_type)}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option, grouped by section; unset flags are absent from the parsed namespace."""
+    for section, section_type in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} options (YAML section '{section}')")
+        hints = typing.get_type_hints(section_type)
+        for f in fields(section_type):
+            kind, choices, nullable = _describe(hints[f.name])
+            help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
+            flag = "--" + f.name.replace("_", "-")
+            if kind is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+                continue
+            metavar = "{" + ",".join(choices) + "}" if choices else kind.__name__.upper()
+            if nullable:
+                metavar += "|null"
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given as flags (raw strings, converted by `TrainConfig.with_overrides`)."""
+    return {name: getattr(args, name) for name in option_sections() if hasattr(args, name)}
+
+
+def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
+    """(base type, Literal choices, accepts None) of a field's type hint."""
+    args = typing.get_args(hint)
+    nullable = type(None) in args
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is Literal:
+        return str, typing.get_args(hint), nullable
+    return hint, (), nullable
+
+
+def _coerce(section_type: type, key: str, value: Any) -> Any:
+    """Convert `value` (from YAML or a flag string) to the field's type, or raise `ValueError` naming it."""
+    kind, choices, nullable = _describe(typing.get_type_hints(section_type)[key])
+    if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and nullable):
+        if nullable:
+            return None
+        raise ValueError(f"{key} must not be null")
+    try:
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        value = str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number' if kind is float else 'true or false'}, got {value!r}") from None
+    if choices and value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{key} must be {expected}, got {value!r}")
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())

@@ -1,0 +1,80 @@
+"""Final export: a `DiffewSModel.from_pretrained`-loadable folder with a model card, written atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..modeling import DiffewSModel
+from .config import TrainConfig
+
+MODEL_DIR = "model"
+
+
+def export_model(
+    model: DiffewSModel, config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0
+) -> Path:
+    """Save `model` and its card to ``<output_dir>/model`` (replacing an older export only once complete)."""
+    root = Path(config.checkpointing.output_dir)
+    target = root / MODEL_DIR
+    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_DIR}-", dir=root))
+    try:
+        model.save_pretrained(temporary)
+        (temporary / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(temporary, target)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return target
+
+
+def model_card(config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0) -> str:
+    """Markdown model card: what was trained, on what, how, and its scores on `val_episodes` validation episodes."""
+    data, optim = config.data, config.optim
+    setting = "in-context (all classes)" if data.fold is None else f"strict few-shot, held-out fold {data.fold}"
+    if metrics:
+        scores = "\n".join(f"| {name} | {value:.2f} |" for name, value in metrics.items())
+        validation = (
+            f"Validation on {val_episodes} fixed '{config.validation.val_split}' episodes "
+            f"with {data.shots} shot(s), scored at {config.model.resolution} px:\n\n| metric | value |\n|---|---|\n{scores}\n"
+        )
+    else:
+        validation = "No validation was run (validation.val_every = 0).\n"
+    ema = " EMA weights (decay {:g}).".format(config.ema.ema_decay) if config.ema.use_ema else ""
+    return f"""---
+library_name: diffews
+tags:
+- few-shot-segmentation
+- diffusion
+---
+
+# DiffewS model
+
+DiffewS few-shot segmenter fine-tuned from `{config.model.pretrained}` with `diffews train`.
+
+- Data: {data.benchmark}, {setting}, trained with K in 1..{data.shots} shot(s) per step.
+- Training: {steps} optimizer steps of {optim.batch_size} x {optim.gradient_accumulation_steps} episodes per process,
+  AdamW ({optim.optimizer}) lr {optim.learning_rate:g} ({optim.lr_scheduler} schedule), weight decay {optim.weight_decay:g},
+  {config.precision.mixed_precision} mixed precision, seed {config.run.seed}.{ema}
+
+## Use
+
+```python
+from diffews import DiffewSPipeline
+
+pipe = DiffewSPipeline.from_pretrained("path/to/this/folder")
+result = pipe(query_images, support_images, support_masks)
+```
+
+## Validation
+
+{validation}
+## Training configuration
+
+```yaml
+{config.to_yaml()}```
+"""

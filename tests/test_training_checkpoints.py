@@ -1,0 +1,90 @@
+"""Checkpoint files: nested safetensors state, atomic writes, picking the latest complete one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffews.errors import InputError
+from diffews.training.checkpoints import (
+    STATE_NAME,
+    complete_checkpoints,
+    latest_checkpoint,
+    load_nested,
+    resolve_resume,
+    save_nested,
+    write_checkpoint,
+)
+
+
+def _write_state(folder, step=0):
+    save_nested({"w": torch.full((2,), float(step))}, folder / "state.safetensors")
+    (folder / STATE_NAME).write_text(f'{{"step": {step}}}\n')
+
+
+def test_nested_state_round_trip_keeps_types(tmp_path):
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))], lr=1e-3)
+    sum(p.sum() for group in optimizer.param_groups for p in group["params"]).backward()
+    optimizer.step()
+    state = {"optimizer": optimizer.state_dict(), "scaler": None, "tuple": (1, 2.5, "x", True)}
+    save_nested(state, tmp_path / "s.safetensors")
+    loaded = load_nested(tmp_path / "s.safetensors")
+    assert list(loaded["optimizer"]["state"]) == [0, 1]  # int keys survive (the optimizer matches on them)
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        assert torch.equal(loaded["optimizer"]["state"][1][key], state["optimizer"]["state"][1][key])
+    assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert loaded["scaler"] is None and loaded["tuple"] == (1, 2.5, "x", True)
+    fresh = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))], lr=1e-3)
+    fresh.load_state_dict(loaded["optimizer"])
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_unstorable_values_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="cannot store a object"):
+        save_nested({"x": object()}, tmp_path / "s.safetensors")
+
+
+def test_write_checkpoint_keeps_the_newest(tmp_path):
+    for step in (10, 20, 30, 40):
+        path = write_checkpoint(tmp_path, step, lambda folder, s=step: _write_state(folder, s), keep=2)
+        assert path.name == f"step-{step:08d}"
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000030", "step-00000040"]
+    assert latest_checkpoint(tmp_path).name == "step-00000040"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000030", "step-00000040"]
+
+
+def test_failed_write_leaves_nothing_and_keeps_the_previous(tmp_path):
+    write_checkpoint(tmp_path, 5, _write_state, keep=3)
+
+    def crash(folder):
+        _write_state(folder, 6)
+        (folder / "big.bin").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_checkpoint(tmp_path, 6, crash, keep=3)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000005"]
+
+
+def test_killed_mid_write_is_never_resumed(tmp_path):
+    """A process killed mid-write leaves a temporary folder (even a complete-looking one): never picked."""
+    write_checkpoint(tmp_path, 5, _write_state, keep=3)
+    killed = tmp_path / "checkpoints" / ".tmp-step-00000009-abcd"
+    killed.mkdir()
+    _write_state(killed, 9)
+    half = tmp_path / "checkpoints" / "step-00000012"  # not from our writer, but never trust a folder without state
+    half.mkdir()
+    (half / "unet.safetensors").write_bytes(b"\0" * 10)
+    assert resolve_resume("latest", tmp_path).name == "step-00000005"
+    write_checkpoint(tmp_path, 7, _write_state, keep=3)
+    assert not killed.exists()  # the next save clears leftovers
+    assert latest_checkpoint(tmp_path).name == "step-00000007"
+
+
+def test_resume_values(tmp_path):
+    assert resolve_resume(None, tmp_path) is None
+    assert resolve_resume("latest", tmp_path) is None
+    with pytest.raises(InputError, match="not a complete diffews training checkpoint"):
+        resolve_resume(str(tmp_path), tmp_path)
+    path = write_checkpoint(tmp_path, 3, _write_state, keep=1)
+    assert resolve_resume(str(path), tmp_path) == path
