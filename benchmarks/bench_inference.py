@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/inference.json"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.shots, args.batch_sizes, args.repeats, args.warmup = [1], [2], 1, 1
+        args.shots, args.batch_sizes, args.repeats, args.warmup = [1], [1, 2], 1, 1
         args.peer = "tiny" if args.peer == "default" else args.peer
     return args
 

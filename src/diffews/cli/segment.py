@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 except ValueError as error:
                     raise InputError(str(error)) from None
                 for stem, image, mask in zip(stems[start:], images, result.masks):
-                    out.save_image(mask_image(mask), f"{stem}_mask.png")
-                    out.save_image(overlay_mask(image, mask), f"{stem}_overlay.png")
+                    out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
+                    out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
                 bar.update(len(paths))
     print(f"wrote {len(queries)} masks and overlays to {out.path}")
     return 0
