@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
+from ..modeling.mask_decoder import MaskDecoder
 from ..modeling.config import check_threshold
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
 from ..processing.masks import binarize
@@ -52,12 +53,16 @@ class DiffewSPipeline:
 
     `speed` (see `SpeedOptions`) selects faster execution: memory layout, attention kernel,
     autocast, `torch.compile` and static batch shapes. It changes the model in place.
+    `mask_decoder` (see `diffews distill-decoder`) replaces the VAE decoder for the masks.
     """
 
-    def __init__(self, model: DiffewSModel, speed: SpeedOptions | None = None) -> None:
+    def __init__(
+        self, model: DiffewSModel, speed: SpeedOptions | None = None, mask_decoder: MaskDecoder | None = None
+    ) -> None:
         self.model = model.eval()
         self.speed = speed if speed is not None else SpeedOptions()
         self.speed.apply(self.model)
+        self.mask_decoder = None if mask_decoder is None else mask_decoder.eval().to(self.device)
         self._progress_bar_config: dict = {}
 
     @classmethod
@@ -76,8 +81,10 @@ class DiffewSPipeline:
         self.model.save_pretrained(path)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DiffewSPipeline:
-        """Move the model (in place); returns self."""
+        """Move the model and mask decoder (in place); returns self."""
         self.model.to(device=device, dtype=dtype)
+        if self.mask_decoder is not None:
+            self.mask_decoder.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -180,7 +187,8 @@ class DiffewSPipeline:
                 batch = torch.cat([batch, batch[-1:].expand(batch_size - len(indices), -1, -1, -1)])
             with self.speed.context(self.device):
                 mask_latents = self.model.predict_mask_latents(self.model.encode_images(batch), support)
-                probabilities = self.model.decode_probabilities(mask_latents)[: len(indices)]
+                decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_probabilities
+                probabilities = decode(mask_latents)[: len(indices)]
             sizes = [tuple(t.shape[1:]) for t in originals]
             for mask, probability, cut in masks_at_original_sizes(probabilities.float(), sizes, threshold, threshold_mode):
                 output.masks.append(mask)
