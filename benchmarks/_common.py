@@ -63,12 +63,29 @@ def peak_memory_bytes(device: torch.device) -> int | None:
 
 
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> dict[str, float | None]:
-    """Median seconds per call of `fn` over `repeats` timed calls, and the peak memory while they ran."""
-    for _ in range(warmup):
-        fn()
-    reset_peak_memory(device)
-    times = timed(fn, device, repeats, warmup=0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "peak_bytes": peak_memory_bytes(device)}
+    """Median (and min) seconds per call of `fn` over `repeats` timed calls, and the peak memory while they ran."""
+    return measure_alternating({"fn": fn}, device, repeats, warmup)["fn"]
+
+
+def measure_alternating(
+    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, dict[str, float | None]]:
+    """`measure` for several functions, timed in turns (a b c a b c ...) so that load from other
+    processes or clock changes hit all of them alike; peak memory is tracked per function."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, int | None] = {name: None for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            reset_peak_memory(device)
+            times[name] += timed(fn, device, 1, warmup=0)
+            peak = peak_memory_bytes(device)
+            peaks[name] = peak if peaks[name] is None else max(peaks[name], peak)
+    return {
+        name: {"median_s": statistics.median(t), "min_s": min(t), "peak_bytes": peaks[name]} for name, t in times.items()
+    }
 
 
 def random_images(rng: np.random.Generator, count: int, size: int) -> list[np.ndarray]:

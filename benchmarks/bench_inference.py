@@ -24,6 +24,7 @@ from _common import (
     box_masks,
     describe_device,
     measure,
+    measure_alternating,
     mebibytes,
     print_table,
     random_images,
@@ -97,27 +98,33 @@ class Bench:
         self.supports = random_images(rng, max(args.shots), size)
         self.masks = box_masks(max(args.shots), size)
 
-    def run_path(self, pipe: DiffewSPipeline, shots: int, batch: int, cached: bool) -> tuple[dict[str, Any], list[np.ndarray]]:
+    def segment_call(self, pipe: DiffewSPipeline, shots: int, batch: int, cached: bool):
+        """A call segmenting `batch` queries with a `shots`-shot support set, encoded in the call or once before."""
         queries, supports, masks = self.queries[:batch], self.supports[:shots], self.masks[:shots]
         if cached:
             support = pipe.encode_support(supports, masks, resolution=self.resolution)
-            call = lambda: pipe(queries, support=support, resolution=self.resolution, batch_size=batch)  # noqa: E731
-        else:
-            call = lambda: pipe(queries, supports, masks, resolution=self.resolution, batch_size=batch)  # noqa: E731
-        probabilities = call().probabilities
-        stats = measure(call, self.device, self.args.repeats, self.args.warmup)
-        row = {"shots": shots, "batch": batch, "path": "cached" if cached else "uncached",
-               "ms_per_query": 1000 * stats["median_s"] / batch, "queries_per_s": batch / stats["median_s"],
-               "peak_mib": mebibytes(stats["peak_bytes"])}
-        return row, probabilities
+            return lambda: pipe(queries, support=support, resolution=self.resolution, batch_size=batch).probabilities
+        return lambda: pipe(queries, supports, masks, resolution=self.resolution, batch_size=batch).probabilities
+
+    def compare(self, calls: dict[str, Any], shots: int, batch: int) -> dict[str, dict[str, Any]]:
+        """Time `calls` in turns; a row per call with latency, throughput, peak memory and its
+        largest probability difference from the first call's."""
+        outputs = {name: call() for name, call in calls.items()}
+        stats = measure_alternating(calls, self.device, self.args.repeats, self.args.warmup)
+        reference = next(iter(outputs.values()))
+        return {name: {"shots": shots, "batch": batch, "ms_per_query": 1000 * s["median_s"] / batch,
+                       "queries_per_s": batch / s["median_s"], "peak_mib": mebibytes(s["peak_bytes"]),
+                       "max_abs_diff": max(float(np.abs(a - b).max()) for a, b in zip(reference, outputs[name]))}
+                for name, s in stats.items()}
 
     def paths(self, dtype_name: str) -> None:
         pipe = build_pipeline(self.args.arch, self.device, DTYPES[dtype_name])
         for shots in self.args.shots:
             for batch in self.args.batch_sizes:
-                rows = [self.run_path(pipe, shots, batch, cached)[0] for cached in (False, True)]
-                rows[1]["speedup_vs_uncached"] = rows[0]["ms_per_query"] / rows[1]["ms_per_query"]
-                self.rows["paths"] += [{"dtype": dtype_name, **row} for row in rows]
+                calls = {path: self.segment_call(pipe, shots, batch, path == "cached") for path in ("uncached", "cached")}
+                rows = self.compare(calls, shots, batch)
+                rows["cached"]["speedup_vs_uncached"] = rows["uncached"]["ms_per_query"] / rows["cached"]["ms_per_query"]
+                self.rows["paths"] += [{"dtype": dtype_name, "path": path, **row} for path, row in rows.items()]
         self.components(pipe, dtype_name)
         del pipe
 
@@ -185,20 +192,18 @@ class Bench:
         if self.args.compile:
             variants["compile"] = SpeedOptions(compile=True, static_batch=True)
             variants["all (compile, channels_last)"] = SpeedOptions(compile=True, static_batch=True, channels_last=True)
-        reference = None
+        calls = {}
         for name, speed in variants.items():
-            pipe = build_pipeline(self.args.arch, self.device, DTYPES[dtype_name], speed)
+            call = self.segment_call(build_pipeline(self.args.arch, self.device, DTYPES[dtype_name], speed), shots, batch, True)
             try:
-                row, probabilities = self.run_path(pipe, shots, batch, cached=True)
+                call()
             except RuntimeError as error:  # e.g. a kernel this device/dtype lacks
                 print(f"skipped {name}: {str(error).splitlines()[0]}")
                 continue
-            finally:
-                del pipe
-            if reference is None:
-                reference = (row, probabilities)
-            row["speedup_vs_default"] = reference[0]["ms_per_query"] / row["ms_per_query"]
-            row["max_abs_diff"] = max(float(np.abs(a - b).max()) for a, b in zip(reference[1], probabilities))
+            calls[name] = call
+        rows = self.compare(calls, shots, batch)
+        for name, row in rows.items():
+            row["speedup_vs_default"] = rows["default"]["ms_per_query"] / row["ms_per_query"]
             self.rows["options"].append({"dtype": dtype_name, "option": name, **row})
 
     def peer(self, dtype_name: str) -> None:
@@ -236,7 +241,8 @@ def print_report(bench: Bench, header: str) -> None:
     print("\nper-query latency, throughput and peak memory")
     print_table(bench.rows["paths"], [("dtype", "dtype", ""), ("shots", "K", "d"), ("batch", "batch", "d"), ("path", "path", ""),
                                       ("ms_per_query", "ms/query", ".2f"), ("queries_per_s", "queries/s", ".1f"),
-                                      ("peak_mib", "peak MiB", ".0f"), ("speedup_vs_uncached", "x uncached", ".2f")])
+                                      ("peak_mib", "peak MiB", ".0f"), ("speedup_vs_uncached", "x uncached", ".2f"),
+                                      ("max_abs_diff", "max |diff|", ".1e")])
     print("\nspeed options (cached path), each alone against the default")
     print_table(bench.rows["options"], [("dtype", "dtype", ""), ("option", "option", ""), ("ms_per_query", "ms/query", ".2f"),
                                         ("speedup_vs_default", "x default", ".2f"), ("max_abs_diff", "max |diff|", ".1e"),

@@ -10,12 +10,11 @@ Prints a table and the speed ratio, measured side by side in one run, and writes
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import box_masks, random_images, timed, write_json
+from _common import box_masks, measure_alternating, random_images, write_json
 
 from diffews import DiffewSPipeline, build_tiny_model
 
@@ -59,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     max_diff = max(float(np.abs(a - b).max()) for a, b in zip(uncached(), cached()))
     device = pipe.device
-    uncached_s = statistics.median(timed(uncached, device, args.repeats))
-    cached_s = statistics.median(timed(cached, device, args.repeats))
+    stats = measure_alternating({"uncached": uncached, "cached": cached}, device, args.repeats)
+    uncached_s, cached_s = stats["uncached"]["median_s"], stats["cached"]["median_s"]
     ratio = uncached_s / cached_s
 
     report = {
