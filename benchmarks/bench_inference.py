@@ -34,7 +34,8 @@ from _common import (
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
-from diffews.modeling.sd21 import build_sd21_model
+from diffews.modeling.mask_decoder import MaskDecoder
+from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model
 from diffews.pipeline.pipeline import masks_at_original_sizes
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -62,12 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer-repeats", type=int, default=None, help="timed SegGPT calls; default --repeats")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for the achieved fraction")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-sd21-flops", dest="sd21_flops", action="store_false",
+                        help="skip the FLOP count of the full SD 2.1 architecture and SegGPT (meta device, no weights)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat: only checks that the script works")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/inference.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.shots, args.batch_sizes, args.repeats, args.warmup = [1], [1, 2], 1, 1
         args.peer = "tiny" if args.peer == "default" else args.peer
+        args.sd21_flops = False
     return args
 
 
@@ -236,6 +240,39 @@ class Bench:
         del model
 
 
+def architecture_flops(shots: list[int]) -> list[dict[str, Any]]:
+    """FLOPs of each stage of the full SD 2.1 DiffewS at 512 px and of the default SegGPT at 448 px,
+    counted on the meta device (shapes only: no weights allocated, nothing computed)."""
+    from transformers import SegGptConfig, SegGptForImageSegmentation
+
+    model = build_sd21_model(device="meta")
+    size, latent = SD21_RESOLUTION, SD21_RESOLUTION // 8
+    query = torch.zeros(1, 3, size, size, device="meta")
+    latents = torch.zeros(1, 4, latent, latent, device="meta")
+    with torch.device("meta"):
+        mask_decoder = MaskDecoder()
+        peer = SegGptForImageSegmentation(SegGptConfig()).eval()
+    peer_image = torch.zeros(1, 3, SEGGPT_RESOLUTION, SEGGPT_RESOLUTION, device="meta")
+    peer_flops = count_flops(lambda: peer(pixel_values=peer_image, prompt_pixel_values=peer_image, prompt_masks=peer_image))
+    rows = []
+    for k in shots:
+        images, masks = torch.zeros(1, k, 3, size, size, device="meta"), torch.zeros(1, k, 1, size, size, device="meta")
+        support = model.encode_support(images, masks)
+        stages = {
+            "support pass (VAE encode + UNet), once per support set": count_flops(lambda: model.encode_support(images, masks)),
+            "query VAE encode": count_flops(lambda: model.encode_images(query)),
+            "query UNet pass": count_flops(lambda: model.predict_mask_latents(latents, support)),
+            "VAE decode": count_flops(lambda: model.decode_probabilities(latents)),
+            "distilled mask decoder (default widths)": count_flops(lambda: mask_decoder(latents)),
+        }
+        per_query = stages["query VAE encode"] + stages["query UNet pass"]
+        stages["one cached query, VAE decoder"] = per_query + stages["VAE decode"]
+        stages["one cached query, distilled decoder"] = per_query + stages["distilled mask decoder (default widths)"]
+        rows += [{"shots": k, "stage": name, "gflop": flops / 1e9, "vs_seggpt": flops / peer_flops} for name, flops in stages.items()]
+    rows.append({"shots": 1, "stage": "SegGPT (default config, 448 px, one prompt)", "gflop": peer_flops / 1e9, "vs_seggpt": 1.0})
+    return rows
+
+
 def print_report(bench: Bench, header: str) -> None:
     print(header)
     print("\nper-query latency, throughput and peak memory")
@@ -251,6 +288,10 @@ def print_report(bench: Bench, header: str) -> None:
     print_table(bench.rows["components"], [("dtype", "dtype", ""), ("shots", "K", "d"), ("stage", "stage", ""), ("ms", "ms", ".2f"),
                                            ("share_of_query", "share", ".0%"), ("gflop", "GFLOP", ".2f"),
                                            ("tflop_per_s", "TFLOP/s", ".3f"), ("peak_fraction", "of peak", ".1%")])
+    if bench.rows.get("sd21_flops"):
+        print("\nFLOPs of the full architectures (batch 1; ours at 512 px, SegGPT at 448 px)")
+        print_table(bench.rows["sd21_flops"], [("shots", "K", "d"), ("stage", "stage", ""), ("gflop", "GFLOP", ".1f"),
+                                               ("vs_seggpt", "x SegGPT", ".3f")])
     if bench.rows["peer"]:
         print("\npeer: transformers SegGptForImageSegmentation, one prompt, batch 1 (ratios: ours cached 1-shot / peer)")
         print_table(bench.rows["peer"], [("dtype", "dtype", ""), ("peer", "peer", ""), ("resolution", "px", "d"),
@@ -285,6 +326,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         bench.options(dtype_name)
         if args.peer != "none":
             bench.peer(dtype_name)
+    if args.sd21_flops:
+        bench.rows["sd21_flops"] = architecture_flops(args.shots)
     header = (f"{args.arch} architecture (random weights), {bench.resolution}px, on {describe_device(device)}, "
               f"median of {args.repeats} after {args.warmup} warm-up")
     print_report(bench, header)
