@@ -10,18 +10,16 @@ Prints a table and the speed ratio, measured side by side in one run, and writes
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import box_masks, measure_alternating, random_images, write_json
 
 from diffews import DiffewSPipeline, build_tiny_model
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="DiffewS folder; default: the tiny random model")
     parser.add_argument("--queries", type=int, default=20)
@@ -32,28 +30,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/support_cache.json"))
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int) -> list[float]:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -64,13 +45,9 @@ def main() -> None:
     resolution = args.resolution or pipe.resolution
 
     rng = np.random.default_rng(0)
-    queries = [rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8) for _ in range(args.queries)]
-    supports = [rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8) for _ in range(args.shots)]
-    masks = []
-    for _ in range(args.shots):
-        mask = np.zeros((resolution, resolution), bool)
-        mask[resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = True
-        masks.append(mask)
+    queries = random_images(rng, args.queries, resolution)
+    supports = random_images(rng, args.shots, resolution)
+    masks = box_masks(args.shots, resolution)
 
     def uncached() -> list[np.ndarray]:
         return [pipe(q, supports, masks, resolution=resolution).probabilities[0] for q in queries]
@@ -81,8 +58,8 @@ def main() -> None:
 
     max_diff = max(float(np.abs(a - b).max()) for a, b in zip(uncached(), cached()))
     device = pipe.device
-    uncached_s = statistics.median(timed(uncached, device, args.repeats))
-    cached_s = statistics.median(timed(cached, device, args.repeats))
+    stats = measure_alternating({"uncached": uncached, "cached": cached}, device, args.repeats)
+    uncached_s, cached_s = stats["uncached"]["median_s"], stats["cached"]["median_s"]
     ratio = uncached_s / cached_s
 
     report = {
@@ -104,8 +81,8 @@ def main() -> None:
     print(f"{'uncached':<10}{uncached_s:>10.3f}{1000 * uncached_s / args.queries:>10.1f}")
     print(f"{'cached':<10}{cached_s:>10.3f}{1000 * cached_s / args.queries:>10.1f}")
     print(f"speed-up cached / uncached: {ratio:.2f}x   (max |diff| of probabilities: {max_diff:.2e})")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.json, report)
+    return report
 
 
 if __name__ == "__main__":

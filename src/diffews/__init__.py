@@ -2,7 +2,7 @@
 
 from .errors import InputError
 from .modeling import DiffewSConfig, DiffewSModel, SupportContext, build_tiny_model
-from .pipeline import DiffewSOutput, DiffewSPipeline
+from .pipeline import DiffewSOutput, DiffewSPipeline, SpeedOptions
 
 __version__ = "0.1.0"
 
@@ -12,6 +12,7 @@ __all__ = [
     "DiffewSOutput",
     "DiffewSPipeline",
     "InputError",
+    "SpeedOptions",
     "SupportContext",
     "build_tiny_model",
     "__version__",

@@ -8,7 +8,7 @@ import logging
 import torch
 
 from ..errors import InputError
-from ..pipeline import DiffewSPipeline
+from ..pipeline import DiffewSPipeline, SpeedOptions
 
 TINY_RANDOM = "tiny-random"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -55,8 +55,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
-    """The pipeline named by --model on --device/--dtype."""
+def load_pipeline(args: argparse.Namespace, speed: SpeedOptions | None = None) -> DiffewSPipeline:
+    """The pipeline named by --model on --device/--dtype, with optional speed options."""
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.model == TINY_RANDOM:
@@ -67,5 +67,5 @@ def load_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
             "See the README for the weights a real run needs.",
             TINY_RANDOM,
         )
-        return DiffewSPipeline(build_tiny_model()).to(device, dtype)
-    return DiffewSPipeline.from_pretrained(args.model, torch_dtype=dtype, device=device)
+        return DiffewSPipeline(build_tiny_model().to(device, dtype), speed)
+    return DiffewSPipeline.from_pretrained(args.model, torch_dtype=dtype, device=device, speed=speed)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
 from PIL import Image
 
 from ..errors import InputError
+
+MAX_PENDING_WRITES = 32
+"""Writes queued on the writer thread before `save_image_later` waits (bounds memory held by queued images)."""
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -54,12 +58,17 @@ class OutputFolder:
     Each file is written to a temporary name and renamed into place, so a reader never sees a
     half-written file; if the run fails, the files of this run (and the folder, if this run made
     it and it is empty) are removed.
+
+    `save_image_later` moves rendering and PNG encoding onto one writer thread, off the caller's
+    critical path; leaving the ``with`` waits for it, and a failed write fails the run.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         self.written: list[Path] = []
         self._created = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def __enter__(self) -> OutputFolder:
         if self.path.exists() and not self.path.is_dir():
@@ -87,9 +96,35 @@ class OutputFolder:
         self.written.append(target)
         return target
 
-    def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> None:
-        if error is None:
+    def save_image_later(self, render: Callable[[], Image.Image], name: str) -> None:
+        """Render an image and save it under `name` on the writer thread (see `save_image`)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffews-writer")
+        while len(self._pending) >= MAX_PENDING_WRITES:
+            self._pending.pop(0).result()
+        self._pending.append(self._writer.submit(lambda: self.save_image(render(), name)))
+
+    def _finish_writes(self) -> None:
+        """Wait for the writer thread; re-raise the first failed write."""
+        if self._writer is None:
             return
+        self._writer.shutdown(wait=True)
+        self._writer = None
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        try:
+            self._finish_writes()
+        except BaseException:
+            if error is None:
+                self._remove_written()
+                raise
+        if error is not None:
+            self._remove_written()
+
+    def _remove_written(self) -> None:
         for path in self.written:
             path.unlink(missing_ok=True)
         if self._created and self.path.is_dir() and not any(self.path.iterdir()):

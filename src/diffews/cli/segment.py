@@ -8,6 +8,8 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..modeling.config import THRESHOLD_MODES
+from ..modeling.mask_decoder import load_mask_decoder
+from ..pipeline import SpeedOptions
 from ..processing.images import check_image_file, load_image, load_mask
 from ..processing.overlay import mask_image, overlay_mask
 from .common import add_model_options, load_pipeline
@@ -54,6 +56,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help="working resolution (multiple of 8); default: the model's (512)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
+    parser.add_argument(
+        "--mask-decoder", default=None, metavar="FILE",
+        help="small mask decoder from 'diffews distill-decoder' to use instead of the VAE decoder (faster)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the model with static batch shapes (slow first batch, faster afterwards)",
+    )
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
     parser.set_defaults(run=run)
 
 
@@ -69,8 +80,17 @@ def run(args: argparse.Namespace) -> int:
     support_images = [load_image(image) for image, _ in args.support]
     support_masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
 
+    mask_decoder = load_mask_decoder(args.mask_decoder)[0] if args.mask_decoder else None
+
     with OutputFolder(args.out) as out:
-        pipe = load_pipeline(args)
+        pipe = load_pipeline(args, SpeedOptions(channels_last=args.channels_last, compile=args.compile, static_batch=args.compile))
+        if mask_decoder is not None:
+            if mask_decoder.config.latent_channels != pipe.model.vae.config.latent_channels:
+                raise InputError(
+                    f"{args.mask_decoder}: mask decoder takes {mask_decoder.config.latent_channels} latent channels "
+                    f"but the model's VAE has {pipe.model.vae.config.latent_channels}"
+                )
+            pipe.mask_decoder = mask_decoder.to(pipe.device, pipe.dtype)
         pipe.set_progress_bar_config(disable=True)
         try:
             support = pipe.encode_support(
@@ -90,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
                 except ValueError as error:
                     raise InputError(str(error)) from None
                 for stem, image, mask in zip(stems[start:], images, result.masks):
-                    out.save_image(mask_image(mask), f"{stem}_mask.png")
-                    out.save_image(overlay_mask(image, mask), f"{stem}_overlay.png")
+                    out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
+                    out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
                 bar.update(len(paths))
     print(f"wrote {len(queries)} masks and overlays to {out.path}")
     return 0

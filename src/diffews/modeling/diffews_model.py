@@ -151,13 +151,19 @@ class DiffewSModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        """The UNet's dtype (read from one weight: diffusers' `dtype` walks every module per call)."""
+        return self.unet.conv_in.weight.dtype
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        """The VAE's dtype, read like `dtype`."""
+        return self.vae.post_quant_conv.weight.dtype
 
     def encode_images(
         self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """VAE latents of ``(N, 3, H, W)`` images in [-1, 1]: posterior mean (or a sample) x scaling factor."""
-        posterior = self.vae.encode(images.to(device=self.device, dtype=self.vae.dtype)).latent_dist
+        posterior = self.vae.encode(images.to(device=self.device, dtype=self.vae_dtype)).latent_dist
         latents = posterior.sample(generator) if sample else posterior.mean
         return latents * self.vae.config.scaling_factor
 
@@ -165,7 +171,7 @@ class DiffewSModel(nn.Module):
         self, masks: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """VAE latents of ``(N, 1, H, W)`` binary masks drawn white on black."""
-        return self.encode_images(mask_to_image(masks.to(self.vae.dtype)), sample, generator)
+        return self.encode_images(mask_to_image(masks.to(self.vae_dtype)), sample, generator)
 
     def support_context(self, image_latents: torch.Tensor, mask_latents: torch.Tensor) -> SupportContext:
         """Support pass: per-layer K/V of S support sets of K shots, latents ``(S, K, 4, h, w)``."""
@@ -188,7 +194,7 @@ class DiffewSModel(nn.Module):
 
     def decode_probabilities(self, mask_latents: torch.Tensor) -> torch.Tensor:
         """Decode mask latents to foreground probabilities ``(B, 1, H, W)`` in [0, 1]."""
-        latents = mask_latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        latents = mask_latents.to(self.vae_dtype) / self.vae.config.scaling_factor
         return mask_image_to_probability(self.vae.decode(latents).sample.float())
 
     def training_loss(

@@ -13,9 +13,11 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
+from ..modeling.mask_decoder import MaskDecoder
 from ..modeling.config import check_threshold
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
 from ..processing.masks import binarize
+from .speed import SpeedOptions
 
 
 @dataclass
@@ -48,26 +50,41 @@ class DiffewSPipeline:
 
     The second runs the support pass (VAE encode + UNet) once per support set instead of once per
     call; the results are identical.
+
+    `speed` (see `SpeedOptions`) selects faster execution: memory layout, attention kernel,
+    autocast, `torch.compile` and static batch shapes. It changes the model in place.
+    `mask_decoder` (see `diffews distill-decoder`) replaces the VAE decoder for the masks.
     """
 
-    def __init__(self, model: DiffewSModel) -> None:
+    def __init__(
+        self, model: DiffewSModel, speed: SpeedOptions | None = None, mask_decoder: MaskDecoder | None = None
+    ) -> None:
         self.model = model.eval()
+        self.speed = speed if speed is not None else SpeedOptions()
+        self.speed.apply(self.model)
+        self.mask_decoder = None if mask_decoder is None else mask_decoder.eval().to(self.device)
         self._progress_bar_config: dict = {}
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        cls,
+        name_or_path: str | Path,
+        torch_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        speed: SpeedOptions | None = None,
     ) -> DiffewSPipeline:
         """Load a saved DiffewS model folder or hub repository (safetensors only)."""
-        return cls(DiffewSModel.from_pretrained(name_or_path, torch_dtype=torch_dtype, device=device))
+        return cls(DiffewSModel.from_pretrained(name_or_path, torch_dtype=torch_dtype, device=device), speed)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Save the model folder; `from_pretrained` reads it back bit-exactly."""
         self.model.save_pretrained(path)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DiffewSPipeline:
-        """Move the model (in place); returns self."""
+        """Move the model and mask decoder (in place); returns self."""
         self.model.to(device=device, dtype=dtype)
+        if self.mask_decoder is not None:
+            self.mask_decoder.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -116,7 +133,8 @@ class DiffewSPipeline:
         pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
         support_images = torch.stack([p[0] for p in pairs])[None].to(self.device, self.dtype)
         support_masks = torch.stack([p[1] for p in pairs])[None].to(self.device, self.dtype)
-        return self.model.encode_support(support_images, support_masks)
+        with self.speed.context(self.device):
+            return self.model.encode_support(support_images, support_masks)
 
     @torch.no_grad()
     def __call__(
@@ -165,20 +183,37 @@ class DiffewSPipeline:
         for indices in tqdm(batches, **bar_config):
             originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
             batch = torch.stack([resize_image(t, (size, size)) for t in originals]).to(self.device, self.dtype)
-            mask_latents = self.model.predict_mask_latents(self.model.encode_images(batch), support)
-            probabilities = self.model.decode_probabilities(mask_latents)
-            for probability, original in zip(probabilities, originals):
-                full = F.interpolate(probability[None], size=original.shape[1:], mode="bilinear", align_corners=False)[0, 0]
-                full = full.clamp(0, 1)
-                mask, cut = binarize(full[None], threshold, threshold_mode)
-                output.masks.append(mask[0].cpu().numpy())
-                output.probabilities.append(full.cpu().numpy())
-                output.thresholds.append(float(cut[0]))
+            if self.speed.static_batch and len(indices) < batch_size:
+                batch = torch.cat([batch, batch[-1:].expand(batch_size - len(indices), -1, -1, -1)])
+            with self.speed.context(self.device):
+                mask_latents = self.model.predict_mask_latents(self.model.encode_images(batch), support)
+                decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_probabilities
+                probabilities = decode(mask_latents)[: len(indices)]
+            sizes = [tuple(t.shape[1:]) for t in originals]
+            for mask, probability, cut in masks_at_original_sizes(probabilities.float(), sizes, threshold, threshold_mode):
+                output.masks.append(mask)
+                output.probabilities.append(probability)
+                output.thresholds.append(cut)
             if output_latents:
-                latents_out.append(mask_latents.float().cpu())
+                latents_out.append(mask_latents[: len(indices)].float().cpu())
         if output_latents:
             output.mask_latents = torch.cat(latents_out)
         return output
+
+
+def masks_at_original_sizes(
+    probabilities: torch.Tensor, sizes: list[tuple[int, int]], threshold: float, threshold_mode: str
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Resize probabilities ``(B, 1, R, R)`` to each query's size (bilinear) and binarise them on
+    their device, queries of one size as one batch; returns (mask, probability, threshold) per query."""
+    results: list[tuple[np.ndarray, np.ndarray, float]] = [None] * len(sizes)  # type: ignore[list-item]
+    for size in dict.fromkeys(sizes):
+        indices = [i for i, s in enumerate(sizes) if s == size]
+        full = F.interpolate(probabilities[indices], size=size, mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
+        masks, cuts = binarize(full, threshold, threshold_mode)
+        for i, mask, probability, cut in zip(indices, masks.cpu().numpy(), full.cpu().numpy(), cuts.tolist()):
+            results[i] = (mask, probability, cut)
+    return results
 
 
 def _as_list(items) -> list:

@@ -1,0 +1,110 @@
+"""A small mask decoder: mask latents straight to foreground probabilities, in place of the VAE decoder.
+
+The SD VAE decoder reconstructs any image; DiffewS only ever decodes masks, white on black.
+`MaskDecoder` is a few upsampling convolutions trained (`diffews.distillation`) to reproduce the
+full decoder's probabilities, at a small fraction of its cost. Saved as one safetensors file whose
+metadata holds its config and the IoU against the full decoder it was distilled from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from ..errors import InputError
+
+FORMAT = "diffews-mask-decoder"
+
+
+@dataclass(frozen=True)
+class MaskDecoderConfig:
+    """Shape of a `MaskDecoder`.
+
+    Attributes:
+        latent_channels: channels of the VAE latents (4 for SD).
+        widths: channels of each x2 upsampling stage; ``len(widths)`` stages give the VAE's
+            downsampling factor ``2 ** len(widths)`` (8 for SD: three stages).
+        scaling_factor: the VAE's latent scaling factor; inputs are divided by it, as the VAE does.
+    """
+
+    latent_channels: int = 4
+    widths: tuple[int, ...] = (128, 64, 32)
+    scaling_factor: float = 0.18215
+
+    @property
+    def upscale(self) -> int:
+        return 2 ** len(self.widths)
+
+
+class MaskDecoder(nn.Module):
+    """Mask latents ``(B, C, h, w)`` (scaled like the VAE's) -> probabilities ``(B, 1, h * 2^S, w * 2^S)`` in [0, 1]."""
+
+    def __init__(self, config: MaskDecoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else MaskDecoderConfig()
+        widths = self.config.widths
+        self.conv_in = nn.Conv2d(self.config.latent_channels, widths[0], 3, padding=1)
+        stages = []
+        for width_in, width_out in zip(widths, widths[1:] + widths[-1:]):
+            stages.append(
+                nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(width_in, width_out, 3, padding=1),
+                    nn.SiLU(),
+                    nn.Conv2d(width_out, width_out, 3, padding=1),
+                    nn.SiLU(),
+                )
+            )
+        self.stages = nn.Sequential(*stages)
+        self.conv_out = nn.Conv2d(widths[-1], 1, 3, padding=1)
+
+    def logits(self, mask_latents: torch.Tensor) -> torch.Tensor:
+        """Foreground logits ``(B, 1, H, W)``."""
+        hidden = self.conv_in(mask_latents.to(self.conv_in.weight.dtype) / self.config.scaling_factor)
+        return self.conv_out(self.stages(torch.nn.functional.silu(hidden)))
+
+    def forward(self, mask_latents: torch.Tensor) -> torch.Tensor:
+        """Foreground probabilities ``(B, 1, H, W)`` in [0, 1], float32."""
+        return torch.sigmoid(self.logits(mask_latents).float())
+
+
+def save_mask_decoder(decoder: MaskDecoder, path: str | Path, metrics: dict[str, float] | None = None) -> Path:
+    """Write `decoder` as one safetensors file; its config and `metrics` go into the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": FORMAT, "config": json.dumps(asdict(decoder.config)), "metrics": json.dumps(metrics or {})}
+    tensors = {name: t.detach().contiguous().cpu() for name, t in decoder.state_dict().items()}
+    save_file(tensors, path, metadata=metadata)
+    return path
+
+
+def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:
+    """Read a file written by `save_mask_decoder`; returns the decoder (eval mode) and its metrics.
+
+    Raises:
+        InputError: missing or unreadable file, or not a DiffewS mask decoder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such mask decoder file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot read mask decoder ({error})") from None
+    if metadata.get("format") != FORMAT:
+        raise InputError(f"{path}: not a DiffewS mask decoder (written by 'diffews distill-decoder')")
+    values = json.loads(metadata["config"])
+    decoder = MaskDecoder(MaskDecoderConfig(**{**values, "widths": tuple(values["widths"])}))
+    try:
+        decoder.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise InputError(f"{path}: weights do not match the stored config ({str(error).splitlines()[0]})") from None
+    return decoder.eval(), json.loads(metadata.get("metrics", "{}"))

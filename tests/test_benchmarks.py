@@ -1,0 +1,39 @@
+"""The benchmark scripts run end to end in their quick modes (CI checks they work; it does not time them)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def benchmarks():
+    sys.path.insert(0, str(BENCHMARKS))
+    yield lambda name: importlib.import_module(name)
+    sys.path.remove(str(BENCHMARKS))
+
+
+def test_bench_inference_quick(benchmarks, tmp_path):
+    report = benchmarks("bench_inference").main(["--quick", "--json", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text())["arch"] == "tiny"
+    assert {r["path"] for r in report["paths"]} == {"uncached", "cached"}
+    assert {r["option"] for r in report["options"]} >= {"default", "channels_last", "sdpa=math"}
+    assert all(r["max_abs_diff"] <= 1e-5 for r in report["options"] if not r["option"].startswith("autocast"))
+    stages = [r["stage"] for r in report["components"]]
+    assert stages[-1] == "one cached query" and "VAE decode" in stages
+    assert report["components"][-1]["gflop"] > 0
+    assert report["peer"][0]["latency_ratio_ours_over_peer"] > 0
+
+
+def test_bench_support_cache_quick(benchmarks, tmp_path):
+    report = benchmarks("bench_support_cache").main(
+        ["--queries", "2", "--repeats", "1", "--json", str(tmp_path / "c.json")]
+    )
+    assert report["max_abs_probability_difference"] == 0.0
+    assert report["speedup_cached_over_uncached"] > 0

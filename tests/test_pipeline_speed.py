@@ -1,0 +1,103 @@
+"""Speed options keep the reference path's outputs (within tolerance) and validate their settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
+from diffews.pipeline.pipeline import masks_at_original_sizes
+from diffews.processing.masks import binarize
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(7)
+    queries = [rng.integers(0, 256, (SIZE, SIZE + 8 * i, 3), dtype=np.uint8) for i in range(3)]
+    support = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)]
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[10:40, 20:50] = True
+    return queries, support, [mask]
+
+
+def segment(speed: SpeedOptions | None, inputs, batch_size: int = 2) -> list[np.ndarray]:
+    queries, support, masks = inputs
+    pipe = DiffewSPipeline(build_tiny_model(seed=0), speed)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(queries, support, masks, batch_size=batch_size).probabilities
+
+
+@pytest.fixture(scope="module")
+def reference(inputs) -> list[np.ndarray]:
+    return segment(None, inputs)
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    assert [x.shape for x in a] == [y.shape for y in b]
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize(
+    "speed",
+    [
+        SpeedOptions(channels_last=True),
+        SpeedOptions(sdpa_backend="math"),
+        SpeedOptions(sdpa_backend="flash"),
+        SpeedOptions(static_batch=True),
+        SpeedOptions(compile=True, compile_backend="eager", static_batch=True),
+    ],
+    ids=["channels_last", "sdpa-math", "sdpa-flash", "static-batch", "compile-eager"],
+)
+def test_exact_options_match_reference(speed, inputs, reference):
+    assert max_diff(segment(speed, inputs), reference) <= 1e-5
+
+
+def test_static_batch_pads_the_last_batch_and_drops_the_padding(inputs, reference):
+    # 3 queries in batches of 2: the second call is padded to 2 and returns one result.
+    probabilities = segment(SpeedOptions(static_batch=True), inputs, batch_size=2)
+    assert len(probabilities) == 3
+    assert max_diff(probabilities, reference) <= 1e-5
+
+
+def test_bfloat16_autocast_stays_close_to_float32(inputs, reference):
+    assert max_diff(segment(SpeedOptions(autocast="bfloat16"), inputs), reference) < 0.1
+
+
+def test_compile_keeps_state_dict_keys():
+    model = build_tiny_model(seed=0)
+    keys = set(model.state_dict())
+    DiffewSPipeline(model, SpeedOptions(compile=True, compile_backend="eager"))
+    assert set(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"sdpa_backend": "fast"}, "sdpa_backend must be one of"), ({"autocast": "float32"}, "autocast must be one of")],
+)
+def test_invalid_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpeedOptions(**kwargs)
+
+
+def test_batched_postprocessing_matches_per_query_reference():
+    generator = torch.Generator().manual_seed(0)
+    probabilities = torch.rand(4, 1, 16, 16, generator=generator)
+    sizes = [(20, 30), (11, 7), (20, 30), (16, 16)]
+    results = masks_at_original_sizes(probabilities, sizes, 0.25, "relative")
+    for probability, size, (mask, full, cut) in zip(probabilities, sizes, results):
+        expected = F.interpolate(probability[None], size=size, mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+        expected_mask, expected_cut = binarize(expected[None], 0.25, "relative")
+        np.testing.assert_array_equal(full, expected.numpy())
+        np.testing.assert_array_equal(mask, expected_mask[0].numpy())
+        assert cut == pytest.approx(float(expected_cut[0]))
+
+
+def test_model_dtype_follows_the_weights():
+    model = build_tiny_model(seed=0).to(torch.bfloat16)
+    assert model.dtype == torch.bfloat16 and model.vae_dtype == torch.bfloat16
+    model.vae.to(torch.float32)
+    assert model.dtype == torch.bfloat16 and model.vae_dtype == torch.float32
