@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import distill_decoder, segment, train
+from . import convert, distill_decoder, segment, train
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     segment.add_parser(subparsers)
     train.add_parser(subparsers)
+    convert.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)
     return parser
 

@@ -16,7 +16,7 @@ from ..processing.masks import mask_image_to_probability, mask_to_image
 from .config import DiffewSConfig
 from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
-from .prompt import encode_empty_prompt
+from .prompt import base_prompt_embedding
 from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
 from .weights import load_safetensors_folder, read_json, require_subfolders, resolve_model_dir, save_safetensors_folder
 
@@ -88,18 +88,11 @@ class DiffewSModel(nn.Module):
         Reads ``vae/``, ``unet/`` and ``text_encoder/`` (safetensors weights) and, if present,
         ``tokenizer/``. The text encoder runs once, for the empty-prompt embedding, and is freed.
         """
-        from transformers import CLIPTextModel, CLIPTokenizer
-
         root = resolve_model_dir(name_or_path, SD_PATTERNS)
         require_subfolders(root, ["vae", "unet", "text_encoder"])
         vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
-        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
-        token_ids = None
-        if (root / "tokenizer").is_dir():
-            tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
-            token_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-        embedding = encode_empty_prompt(text_encoder, token_ids)
+        embedding = base_prompt_embedding(root)
         if embedding.shape[-1] != unet.config.cross_attention_dim:
             raise InputError(
                 f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's "
@@ -244,20 +237,29 @@ class DiffewSModel(nn.Module):
 
 
 def _load_weights(cls: type, folder: Path) -> nn.Module:
-    """Instantiate a diffusers model from ``folder/config.json`` and load its safetensors strictly.
+    """A diffusers model from ``folder/config.json`` and its safetensors, loaded strictly."""
+    return build_with_weights(cls, dict(cls.load_config(folder)), load_safetensors_folder(folder), folder)
 
-    A ``conv_in_ref`` entry in the config (``in_channels_ref``) adds the support convolution first.
+
+def build_with_weights(cls: type, config: dict, state_dict: dict[str, torch.Tensor], source: Path) -> nn.Module:
+    """Instantiate the diffusers model class `cls` from `config` and load `state_dict` strictly.
+
+    An ``in_channels_ref`` entry in the config adds the support convolution ``conv_in_ref`` first.
+    Built on the meta device, so no time is spent on a random initialisation.
+
+    Raises:
+        InputError: naming `source`, when the weights do not fit the config.
     """
-    config = dict(cls.load_config(folder))
+    config = {key: value for key, value in config.items() if not key.startswith("_")}
     support_channels = config.pop(CONFIG_KEY, None)
     with torch.device("meta"):
         module = cls.from_config(config)
         if support_channels is not None:
             attach_support_conv(module, init_support_conv(module.conv_in))
     try:
-        module.load_state_dict(load_safetensors_folder(folder), strict=True, assign=True)
+        module.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as error:
-        raise InputError(f"{folder}: weights do not match its config.json ({_first_line(error)})") from error
+        raise InputError(f"{source}: weights do not match its config.json ({_first_line(error)})") from error
     return module
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -25,3 +27,19 @@ def encode_empty_prompt(text_encoder: nn.Module, token_ids: torch.Tensor | None 
         token_ids = empty_prompt_ids(text_encoder.config.max_position_embeddings)
     device = next(text_encoder.parameters()).device
     return text_encoder(token_ids.to(device)).last_hidden_state.float().cpu()
+
+
+def base_prompt_embedding(root: Path) -> torch.Tensor:
+    """Empty-prompt embedding of a Stable Diffusion folder's ``text_encoder/`` (safetensors), shape (1, 77, D).
+
+    Uses the folder's ``tokenizer/`` when present, else `empty_prompt_ids`. The text encoder is
+    loaded for this one call and freed.
+    """
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
+    token_ids = None
+    if (root / "tokenizer").is_dir():
+        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+        token_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    return encode_empty_prompt(text_encoder, token_ids)

@@ -1,0 +1,128 @@
+"""Convert the authors' released DiffewS checkpoints into diffews model folders.
+
+Their checkpoints hold a fine-tuned UNet saved by diffusers from a customised
+`UNet2DConditionModel`: ``unet/config.json`` (standard keys plus ``in_channels_ref``; its
+``_class_name`` may not be a diffusers class) and weights (safetensors, or a pickled ``.bin``)
+with every standard key plus ``conv_in_ref.weight`` / ``conv_in_ref.bias``. The VAE and the text
+encoder come from a base Stable Diffusion 2.1 folder. Their inference (t = 1, empty prompt,
+support K/V banked on every ``attn1`` and concatenated in the query pass, relative threshold 0.25)
+is what `DiffewSModel` computes, so conversion is a matter of reading and checking the parts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from ..errors import InputError
+from .config import DiffewSConfig
+from .diffews_model import SD_PATTERNS, DiffewSModel, build_with_weights
+from .prompt import base_prompt_embedding
+from .support_conv import CONFIG_KEY
+from .weights import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_safetensors_folder, read_json, require_subfolders, resolve_model_dir
+
+PICKLE_NAME = "diffusion_pytorch_model.bin"
+
+
+def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The UNet's tensors: safetensors when present, else ``diffusion_pytorch_model.bin`` read with
+    ``torch.load(weights_only=True)`` and accepted only if it is a flat mapping of names to tensors."""
+    if (folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file():
+        return load_safetensors_folder(folder)
+    pickled = folder / PICKLE_NAME
+    if not pickled.is_file():
+        raise InputError(f"{folder}: no {WEIGHTS_NAME} or {PICKLE_NAME}")
+    try:
+        state = torch.load(pickled, map_location="cpu", weights_only=True)
+    except Exception as error:  # weights_only refuses anything but plain containers of tensors
+        raise InputError(f"{pickled}: refused, not a plain file of tensors ({_summary(error)})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{pickled}: refused, holds a {type(state).__name__} instead of a mapping of tensors")
+    odd = next(((key, value) for key, value in state.items() if not (isinstance(key, str) and isinstance(value, torch.Tensor))), None)
+    if odd is not None:
+        raise InputError(f"{pickled}: refused, entry {odd[0]!r} is a {type(odd[1]).__name__}, not a tensor")
+    return state
+
+
+def load_authors_unet(folder: str | Path) -> UNet2DConditionModel:
+    """The authors' fine-tuned UNet (config + weights) as a diffusers UNet with `conv_in_ref` attached.
+
+    Raises:
+        InputError: one line naming `folder`, for a missing config or weights, a UNet without
+            ``conv_in_ref``, or channel counts that are not DiffewS's (support = 2 x query).
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: no config.json; expected the authors' unet/ folder")
+    config = read_json(folder / "config.json")
+    state = read_unet_weights(folder)
+    if "conv_in_ref.weight" not in state or "conv_in_ref.bias" not in state:
+        raise InputError(f"{folder}: no conv_in_ref weights; this is not a DiffewS UNet")
+    query_channels = state["conv_in.weight"].shape[1] if "conv_in.weight" in state else None
+    support_channels = state["conv_in_ref.weight"].shape[1]
+    if query_channels is None or support_channels != 2 * query_channels:
+        raise InputError(
+            f"{folder}: conv_in_ref takes {support_channels} input channels but conv_in takes {query_channels}; "
+            "DiffewS needs twice as many (image + mask latents)"
+        )
+    declared = config.get(CONFIG_KEY, support_channels)
+    if declared != support_channels or config.get("in_channels", query_channels) != query_channels:
+        raise InputError(
+            f"{folder}: config.json declares in_channels {config.get('in_channels')} / {CONFIG_KEY} {declared} "
+            f"but the weights take {query_channels} / {support_channels}"
+        )
+    return build_with_weights(UNet2DConditionModel, {**config, CONFIG_KEY: support_channels}, state, folder)
+
+
+def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: DiffewSConfig | None = None) -> DiffewSModel:
+    """A `DiffewSModel` from the authors' ``unet/`` folder and a base SD 2.1 (hub id or folder with
+    ``vae/`` and ``text_encoder/``, safetensors)."""
+    model_unet = load_authors_unet(unet)
+    root = resolve_model_dir(base, SD_PATTERNS)
+    require_subfolders(root, ["vae", "text_encoder"])
+    vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
+    if vae.config.latent_channels != model_unet.config.in_channels:
+        raise InputError(
+            f"{root}: the VAE has {vae.config.latent_channels} latent channels but the UNet takes {model_unet.config.in_channels}"
+        )
+    embedding = base_prompt_embedding(root)
+    if embedding.shape[-1] != model_unet.config.cross_attention_dim:
+        raise InputError(
+            f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's cross-attention "
+            f"width {model_unet.config.cross_attention_dim}; is this the base the UNet was trained from?"
+        )
+    settings = config if config is not None else DiffewSConfig()
+    settings = DiffewSConfig.from_dict({**settings.to_dict(), "base_model": f"{unet} + {base}"})
+    return DiffewSModel(vae, model_unet, embedding, config=settings).eval()
+
+
+def save_new_folder(model: DiffewSModel, out: str | Path) -> Path:
+    """`save_pretrained` into `out`, which must not exist (or be empty), atomically: written to a
+    temporary folder beside it and renamed, so a failure leaves nothing behind."""
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as error:
+        raise InputError(f"{out}: cannot write here ({error.strerror or error})") from None
+    try:
+        model.save_pretrained(staging)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _summary(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
