@@ -50,6 +50,9 @@ def _quiet_libraries() -> None:
 
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    # Their weight-loading bars would interleave with ours; `--verbose` keeps them.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":
