@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import segment
+from . import app, segment
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug details")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     segment.add_parser(subparsers)
+    app.add_parser(subparsers)
     return parser
 
 
