@@ -37,11 +37,11 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class SupportPair:
-    """One support example: an RGB image and its binary mask ``(H, W)`` bool (any size)."""
+    """One support example: an RGB image, its binary mask ``(H, W)`` bool (any size) and where the mask came from."""
 
     image: Image.Image
     mask: np.ndarray
-    label: str
+    source: str
 
 
 @dataclass
@@ -112,16 +112,16 @@ def support_pair(
         if mask_file:
             raise InputError(f"support pair {index}: a mask but no image; add the image it belongs to")
         return None
+    name = Path(mask_file).name if mask_file else "painted"
     if mask_file:
-        label = f"support mask {index} ({Path(mask_file).name})"
-        mask = load_mask(mask_file, label)
+        mask = load_mask(mask_file, f"support mask {index} ({name})")
     else:
-        label = f"support mask {index} (painted)"
         painted = painted_mask(layers)
         if painted is None:
             raise InputError(f"support pair {index}: no mask; upload a mask or paint the object on the image")
-        mask = to_binary_mask(painted, label)
-    return SupportPair(image.convert("RGB"), mask, label)
+        mask = to_binary_mask(painted, f"support mask {index} ({name})")
+    # Empty panels are skipped, so the set's numbering can differ from the panels': name the panel.
+    return SupportPair(image.convert("RGB"), mask, f"Example {index}, {name}")
 
 
 def collect_support(pairs: Iterable[SupportPair | None]) -> list[SupportPair]:
@@ -179,12 +179,7 @@ def segment(
     key = support_key(pairs, pipe.resolution)
     if key != session.support_key:
         report(0.0, "encoding the support set")
-        try:
-            session.support = pipe.encode_support(
-                [p.image for p in pairs], [p.mask for p in pairs], sources=[p.label for p in pairs]
-            )
-        except ValueError as error:
-            raise InputError(str(error)) from None
+        session.support = pipe.encode_support([p.image for p in pairs], [p.mask for p in pairs], sources=[p.source for p in pairs])
         session.support_key = key
         session.support_encodings += 1
     stems = output_stems(list(queries))
