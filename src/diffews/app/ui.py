@@ -68,7 +68,7 @@ def build_app(
                         with gr.Tab(f"Example {shot}"):
                             editors.append(
                                 gr.ImageEditor(
-                                    label=f"Support image {shot} (paint the object with the brush, or upload a mask below)",
+                                    label=f"Image {shot}: paint the object, or upload its mask below",
                                     type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
                                     brush=gr.Brush(colors=["#ff2828"], color_mode="fixed"), layers=False,
                                     transforms=(), elem_id=f"support-image-{shot}",
@@ -76,7 +76,7 @@ def build_app(
                             )
                             mask_uploads.append(
                                 gr.Image(
-                                    label=f"Support mask {shot} (white = object)", type="filepath", image_mode=None,
+                                    label=f"Mask {shot} (white = object)", type="filepath", image_mode=None,
                                     sources=["upload"], height=240, elem_id=f"support-mask-{shot}",
                                 )
                             )
@@ -94,7 +94,7 @@ def build_app(
                 )
                 threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=0.01, label="Threshold T")
         gr.Markdown("## Results")
-        gallery = gr.Gallery(label="Overlays", columns=4, height=360, object_fit="contain", format="png", elem_id="overlays")
+        gallery = gr.Gallery(label="Overlays", columns=4, fit_columns=False, height="auto", object_fit="contain", format="png", elem_id="overlays")
         with gr.Row():
             mask_files = gr.File(label="Masks (PNG, one per query)", file_count="multiple", interactive=False, elem_id="mask-files")
             zip_file = gr.File(label=f"All masks ({callbacks.ZIP_NAME})", interactive=False, elem_id="mask-zip")
