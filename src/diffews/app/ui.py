@@ -9,7 +9,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# The app must not reach the internet: no telemetry, also for what Gradio reads at import.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import gradio as gr  # noqa: E402
 
@@ -53,7 +54,7 @@ def build_app(
 ) -> gr.Blocks:
     """The app's page for `pipe`; result files are written under `output_root` (one folder per session)."""
     config = pipe.model.config
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session_state = gr.State(None)
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         notice = callbacks.model_notice(model_name)
