@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import convert, distill_decoder, segment, train
+from . import app, convert, distill_decoder, segment, train
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(subparsers)
     convert.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)
+    app.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""The Gradio page of `diffews app`: widgets and their wiring to `diffews.app.callbacks`."""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+# The app must not reach the internet: no telemetry, also for what Gradio reads at import.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import gradio as gr  # noqa: E402
+
+from ..errors import InputError  # noqa: E402
+from ..modeling.config import THRESHOLD_MODES  # noqa: E402
+from ..pipeline import DiffewSPipeline  # noqa: E402
+from . import callbacks  # noqa: E402
+
+TITLE = "diffews: few-shot segmentation"
+INTRO = """\
+Give one to five **support** examples of a class (an image and its mask: upload a mask, or paint the
+object on the image with the brush), then drop in **query** images: DiffewS segments that class in
+each. The support set is encoded once and reused until you change it; moving the threshold
+re-thresholds the last results without running the model again.
+"""
+# System fonts only: the default theme's web fonts would make the browser reach the internet.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+def default_examples_dir() -> Path | None:
+    """The ``examples/`` folder of a source checkout (where the shipped example images live), if present."""
+    folder = Path(__file__).resolve().parents[3] / "examples"
+    return folder if (folder / "support").is_dir() and (folder / "query").is_dir() else None
+
+
+def _user_errors(fn: Callable) -> Callable:
+    """Show `InputError`s as a message in the page (no stack trace anywhere)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as error:
+            raise gr.Error(html.escape(str(error)), print_exception=False) from None
+
+    return wrapper
+
+
+def build_app(
+    pipe: DiffewSPipeline, model_name: str, output_root: Path, examples_dir: Path | None = None, batch_size: int = 4
+) -> gr.Blocks:
+    """The app's page for `pipe`; result files are written under `output_root` (one folder per session)."""
+    config = pipe.model.config
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        session_state = gr.State(None)
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        notice = callbacks.model_notice(model_name)
+        if notice:
+            gr.Markdown(f"**Warning:** {notice}", elem_id="model-notice")
+        editors, mask_uploads = [], []
+        with gr.Row(equal_height=False):
+            with gr.Column():
+                gr.Markdown("## Support examples")
+                with gr.Tabs():
+                    for shot in range(1, callbacks.MAX_SHOTS + 1):
+                        with gr.Tab(f"Example {shot}"):
+                            editors.append(
+                                gr.ImageEditor(
+                                    label=f"Image {shot}: paint the object, or upload its mask below",
+                                    type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
+                                    brush=gr.Brush(colors=["#ff2828"], color_mode="fixed"), layers=False,
+                                    transforms=(), elem_id=f"support-image-{shot}",
+                                )
+                            )
+                            mask_uploads.append(
+                                gr.Image(
+                                    label=f"Mask {shot} (white = object)", type="filepath", image_mode=None,
+                                    sources=["upload"], height=240, elem_id=f"support-mask-{shot}",
+                                )
+                            )
+            with gr.Column():
+                gr.Markdown("## Query images")
+                with gr.Tabs():
+                    with gr.Tab("Files"):
+                        query_files = gr.File(label="Query images", file_count="multiple", file_types=["image"], elem_id="query-files")
+                    with gr.Tab("Folder"):
+                        query_folder = gr.File(label="Folder of query images", file_count="directory", elem_id="query-folder")
+                segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
+                mode = gr.Radio(
+                    list(THRESHOLD_MODES), value=config.threshold_mode, label="Threshold mode",
+                    info="relative: foreground where p > T x max(p) of that image (authors' evaluation); absolute: p > T",
+                )
+                threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=0.01, label="Threshold T")
+        gr.Markdown("## Results")
+        gallery = gr.Gallery(label="Overlays", columns=4, fit_columns=False, height="auto", object_fit="contain", format="png", elem_id="overlays")
+        with gr.Row():
+            mask_files = gr.File(label="Masks (PNG, one per query)", file_count="multiple", interactive=False, elem_id="mask-files")
+            zip_file = gr.File(label=f"All masks ({callbacks.ZIP_NAME})", interactive=False, elem_id="mask-zip")
+        if examples_dir is not None:
+            _add_examples(examples_dir, editors, mask_uploads, query_files)
+
+        def show(session: callbacks.Session, value: float, threshold_mode: str):
+            shown = callbacks.render(session, value, threshold_mode, output_root / session.key)
+            return session, shown.gallery, [str(p) for p in shown.mask_files], str(shown.zip_file)
+
+        @_user_errors
+        def run(data: dict, progress=gr.Progress()):
+            pairs = callbacks.collect_support(
+                callbacks.support_pair(shot, *_editor_parts(data[editor]), data[mask])
+                for shot, (editor, mask) in enumerate(zip(editors, mask_uploads), 1)
+            )
+            queries = callbacks.query_paths([*(data[query_files] or []), *(data[query_folder] or [])])
+            session = data[session_state] or callbacks.Session()
+            session = callbacks.segment(pipe, session, pairs, queries, batch_size, progress=lambda f, d: progress(f, desc=d))
+            return show(session, data[threshold], data[mode])
+
+        @_user_errors
+        def rethreshold(session: callbacks.Session | None, value: float, threshold_mode: str):
+            if session is None or not session.results:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return show(session, value, threshold_mode)
+
+        outputs = [session_state, gallery, mask_files, zip_file]
+        segment_button.click(
+            run, inputs={session_state, threshold, mode, query_files, query_folder, *editors, *mask_uploads}, outputs=outputs
+        )
+        threshold.release(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
+        mode.change(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
+    return demo
+
+
+def _editor_parts(value: dict | None) -> tuple:
+    """ImageEditor value -> (background image or None, brush layers)."""
+    if not value:
+        return None, []
+    return value.get("background"), value.get("layers") or []
+
+
+def _add_examples(folder: Path, editors: list, mask_uploads: list, query_files: gr.File) -> None:
+    """Pre-filled examples from the shipped images: every support pair with all queries."""
+    supports = sorted(p for p in (folder / "support").glob("*.jpg"))
+    queries = [str(p) for p in sorted((folder / "query").glob("*.jpg"))]
+    pairs = [(image, image.with_name(f"{image.stem}_mask.png")) for image in supports]
+    pairs = [(str(image), str(mask)) for image, mask in pairs if mask.is_file()][: callbacks.MAX_SHOTS]
+    if not pairs or not queries:
+        return
+    shots = len(pairs)
+    row = [value for pair in pairs for value in pair] + [queries]
+    inputs = [component for pair in zip(editors[:shots], mask_uploads[:shots]) for component in pair] + [query_files]
+    gr.Examples([row], inputs=inputs, label="Example: ladybirds (shipped images)", cache_examples=False)
+
+
+def launch(demo: gr.Blocks, host: str, port: int | None, output_root: Path) -> str:
+    """Start serving `demo` (no share link, no browser); returns the local URL."""
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(
+        server_name=host, server_port=port, share=False, inbrowser=False, quiet=True, prevent_thread_lock=True,
+        show_error=False, theme=THEME, allowed_paths=[str(output_root)], footer_links=[],
+    )
+    return url
+
+
+def temporary_root() -> tempfile.TemporaryDirectory:
+    """Where the app writes result files; removed when the app stops."""
+    return tempfile.TemporaryDirectory(prefix="diffews-app-")

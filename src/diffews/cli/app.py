@@ -1,0 +1,69 @@
+"""`diffews app`: the local web app (needs the `app` extra: Gradio)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from .common import add_model_options, load_pipeline
+
+DESCRIPTION = """\
+Start a local web page for few-shot segmentation: add one to five example images with their
+masks (uploaded or painted), drop in query images, see overlays, download the masks.
+Listens on 127.0.0.1 only unless --host says otherwise. Needs: pip install 'diffews[app]'.
+"""
+
+EPILOG = """\
+examples:
+  diffews app --model ./diffews-coco
+  diffews app --model tiny-random --port 7861       # random weights: checks the installation only
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "app", help="start the local web app", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app to the network)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument(
+        "--examples", type=Path, default=None, metavar="DIR",
+        help="folder with support/ (IMG.jpg + IMG_mask.png) and query/ images for the pre-filled example; "
+        "default: the examples/ folder of a source checkout, if there is one",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be in 1..65535, got {args.port}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.examples is not None and not args.examples.is_dir():
+        raise InputError(f"{args.examples}: no such folder (--examples)")
+    try:
+        from ..app import ui
+    except ImportError as error:
+        raise InputError(f"the app needs Gradio ({error}); install it with: pip install 'diffews[app]'") from None
+
+    pipe = load_pipeline(args)
+    pipe.set_progress_bar_config(disable=True)
+    with ui.temporary_root() as root:
+        demo = ui.build_app(pipe, args.model, Path(root), args.examples or ui.default_examples_dir(), args.batch_size)
+        try:
+            url = ui.launch(demo, args.host, args.port, Path(root))
+        except OSError as error:
+            raise InputError(f"cannot serve on {args.host}:{args.port} ({error})") from None
+        print(f"diffews app running at {url} (Ctrl+C to stop)", flush=True)
+        try:
+            demo.block_thread()
+        finally:
+            demo.close()
+    return 0
