@@ -81,6 +81,12 @@ def test_mask_resize_is_nearest_and_stays_binary():
     assert resized[0].tolist() == torch.from_numpy(np.kron(mask, np.ones((3, 3), bool))).float().tolist()
 
 
+def test_flipped_array_masks_resize():
+    mask = np.zeros((4, 6), bool)
+    mask[:, :2] = True
+    assert resize_mask(mask[:, ::-1], (4, 6))[0, :, -2:].all()
+
+
 def test_support_mask_of_another_size_than_its_image_is_resized(rng):
     image = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
     mask = np.zeros((10, 15), bool)

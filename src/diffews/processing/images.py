@@ -108,7 +108,7 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     """(H, W) bool -> ``(1, *size)`` float in {0, 1}, nearest neighbour."""
-    tensor = torch.from_numpy(mask).float()[None, None]
+    tensor = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
     return F.interpolate(tensor, size=size, mode="nearest-exact")[0]
 
 
