@@ -34,11 +34,11 @@ from _common import (
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
+from diffews.modeling.config import TORCH_DTYPES as DTYPES
 from diffews.modeling.mask_decoder import MaskDecoder
 from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model
 from diffews.pipeline.pipeline import masks_at_original_sizes
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SEGGPT_RESOLUTION = 448
 TINY_SEGGPT = dict(hidden_size=32, num_hidden_layers=5, num_attention_heads=2, image_size=(128, 64),
                    intermediate_hidden_state_indices=(1, 2, 3, 4), decoder_hidden_size=16, merge_index=0)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cli.common import TINY_RANDOM
+from ..modeling.tiny import TINY_RANDOM
 from ..cli.files import IMAGE_SUFFIXES, output_stems
 from ..errors import InputError
 from ..modeling import SupportContext

@@ -8,10 +8,10 @@ import logging
 import torch
 
 from ..errors import InputError
+from ..modeling.config import TORCH_DTYPES as DTYPES
+from ..modeling.tiny import TINY_RANDOM
 from ..pipeline import DiffewSPipeline, SpeedOptions
 
-TINY_RANDOM = "tiny-random"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 logger = logging.getLogger("diffews")
 

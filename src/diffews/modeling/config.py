@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+import torch
+
 from .oi2m import OI2M_TIMESTEP
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""dtype names accepted by the command line, configs and benchmarks."""
 
 ThresholdMode = Literal["relative", "absolute"]
 THRESHOLD_MODES: tuple[str, ...] = ("relative", "absolute")

@@ -90,12 +90,7 @@ def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: Diffe
         raise InputError(
             f"{root}: the VAE has {vae.config.latent_channels} latent channels but the UNet takes {model_unet.config.in_channels}"
         )
-    embedding = base_prompt_embedding(root)
-    if embedding.shape[-1] != model_unet.config.cross_attention_dim:
-        raise InputError(
-            f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's cross-attention "
-            f"width {model_unet.config.cross_attention_dim}; is this the base the UNet was trained from?"
-        )
+    embedding = base_prompt_embedding(root, model_unet.config.cross_attention_dim)
     settings = config if config is not None else DiffewSConfig()
     settings = DiffewSConfig.from_dict({**settings.to_dict(), "base_model": f"{unet} + {base}"})
     return DiffewSModel(vae, model_unet, embedding, config=settings).eval()

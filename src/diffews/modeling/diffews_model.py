@@ -92,12 +92,7 @@ class DiffewSModel(nn.Module):
         require_subfolders(root, ["vae", "unet", "text_encoder"])
         vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
-        embedding = base_prompt_embedding(root)
-        if embedding.shape[-1] != unet.config.cross_attention_dim:
-            raise InputError(
-                f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's "
-                f"cross-attention width {unet.config.cross_attention_dim}"
-            )
+        embedding = base_prompt_embedding(root, unet.config.cross_attention_dim)
         config = config if config is not None else DiffewSConfig()
         config = DiffewSConfig.from_dict({**config.to_dict(), "base_model": str(name_or_path)})
         return cls.from_components(vae, unet, embedding, config=config)

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
 """CLIP token ids; SD 2.1's tokenizer pads with id 0."""
 
@@ -29,11 +31,14 @@ def encode_empty_prompt(text_encoder: nn.Module, token_ids: torch.Tensor | None 
     return text_encoder(token_ids.to(device)).last_hidden_state.float().cpu()
 
 
-def base_prompt_embedding(root: Path) -> torch.Tensor:
+def base_prompt_embedding(root: Path, width: int) -> torch.Tensor:
     """Empty-prompt embedding of a Stable Diffusion folder's ``text_encoder/`` (safetensors), shape (1, 77, D).
 
     Uses the folder's ``tokenizer/`` when present, else `empty_prompt_ids`. The text encoder is
     loaded for this one call and freed.
+
+    Raises:
+        InputError: naming `root`, when D is not `width` (the UNet's cross-attention width).
     """
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -42,4 +47,10 @@ def base_prompt_embedding(root: Path) -> torch.Tensor:
     if (root / "tokenizer").is_dir():
         tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
         token_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    return encode_empty_prompt(text_encoder, token_ids)
+    embedding = encode_empty_prompt(text_encoder, token_ids)
+    if embedding.shape[-1] != width:
+        raise InputError(
+            f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's cross-attention "
+            f"width {width}; is this the base the UNet was trained from?"
+        )
+    return embedding

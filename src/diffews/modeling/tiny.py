@@ -17,6 +17,8 @@ from .diffews_model import DiffewSModel
 from .oi2m import oi2m_scheduler
 from .prompt import encode_empty_prompt
 
+TINY_RANDOM = "tiny-random"
+"""The name under which commands and configs build the tiny random model instead of loading weights."""
 TINY_RESOLUTION = 64
 TINY_TEXT_WIDTH = 32
 

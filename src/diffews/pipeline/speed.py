@@ -13,6 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..modeling import DiffewSModel
+from ..modeling.config import TORCH_DTYPES
 
 SDPA_BACKENDS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -20,7 +21,7 @@ SDPA_BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
     "math": SDPBackend.MATH,
 }
-AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {name: TORCH_DTYPES[name] for name in ("float16", "bfloat16")}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..modeling import DiffewSConfig, DiffewSModel
+from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.diffews_model import CONFIG_NAME
+from ..modeling.tiny import TINY_RANDOM
 from ..modeling.weights import read_json
 from .checkpoints import STATE_NAME, complete_checkpoints, load_nested, resolve_resume, save_nested, write_checkpoint, write_json
 from .config import ModelOptions, TrainConfig
@@ -34,10 +36,8 @@ from .validation import ValidationResult, validate
 
 logger = logging.getLogger("diffews")
 
-TINY_RANDOM = "tiny-random"
 VAL_SEED = 0
 UNET_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE = "unet.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 MIXED_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -267,10 +267,11 @@ class Trainer:
         if backend == "auto":
             yield
             return
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torch.nn.attention import sdpa_kernel
 
-        kernels = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
-        with sdpa_kernel(kernels[backend]):
+        from ..pipeline.speed import SDPA_BACKENDS
+
+        with sdpa_kernel(SDPA_BACKENDS[backend]):
             yield
 
     # ------------------------------------------------------------------ one optimizer step
