@@ -32,3 +32,20 @@ def tiny_pipeline(tiny_model):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def benchmarks(tmp_path_factory):
+    """Tiny PASCAL-5i, COCO-20i, LVIS-92i, FSS-1000 and custom datasets in their real on-disk formats.
+
+    Returns ``(root, written)``: the data root and, per benchmark, what the writers put there.
+    Tests must not modify these files (copy them first).
+    """
+    from benchmark_data import write_coco, write_custom, write_fss, write_lvis, write_pascal
+
+    root = tmp_path_factory.mktemp("benchmarks")
+    written = {"pascal": write_pascal(root), "coco": write_coco(root), "lvis": write_lvis(root)}
+    written["fss_splits"] = write_fss(root, {"trn": ["apple", "bee"], "val": ["cup"], "test": ["dog", "egg", "fig"]})
+    write_custom(root / "custom", {"cat": 3, "dog": 4})
+    write_custom(root / "custom_parallel", {"cat": 3, "dog": 4}, parallel=True)
+    return root, written

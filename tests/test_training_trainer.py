@@ -163,7 +163,6 @@ def test_cli_without_dataset_root_exits_2(tmp_path, capsys):
 
 
 def test_validation_scores_and_panels(tmp_path):
-    pytest.importorskip("diffews.evaluation.metrics")
     from diffews.training.validation import validate
 
     result = validate(build_tiny_model(), SquaresEpisodes(3, 2), num_panels=2)

@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import app, convert, distill_decoder, segment, train
+from . import app, convert, data, distill_decoder, evaluate, segment, train
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug details")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     segment.add_parser(subparsers)
+    evaluate.add_parser(subparsers)
+    data.add_parser(subparsers)
     train.add_parser(subparsers)
     convert.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)

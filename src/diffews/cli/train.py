@@ -18,8 +18,8 @@ with DiffewSPipeline.from_pretrained, with a model card) to <output_dir>/model.
 
 EPILOG = """\
 examples:
-  diffews train --config configs/coco20i_fold0.yaml --root /data/coco
-  diffews train --config configs/coco20i_fold0.yaml --root /data/coco --resume latest
+  diffews train --config configs/coco20i_fold0.yaml --root /data/benchmarks
+  diffews train --config configs/coco20i_fold0.yaml --root /data/benchmarks --resume latest
   accelerate launch --multi_gpu --num_processes 8 -m diffews.cli.main train --config configs/coco_incontext.yaml
 """
 

@@ -46,10 +46,13 @@ class ModelOptions:
 @dataclass(frozen=True)
 class DataOptions:
     benchmark: Literal["pascal", "coco", "lvis", "fss", "custom"] = option("coco", "dataset family")
-    root: str | None = option(None, "dataset root folder (see docs/training.md for each benchmark's layout)")
+    root: str | None = option(None, "dataset root folder (each benchmark's layout: \"Benchmark data\" in the README)")
     fold: int | None = option(0, "held-out fold for strict few-shot training; null: all classes (in-context, custom)")
     shots: int = option(1, "N: each step trains with K shots, K drawn uniformly in 1..N")
     train_split: Literal["trn", "val", "test"] = option("trn", "split to train on")
+    splits: str | None = option(
+        None, "folder of split lists, or 'hsnet' for HSNet's published PASCAL-5i / FSS-1000 lists; null: generated from the annotations"
+    )
     train_episodes: int | None = option(None, "training episodes per pass over the data; null: the dataset's default")
     num_workers: int = option(4, "data loading worker processes per GPU")
 

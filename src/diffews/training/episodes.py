@@ -20,7 +20,8 @@ def build_dataset(data: DataOptions, split: str, resolution: int, episodes: int 
     from ..data import build_episode_dataset
 
     return build_episode_dataset(
-        data.benchmark, data.root, split, data.fold, data.shots, resolution=resolution, episodes=episodes, seed=seed
+        data.benchmark, data.root, split, data.fold, data.shots, resolution=resolution, episodes=episodes, seed=seed,
+        splits=data.splits,
     )
 
 

@@ -1,0 +1,127 @@
+"""`diffews evaluate`: the few-shot segmentation benchmark protocol (HSNet/Matcher convention)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..data import BENCHMARKS, ORIGINAL, num_folds
+from ..errors import InputError
+from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
+from ..modeling.config import THRESHOLD_MODES, check_threshold
+from .common import add_model_options, load_pipeline
+
+DESCRIPTION = """\
+Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
+episodes of a fold, mIoU over the fold's classes, FB-IoU; pixels labelled 255 are ignored.
+Prints a table and writes a JSON report. Rerun with the same --out to continue an interrupted run.
+Data layouts and split lists: 'Benchmark data' in the README.
+"""
+
+EPILOG = """\
+examples:
+  diffews evaluate --model ./diffews-coco --benchmark pascal --root data --fold 0 --shots 1
+  diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all --shots 5 --out coco5.json
+  diffews evaluate --model ./diffews-coco --benchmark fss --root data --shots 1 --save-vis 8
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="mIoU / FB-IoU on a few-shot benchmark", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser)
+    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--root", required=True, metavar="DIR", help="data root (custom: the folder of class folders)")
+    parser.add_argument(
+        "--fold", default=None, metavar="F",
+        help="fold number, or 'all' (every fold, reported with their mean); required for pascal, coco and lvis",
+    )
+    parser.add_argument("--shots", type=int, default=1, metavar="K", help="support images per episode (default 1)")
+    parser.add_argument("--split", default=None, help="split to evaluate: default val (FSS-1000: test)")
+    parser.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes per fold (default 1000; FSS-1000 and custom folders: every image once)")
+    parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
+    parser.add_argument(
+        "--score-size", default=str(DEFAULT_SCORE_SIZE), metavar="S",
+        help=f"score at SxS against the nearest-resized ground truth (default {DEFAULT_SCORE_SIZE}, the authors' choice), "
+        "or 'original' for each image's own size",
+    )
+    parser.add_argument("--threshold", type=float, default=0.25, metavar="T", help="binarisation threshold (default 0.25)")
+    parser.add_argument(
+        "--threshold-mode", choices=THRESHOLD_MODES, default="relative",
+        help="relative (default, the authors'): foreground where p > T x max(p); absolute: p > T",
+    )
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help="working resolution; default: the model's")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="episodes per model call (default 4)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="data loading processes (default 2; 0 = in process)")
+    parser.add_argument(
+        "--splits", default=None, metavar="DIR",
+        help="folder of split lists, or 'hsnet' for the lists published with HSNet (PASCAL-5i, FSS-1000; downloaded once). "
+        "Default: generated from the annotations (FSS-1000: HSNet's class lists)",
+    )
+    parser.add_argument(
+        "--trust-pickle-splits", action="store_true",
+        help="allow HSNet's COCO-20i pickle lists (fold<i>.pkl) in --splits; read with a warning, plain containers only",
+    )
+    parser.add_argument("--out", default=None, metavar="FILE", help="JSON report (default evaluation-<benchmark>-fold<F>-<K>shot.json)")
+    parser.add_argument("--save-vis", type=int, default=0, metavar="N", help="also write N side-by-side panels into <report>_vis/")
+    parser.set_defaults(run=run)
+
+
+def parse_folds(benchmark: str, fold: str | None) -> list[int | None]:
+    """``--fold`` -> the folds to run; `InputError` for a missing or unknown fold."""
+    count = num_folds(benchmark)
+    if count == 0:
+        if fold not in (None, "all"):
+            raise InputError(f"{benchmark} has no folds; leave --fold out")
+        return [None]
+    if fold is None:
+        raise InputError(f"{benchmark} needs --fold (0..{count - 1} or all)")
+    if fold == "all":
+        return list(range(count))
+    if not fold.isdigit() or int(fold) >= count:
+        raise InputError(f"{benchmark} has folds 0..{count - 1} (or all); got --fold {fold}")
+    return [int(fold)]
+
+
+def parse_score_size(text: str) -> int | str:
+    if text == ORIGINAL:
+        return ORIGINAL
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"--score-size must be a positive number of pixels or 'original', got {text!r}")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    folds = parse_folds(args.benchmark, args.fold)
+    score_size = parse_score_size(args.score_size)
+    try:
+        check_threshold(args.threshold, args.threshold_mode)
+    except ValueError as error:
+        raise InputError(f"--threshold: {error}") from None
+    for name in ("shots", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {args.workers}")
+    pipe = load_pipeline(args)
+    model = pipe.model
+    resolution = args.resolution or model.config.resolution
+    split = args.split or ("test" if args.benchmark == "fss" else "val")
+    fold_label = args.fold if args.fold is not None else "all"
+    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")
+    settings = EvaluationSettings(
+        args.benchmark, args.root, split, args.shots, args.episodes, args.seed, resolution, score_size,
+        args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits,
+    )
+    try:
+        report = run_evaluation(model, settings, folds, out, args.model, args.batch_size, args.workers, args.save_vis)
+    except KeyboardInterrupt:
+        if progress_path(out).is_file():
+            print(f"progress saved in {progress_path(out)}: rerun the same command to continue", file=sys.stderr)
+        raise
+    print(format_table(report))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,120 @@
+"""Few-shot episodes: a query image of a class and K distinct support images of the same class.
+
+Episode i is a pure function of (seed, i), drawn by a generator seeded with (seed, i), as HSNet
+draws them: for PASCAL-5i, FSS-1000 and custom folders the query is pair ``i mod len(pairs)`` of
+the split (consecutive episodes cover the pairs in order); for COCO-20i and LVIS-92i
+(`FewShotSplit.class_balanced`) the class is drawn uniformly, then the query among its images.
+The supports are drawn without replacement from the class's other images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
+from .source import FewShotSplit
+
+ORIGINAL = "original"
+
+
+class EpisodeDataset(Dataset):
+    """Episodes of a `FewShotSplit` at a square working resolution R.
+
+    Every item holds (collatable with torch's default collate):
+
+    - ``"query_image"``: ``(3, R, R)`` float32 in [-1, 1] (bilinear resize, aspect ratio not kept);
+    - ``"query_mask"``: ``(1, R, R)`` float32 in {0, 1} (nearest; ignore pixels are 0);
+    - ``"support_images"``: ``(K, 3, R, R)`` float32 in [-1, 1];
+    - ``"support_masks"``: ``(K, 1, R, R)`` float32 in {0, 1};
+    - ``"class_id"``: int; ``"episode"``: i;
+    - ``"query_target"``: the scoring ground truth, uint8 in {0, 1, 255 = ignore}: ``(T, T)``
+      nearest-resized for ``target_size=T`` (default R), or at the image's original size for
+      ``target_size="original"`` (then items differ in size: collate with `collate_episodes`);
+    - ``"query_key"``: the query's image key; ``"support_keys"``: list of K keys.
+    """
+
+    def __init__(
+        self,
+        split: FewShotSplit,
+        shots: int,
+        resolution: int = 512,
+        episodes: int | None = None,
+        seed: int = 0,
+        target_size: int | str | None = None,
+    ) -> None:
+        if shots < 1:
+            raise ValueError(f"shots must be at least 1, got {shots}")
+        if resolution <= 0 or resolution % 8:
+            raise ValueError(f"resolution must be a positive multiple of 8, got {resolution}")
+        if episodes is not None and episodes < 1:
+            raise ValueError(f"episodes must be at least 1, got {episodes}")
+        split.require_shots(shots)
+        self.split = split
+        self.shots = shots
+        self.resolution = resolution
+        self.episodes = episodes if episodes is not None else len(split.pairs)
+        self.seed = seed
+        self.target_size = resolution if target_size is None else target_size
+
+    def __len__(self) -> int:
+        return self.episodes
+
+    def episode(self, index: int) -> tuple[str, int, list[str]]:
+        """(query key, class id, support keys) of episode `index`."""
+        if not 0 <= index < self.episodes:
+            raise IndexError(f"episode {index} out of range 0..{self.episodes - 1}")
+        rng = np.random.default_rng([self.seed, index])
+        if self.split.class_balanced:
+            class_id = self.split.class_ids[int(rng.integers(len(self.split.class_ids)))]
+            images = self.split.images_of_class[class_id]
+            query = images[int(rng.integers(len(images)))]
+        else:
+            query, class_id = self.split.pairs[index % len(self.split.pairs)]
+        others = [key for key in self.split.images_of_class[class_id] if key != query]
+        chosen = rng.choice(len(others), size=self.shots, replace=False)
+        return query, class_id, [others[i] for i in sorted(chosen.tolist())]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        query, class_id, supports = self.episode(index)
+        size = (self.resolution, self.resolution)
+        query_image, query_target = self._load(query, class_id)
+        support_pairs = [self._load(key, class_id) for key in supports]
+        if self.target_size == ORIGINAL:
+            target = torch.from_numpy(query_target)
+        else:
+            target = resize_mask(query_target, (self.target_size, self.target_size))[0].to(torch.uint8)
+        return {
+            "query_image": resize_image(query_image, size),
+            "query_mask": resize_mask(query_target == 1, size),
+            "support_images": torch.stack([resize_image(image, size) for image, _ in support_pairs]),
+            "support_masks": torch.stack([resize_mask(mask == 1, size) for _, mask in support_pairs]),
+            "class_id": class_id,
+            "episode": index,
+            "query_target": target,
+            "query_key": query,
+            "support_keys": supports,
+        }
+
+    def _load(self, key: str, class_id: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Image ``(3, H, W)`` in [0, 1] and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""
+        path = self.split.image_path(key)
+        image = image_to_tensor(open_image_file(path).convert("RGB"), str(path))
+        target = self.split.target(key, class_id)
+        if target.shape != tuple(image.shape[1:]):
+            target = resize_mask(target, tuple(image.shape[1:]))[0].to(torch.uint8).numpy()
+        return image, target
+
+
+def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Default collate, except original-size ``"query_target"`` tensors, kept as a list."""
+    from torch.utils.data import default_collate
+
+    targets = [item["query_target"] for item in items]
+    batch = default_collate([{k: v for k, v in item.items() if k != "query_target"} for item in items])
+    shapes = {tuple(t.shape) for t in targets}
+    batch["query_target"] = torch.stack(targets) if len(shapes) == 1 else targets
+    return batch

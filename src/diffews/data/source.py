@@ -1,0 +1,134 @@
+"""What every benchmark reader provides: one split of one fold, as (image, class) pairs and masks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+SPLITS = ("trn", "val", "test")
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """One line of `diffews data check`: what was looked for, how many were found, what is missing."""
+
+    what: str
+    found: int
+    missing: str | None = None
+
+    def __str__(self) -> str:
+        status = f"MISSING {self.missing}" if self.missing else "ok"
+        return f"{self.what}: {self.found} found, {status}"
+
+
+class FewShotSplit(ABC):
+    """One split of a benchmark restricted to a fold: the classes episodes use and their images.
+
+    Attributes:
+        benchmark: "pascal", "coco", "lvis", "fss" or "custom".
+        split: "trn", "val" or "test".
+        fold: the fold, or None for all classes.
+        class_ids: the classes of this fold (sorted); the metrics average over them.
+        class_names: class id -> human-readable name.
+        pairs: sorted (image key, class id) pairs: every image that shows a class, once per class.
+        class_balanced: episodes draw their class uniformly, then a query image of it (HSNet's
+            COCO-20i sampling), instead of walking through `pairs` in order.
+    """
+
+    class_balanced = False
+
+    def __init__(
+        self,
+        benchmark: str,
+        split: str,
+        fold: int | None,
+        class_ids: Sequence[int],
+        class_names: dict[int, str],
+        pairs: Iterable[tuple[str, int]],
+    ) -> None:
+        self.benchmark = benchmark
+        self.split = split
+        self.fold = fold
+        self.class_ids = sorted(class_ids)
+        self.class_names = class_names
+        wanted = set(self.class_ids)
+        self.pairs = sorted({(key, c) for key, c in pairs if c in wanted})
+        self.images_of_class: dict[int, list[str]] = {c: [] for c in self.class_ids}
+        for key, class_id in self.pairs:
+            self.images_of_class[class_id].append(key)
+
+    @abstractmethod
+    def image_path(self, key: str) -> Path:
+        """The image file of `key`."""
+
+    @abstractmethod
+    def target(self, key: str, class_id: int) -> np.ndarray:
+        """Ground truth of `class_id` in image `key` at the image's size: ``(H, W)`` uint8 in {0, 1, 255 = ignore}."""
+
+    def describe(self) -> str:
+        """e.g. "pascal val fold 0"."""
+        fold = "all classes" if self.fold is None else f"fold {self.fold}"
+        return f"{self.benchmark} {self.split} {fold}"
+
+    def require_shots(self, shots: int) -> None:
+        """Raise `InputError` unless every class has at least ``shots + 1`` images (query + distinct supports)."""
+        for class_id in self.class_ids:
+            count = len(self.images_of_class[class_id])
+            if count < shots + 1:
+                raise InputError(
+                    f"{self.describe()}: class {self.class_names.get(class_id, class_id)!r} (id {class_id}) has "
+                    f"{count} image(s); {shots}-shot episodes need at least {shots + 1} (use fewer --shots or add images)"
+                )
+
+
+def check_split_name(benchmark: str, split: str, allowed: Sequence[str]) -> None:
+    """`InputError` unless `split` is one of the benchmark's splits."""
+    if split not in allowed:
+        raise InputError(f"{benchmark} has splits {', '.join(allowed)}; got {split!r}")
+
+
+def check_fold(benchmark: str, fold: int | None, num_folds: int) -> None:
+    """`InputError` unless `fold` is None or in ``0..num_folds-1``."""
+    if fold is not None and not 0 <= fold < num_folds:
+        raise InputError(f"{benchmark} has folds 0..{num_folds - 1}; got fold {fold}")
+
+
+def require_dir(path: Path, fix: str) -> Path:
+    """`path` if it is a folder; else `InputError` saying it is missing and how to fix it."""
+    if not path.is_dir():
+        raise InputError(f"{path}: folder not found; {fix}")
+    return path
+
+
+def require_file(path: Path, fix: str) -> Path:
+    """`path` if it is a file; else `InputError` saying it is missing and how to fix it."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; {fix}")
+    return path
+
+
+def require_all(paths: Sequence[Path], what: str, fix: str) -> None:
+    """`InputError` naming the first missing file and the count, if any of `paths` is missing."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(paths)} {what} are missing (first: {missing[0]}); {fix}")
+
+
+def count_missing(paths: Sequence[Path], what: str) -> CheckItem:
+    """A `CheckItem` for a list of expected files."""
+    missing = [p for p in paths if not p.is_file()]
+    problem = f"{len(missing)} (first: {missing[0]})" if missing else None
+    return CheckItem(what, len(paths) - len(missing), problem)
+
+
+def check_path(path: Path, what: str, count: int | None = None) -> CheckItem:
+    """A `CheckItem` for one expected file or folder (count: entries found in it, if known)."""
+    if not path.exists():
+        return CheckItem(what, 0, str(path))
+    return CheckItem(what, count if count is not None else 1)

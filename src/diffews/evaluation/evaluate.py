@@ -1,0 +1,274 @@
+"""Run a DiffewS model over the episodes of a benchmark (HSNet protocol) and report mIoU / FB-IoU.
+
+Scoring follows the authors' evaluation by default: probabilities (decoded at the working
+resolution) are resized bilinearly to 512 x 512 and binarised with the relative threshold 0.25;
+the ground truth is nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``).
+``score_size="original"`` scores at each query's original size instead (HSNet's other option).
+
+An evaluation keeps its progress in ``<report>.partial.json`` after every batch; rerun with the
+same report path and settings, it continues from there and gives the same numbers as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_episodes
+from ..data.splits import write_text_atomic
+from ..errors import InputError
+from ..modeling import DiffewSModel
+from ..processing.masks import binarize
+from ..processing.overlay import overlay_mask
+from .metrics import SegmentationMeter
+
+DEFAULT_SCORE_SIZE = 512
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Everything that determines the numbers of an evaluation (recorded in its report).
+
+    Attributes:
+        benchmark, root, split: the data (split "val", or "test" for FSS-1000).
+        shots: support images per episode.
+        episodes: per fold; None = the benchmark's default (1000; FSS-1000: every test image once).
+        seed: episode seed.
+        resolution: working resolution of the model.
+        score_size: side of the square scoring size, or "original".
+        threshold, threshold_mode: binarisation (relative 0.25 = foreground where p > 0.25 x max p).
+        splits: folder of split lists, "hsnet" (published lists), or None (generated; FSS-1000: HSNet's).
+        trust_pickle: allow pickle split lists in `splits`.
+    """
+
+    benchmark: str
+    root: str
+    split: str
+    shots: int = 1
+    episodes: int | None = None
+    seed: int = 0
+    resolution: int = 512
+    score_size: int | str = DEFAULT_SCORE_SIZE
+    threshold: float = 0.25
+    threshold_mode: str = "relative"
+    splits: str | None = None
+    trust_pickle: bool = False
+
+    def dataset(self, fold: int | None) -> EpisodeDataset:
+        """The episodes of `fold`; `InputError` for bad data."""
+        return build_episode_dataset(
+            self.benchmark, self.root, self.split, fold, self.shots, self.resolution, self.episodes, self.seed,
+            splits=self.splits, trust_pickle=self.trust_pickle, target_size=self.score_size,
+        )
+
+
+@torch.no_grad()
+def predict(model: DiffewSModel, batch: dict[str, Any], settings: EvaluationSettings) -> list[torch.Tensor]:
+    """Binary predictions of a collated batch of episodes, each at the size of its ``"query_target"``.
+
+    Each episode uses its own support set (a support context with S = B).
+    """
+    device, dtype = model.device, model.dtype
+    context = model.encode_support(batch["support_images"].to(device, dtype), batch["support_masks"].to(device, dtype))
+    latents = model.encode_images(batch["query_image"].to(device, dtype))
+    probabilities = model.decode_probabilities(model.predict_mask_latents(latents, context)).float()
+    masks = []
+    for probability, target in zip(probabilities, batch["query_target"]):
+        resized = F.interpolate(probability[None], size=tuple(target.shape), mode="bilinear", align_corners=False)[0]
+        masks.append(binarize(resized.clamp(0, 1), settings.threshold, settings.threshold_mode)[0][0].cpu())
+    return masks
+
+
+def evaluate_fold(
+    model: DiffewSModel,
+    dataset: EpisodeDataset,
+    settings: EvaluationSettings,
+    meter: SegmentationMeter,
+    start: int = 0,
+    batch_size: int = 4,
+    workers: int = 0,
+    on_batch=None,
+    progress: bool = True,
+    description: str = "evaluating",
+) -> None:
+    """Score episodes ``start..len(dataset)-1`` into `meter`, calling ``on_batch(episodes_done)`` after each batch."""
+    loader = DataLoader(
+        Subset(dataset, range(start, len(dataset))), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes
+    )
+    with tqdm(total=len(dataset), initial=start, desc=description, unit="episode", disable=not progress) as bar:
+        for batch in loader:
+            for prediction, target, class_id in zip(predict(model, batch, settings), batch["query_target"], batch["class_id"]):
+                meter.update(prediction[None], target[None], class_id[None])
+            bar.update(len(batch["class_id"]))
+            bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
+            if on_batch is not None:
+                on_batch(meter.episodes)
+
+
+def run_evaluation(
+    model: DiffewSModel,
+    settings: EvaluationSettings,
+    folds: Sequence[int | None],
+    report_path: str | Path,
+    model_name: str,
+    batch_size: int = 4,
+    workers: int = 0,
+    save_vis: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate `folds`, write the JSON report (and `save_vis` panels), return the report.
+
+    All folds' data are checked before anything is written. Resumes from ``<report>.partial.json``
+    when it exists and was written with the same settings and model.
+    """
+    report_path = Path(report_path).expanduser()
+    datasets = {fold: settings.dataset(fold) for fold in folds}
+    header = {
+        "settings": _settings_record(settings),
+        "model": model_name,
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "folds": [_fold_name(f) for f in folds],
+    }
+    partial_path = progress_path(report_path)
+    state = _resume_state(partial_path, header)
+    try:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{report_path.parent}: cannot create the report's folder ({error.strerror or error})") from None
+
+    results = {}
+    for fold, dataset in datasets.items():
+        name = _fold_name(fold)
+        fold_state = state["progress"].setdefault(name, {"done": 0, "elapsed_s": 0.0, "meter": None})
+        meter = SegmentationMeter(dataset.split.class_ids)
+        if fold_state["meter"] is not None:
+            meter.load_state_dict(fold_state["meter"])
+        prior, run_start, first = fold_state["elapsed_s"], time.perf_counter(), fold_state["done"]
+
+        def save_progress(done: int) -> None:
+            fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
+            write_text_atomic(partial_path, json.dumps(state))
+
+        evaluate_fold(
+            model, dataset, settings, meter, first, batch_size, workers, save_progress, progress,
+            f"{settings.benchmark} fold {name}",
+        )
+        elapsed = prior + time.perf_counter() - run_start
+        scores = meter.compute()
+        results[name] = {
+            "miou": scores["miou"],
+            "fbiou": scores["fbiou"],
+            "per_class_iou": {dataset.split.class_names[c]: v for c, v in scores["per_class_iou"].items()},
+            "episodes": meter.episodes,
+            "elapsed_s": elapsed,
+            "episodes_per_s": meter.episodes / max(elapsed, 1e-9),
+        }
+    report = {
+        **header,
+        "results": results,
+        "mean": {key: float(np.mean([r[key] for r in results.values()])) for key in ("miou", "fbiou")},
+    }
+    write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+    partial_path.unlink(missing_ok=True)
+    if save_vis:
+        fold = folds[0]
+        save_visualisations(model, datasets[fold], settings, save_vis, report_path.with_name(f"{report_path.stem}_vis"))
+    return report
+
+
+def progress_path(report_path: Path) -> Path:
+    """Where an evaluation writing `report_path` keeps its progress: ``<report>.partial.json``."""
+    return report_path.with_name(report_path.name + ".partial.json")
+
+
+def _fold_name(fold: int | None) -> str:
+    return "all" if fold is None else str(fold)
+
+
+def _settings_record(settings: EvaluationSettings) -> dict[str, Any]:
+    record = asdict(settings)
+    record["root"] = str(Path(settings.root).expanduser().resolve())
+    record["scoring"] = (
+        "original image size" if settings.score_size == ORIGINAL
+        else f"{settings.score_size}x{settings.score_size}, ground truth resized with nearest neighbour"
+    )
+    return record
+
+
+def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """Saved progress for the same settings and model, or a fresh state."""
+    if not partial_path.is_file():
+        return {**header, "progress": {}}
+    try:
+        state = json.loads(partial_path.read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"{partial_path}: unreadable saved progress; delete it to start over") from None
+    if {k: state.get(k) for k in header} != header:
+        raise InputError(
+            f"{partial_path}: saved progress of an evaluation with other settings or model; delete it or choose another --out"
+        )
+    return state
+
+
+def save_visualisations(model: DiffewSModel, dataset: EpisodeDataset, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:
+    """Write panels of the first `count` episodes: supports with masks | query | prediction | ground truth."""
+    from ..cli.files import OutputFolder
+
+    written = []
+    with OutputFolder(folder) as out:
+        for index in range(min(count, len(dataset))):
+            item = dataset[index]
+            batch = collate_episodes([{**item, "query_target": item["query_mask"][0].to(torch.uint8)}])
+            prediction = predict(model, batch, settings)[0].numpy()
+            panels = [
+                overlay_mask(_to_pil(image), mask[0].numpy() > 0.5) for image, mask in zip(item["support_images"], item["support_masks"])
+            ]
+            query = _to_pil(item["query_image"])
+            truth = item["query_mask"][0].numpy() > 0.5
+            panels += [query, overlay_mask(query, prediction, color=(40, 200, 40)), overlay_mask(query, truth)]
+            written.append(out.save_image(_side_by_side(panels), f"episode_{index:05d}.png"))
+    return written
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """``(3, H, W)`` in [-1, 1] -> RGB PIL image."""
+    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def _side_by_side(images: list[Image.Image], gap: int = 4) -> Image.Image:
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, max(i.height for i in images)), (255, 255, 255))
+    x = 0
+    for image in images:
+        canvas.paste(image, (x, 0))
+        x += image.width + gap
+    return canvas
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table, with the settings that define the numbers."""
+    s = report["settings"]
+    lines = [
+        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']} ({report['device']}, {report['dtype']})",
+        f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}",
+        f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",
+    ]
+    for name, r in report["results"].items():
+        lines.append(f"{name:>5} {r['miou']:7.2f} {r['fbiou']:7.2f} {r['episodes']:9d} {r['episodes_per_s']:11.2f}")
+    if len(report["results"]) > 1:
+        lines.append(f"{'mean':>5} {report['mean']['miou']:7.2f} {report['mean']['fbiou']:7.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,191 @@
+"""`diffews evaluate` and `diffews data` end to end on the tiny model and tiny benchmark datasets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+import diffews.evaluation.evaluate as evaluate_module
+from diffews.cli.main import main
+from diffews.data.splits import read_pair_lists
+
+FAST = ["--model", "tiny-random", "--workers", "0", "--batch-size", "2"]
+
+
+def evaluate(root, out, *args):
+    return main(["evaluate", *FAST, "--root", str(root), "--out", str(out), *args])
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "args", "episodes", "classes"),
+    [
+        ("pascal", ["--fold", "2", "--episodes", "6"], 6, 5),
+        ("coco", ["--fold", "1", "--episodes", "5"], 5, 20),
+        ("lvis", ["--fold", "0", "--episodes", "3"], 3, 2),
+        ("fss", [], 9, 3),
+        ("custom", ["--shots", "2"], 7, 2),
+    ],
+)
+def test_evaluate_every_benchmark(benchmarks, tmp_path, capsys, benchmark, args, episodes, classes):
+    root, written = benchmarks
+    if benchmark == "fss":
+        args = ["--splits", str(written["fss_splits"])]
+    data = root / "custom" if benchmark == "custom" else root
+    out = tmp_path / "report.json"
+    assert evaluate(data, out, "--benchmark", benchmark, *args) == 0
+    report = json.loads(out.read_text())
+    (fold,) = report["results"].values()
+    assert fold["episodes"] == episodes and len(fold["per_class_iou"]) == classes
+    assert 0 <= fold["miou"] <= 100 and 0 <= fold["fbiou"] <= 100 and fold["episodes_per_s"] > 0
+    assert report["mean"]["miou"] == fold["miou"]
+    assert report["settings"]["benchmark"] == benchmark and report["settings"]["threshold_mode"] == "relative"
+    assert report["settings"]["scoring"] == "512x512, ground truth resized with nearest neighbour"
+    printed = capsys.readouterr().out
+    assert f"{fold['miou']:7.2f}" in printed and f"wrote {out}" in printed
+    assert not list(tmp_path.glob("*.partial.json"))
+
+
+def perfect_predictions(model, batch, settings):
+    """Stand-in for the model: the ground truth itself (255 pixels predicted foreground)."""
+    return [target != 0 for target in batch["query_target"]]
+
+
+def inverted_predictions(model, batch, settings):
+    return [target == 0 for target in batch["query_target"]]
+
+
+@pytest.mark.parametrize(("predict", "miou", "fbiou"), [(perfect_predictions, 100.0, 100.0), (inverted_predictions, 0.0, 0.0)])
+@pytest.mark.parametrize("score_size", ["512", "original"])
+def test_scores_line_up_with_the_ground_truth(benchmarks, tmp_path, monkeypatch, predict, miou, fbiou, score_size):
+    root, _ = benchmarks
+    monkeypatch.setattr(evaluate_module, "predict", predict)
+    out = tmp_path / "report.json"
+    assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "10", "--score-size", score_size) == 0
+    result = json.loads(out.read_text())["results"]["0"]
+    assert result["miou"] == miou and result["fbiou"] == fbiou
+    assert set(result["per_class_iou"].values()) == {miou}
+
+
+def test_fold_all_reports_every_fold_and_their_mean(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    out = tmp_path / "all.json"
+    assert evaluate(root, out, "--benchmark", "pascal", "--fold", "all", "--episodes", "4") == 0
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == ["0", "1", "2", "3"]
+    assert report["mean"]["miou"] == pytest.approx(sum(r["miou"] for r in report["results"].values()) / 4)
+    assert "mean" in capsys.readouterr().out.splitlines()[-2]
+
+
+def test_interrupted_evaluation_resumes_to_the_same_numbers(benchmarks, tmp_path, monkeypatch, capsys):
+    root, _ = benchmarks
+    args = ["--benchmark", "coco", "--fold", "all", "--episodes", "6"]
+    assert evaluate(root, tmp_path / "straight.json", *args) == 0
+
+    real_predict, calls = evaluate_module.predict, []
+
+    def interrupted(*predict_args):
+        calls.append(1)
+        if len(calls) == 6:  # fold 0 done (3 batches), fold 1 two batches in
+            raise KeyboardInterrupt
+        return real_predict(*predict_args)
+
+    monkeypatch.setattr(evaluate_module, "predict", interrupted)
+    out = tmp_path / "resumed.json"
+    assert evaluate(root, out, *args) == 130
+    assert not out.exists() and "rerun the same command to continue" in capsys.readouterr().err
+    progress = json.loads((tmp_path / "resumed.json.partial.json").read_text())["progress"]
+    assert {fold: state["done"] for fold, state in progress.items()} == {"0": 6, "1": 4}
+
+    calls.clear()
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a: calls.append(1) or real_predict(*a))
+    assert evaluate(root, out, *args) == 0
+    assert len(calls) == 1 + 3 + 3  # only what was left: fold 1's last batch, folds 2 and 3
+    straight, resumed = json.loads((tmp_path / "straight.json").read_text()), json.loads(out.read_text())
+    for fold in ("0", "1", "2", "3"):
+        for key in ("miou", "fbiou", "per_class_iou", "episodes"):
+            assert resumed["results"][fold][key] == straight["results"][fold][key]
+    assert not (tmp_path / "resumed.json.partial.json").exists()
+
+
+def test_resume_refuses_progress_of_other_settings(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    partial = tmp_path / "report.json.partial.json"
+    partial.write_text(json.dumps({"settings": {"shots": 5}, "progress": {}}))
+    assert evaluate(root, tmp_path / "report.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
+    assert "saved progress of an evaluation with other settings" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_save_vis_writes_side_by_side_panels(benchmarks, tmp_path):
+    root, _ = benchmarks
+    out = tmp_path / "report.json"
+    assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "4", "--shots", "1", "--save-vis", "3") == 0
+    panels = sorted((tmp_path / "report_vis").iterdir())
+    assert [p.name for p in panels] == ["episode_00000.png", "episode_00001.png", "episode_00002.png"]
+    with Image.open(panels[0]) as panel:
+        assert panel.size == (4 * 64 + 3 * 4, 64)  # support | query | prediction | ground truth at 64 px
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--benchmark", "pascal"], "pascal needs --fold (0..3 or all)"),
+        (["--benchmark", "pascal", "--fold", "7"], "pascal has folds 0..3 (or all); got --fold 7"),
+        (["--benchmark", "fss", "--fold", "0"], "fss has no folds; leave --fold out"),
+        (["--benchmark", "pascal", "--fold", "0", "--shots", "0"], "--shots must be at least 1"),
+        (["--benchmark", "pascal", "--fold", "0", "--score-size", "big"], "--score-size must be a positive number"),
+        (["--benchmark", "pascal", "--fold", "0", "--shots", "2"], "2-shot episodes need at least 3"),
+        (["--benchmark", "coco", "--fold", "0", "--root", "/nonexistent"], "COCO2014/val2014: folder not found"),
+    ],
+)
+def test_bad_evaluation_input_exits_2_and_writes_nothing(benchmarks, tmp_path, capsys, args, message):
+    root, _ = benchmarks
+    out = tmp_path / "out" / "report.json"
+    assert main(["evaluate", *FAST, "--root", str(root), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_benchmark_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", "tiny-random", "--benchmark", "imagenet", "--root", "."])
+    assert exit_info.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+# diffews data
+
+
+def test_data_check_reports_counts(benchmarks, capsys):
+    root, _ = benchmarks
+    assert main(["data", "check", "pascal", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "VOC2012/JPEGImages: 40 found, ok" in out and "val masks: 20 found, ok" in out and "complete" in out
+
+
+def test_data_check_names_what_is_missing(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    shutil.copytree(root / "COCO2014", tmp_path / "COCO2014")
+    for image in sorted((tmp_path / "COCO2014" / "val2014").glob("*.jpg"))[:3]:
+        image.unlink()
+    (tmp_path / "COCO2014" / "annotations" / "instances_train2014.json").unlink()
+    assert main(["data", "check", "coco", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "COCO2014/val2014: 77 found, ok" in captured.out
+    assert "val images listed in instances_val2014.json: 77 found, MISSING 3 (first: " in captured.out
+    assert f"COCO2014/annotations/instances_train2014.json: 0 found, MISSING {tmp_path}" in captured.out
+    assert "coco at" in captured.err and "2 problem(s)" in captured.err
+
+
+def test_data_splits_writes_the_generated_lists(benchmarks, tmp_path, capsys):
+    root, written = benchmarks
+    assert main(["data", "splits", "lvis", str(root), "--out", str(tmp_path / "lists")]) == 0
+    assert "wrote lvis split lists" in capsys.readouterr().out
+    for fold in range(10):
+        classes = {fold + 1, fold + 11}
+        assert read_pair_lists(tmp_path / "lists", "val", [fold]) == written["lvis"]["val"].pairs(classes)
+    out = tmp_path / "report.json"
+    assert evaluate(root, out, "--benchmark", "lvis", "--fold", "3", "--episodes", "2", "--splits", str(tmp_path / "lists")) == 0
