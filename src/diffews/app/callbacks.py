@@ -20,12 +20,12 @@ import torch
 from PIL import Image
 
 from ..modeling.tiny import TINY_RANDOM
-from ..cli.files import IMAGE_SUFFIXES, output_stems
+from ..cli.files import output_stems
 from ..errors import InputError
 from ..modeling import SupportContext
 from ..modeling.config import check_threshold
 from ..pipeline import DiffewSPipeline
-from ..processing.images import check_image_file, load_image, load_mask
+from ..processing.images import IMAGE_SUFFIXES, check_image_file, load_image, load_mask
 from ..processing.masks import binarize, to_binary_mask
 from ..processing.overlay import mask_image, overlay_mask
 

@@ -13,11 +13,11 @@ from types import TracebackType
 from PIL import Image
 
 from ..errors import InputError
+from ..processing.images import IMAGE_SUFFIXES
 
 MAX_PENDING_WRITES = 32
 """Writes queued on the writer thread before `save_image_later` waits (bounds memory held by queued images)."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli.files import IMAGE_SUFFIXES
 from ..errors import InputError
-from ..processing.images import open_image_file
+from ..processing.images import IMAGE_SUFFIXES, open_image_file
 from ..processing.masks import IGNORE_INDEX, pil_mask_to_array
 from .source import SPLITS, CheckItem, FewShotSplit, check_split_name, require_dir
 

@@ -24,6 +24,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 from .masks import to_binary_mask
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+"""File suffixes read as images when a folder or glob is expanded."""
+
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
