@@ -168,3 +168,11 @@ def test_validation_scores_and_panels(tmp_path):
     result = validate(build_tiny_model(), SquaresEpisodes(3, 2), num_panels=2)
     assert set(result.metrics) == {"miou", "fbiou"} and all(0 <= v <= 100 for v in result.metrics.values())
     assert [p.shape for p in result.panels] == [(64, 256, 3)] * 2 and result.panels[0].dtype.name == "uint8"
+
+
+def test_cli_trains_on_a_benchmark_in_its_real_format(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(tmp_path / "run", max_steps=2, shots=1).to_yaml())
+    assert main(["train", "--config", str(config), "--benchmark", "pascal", "--root", str(root), "--fold", "0"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"trained model: {tmp_path / 'run' / 'model'}"

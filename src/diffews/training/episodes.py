@@ -10,7 +10,8 @@ from torch.utils.data import Dataset, Sampler
 from ..errors import InputError
 from .config import DataOptions
 
-EPISODE_KEYS = ("query_image", "query_mask", "support_images", "support_masks", "class_id")
+TRAINING_TENSORS = ("query_image", "query_mask", "support_images", "support_masks")
+EPISODE_KEYS = (*TRAINING_TENSORS, "class_id")
 
 
 def build_dataset(data: DataOptions, split: str, resolution: int, episodes: int | None, seed: int) -> Dataset:
@@ -23,6 +24,11 @@ def build_dataset(data: DataOptions, split: str, resolution: int, episodes: int 
         data.benchmark, data.root, split, data.fold, data.shots, resolution=resolution, episodes=episodes, seed=seed,
         splits=data.splits,
     )
+
+
+def collate_training(items: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack the tensors a training step uses; the items' other keys (names, scoring masks) are dropped."""
+    return {key: torch.stack([item[key] for item in items]) for key in TRAINING_TENSORS}
 
 
 class EpisodeSampler(Sampler[int]):

@@ -30,7 +30,7 @@ from ..modeling.weights import read_json
 from .checkpoints import STATE_NAME, complete_checkpoints, load_nested, resolve_resume, save_nested, write_checkpoint, write_json
 from .config import ModelOptions, TrainConfig
 from .ema import EMAWeights
-from .episodes import EpisodeSampler, ShotSampler, build_dataset, check_episode
+from .episodes import EpisodeSampler, ShotSampler, build_dataset, check_episode, collate_training
 from .export import export_model
 from .validation import ValidationResult, validate
 
@@ -143,6 +143,7 @@ class Trainer:
         )
         loader = DataLoader(
             train_data, batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.data.num_workers,
+            collate_fn=collate_training,
             pin_memory=accelerator.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
         )
         if accelerator.is_main_process:
@@ -282,7 +283,7 @@ class Trainer:
         losses = []
         for _ in range(optim.gradient_accumulation_steps):
             batch = shots.slice(next(batches))
-            batch = {key: value.to(accelerator.device) for key, value in batch.items() if key != "class_id"}
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(step_module):
                 loss = step_module(batch, noise, self.config.precision.sample_latents)
                 accelerator.backward(loss)
