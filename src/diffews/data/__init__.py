@@ -15,7 +15,7 @@ from ..errors import InputError
 from . import coco, custom, fss, lvis, pascal
 from .episodes import ORIGINAL, EpisodeDataset, collate_episodes
 from .published import PUBLISHED, published_splits
-from .source import CheckItem, FewShotSplit
+from .source import CheckItem, FewShotSplit, check_fold, check_split_name
 
 BENCHMARKS: dict[str, ModuleType] = {"pascal": pascal, "coco": coco, "lvis": lvis, "fss": fss, "custom": custom}
 DEFAULT_TEST_EPISODES = 1000
@@ -69,6 +69,9 @@ def open_split(
         InputError: unknown benchmark, split or fold; missing folders, files or masks.
     """
     module = benchmark_module(benchmark)
+    check_split_name(benchmark, split, module.SPLITS)
+    if num_folds(benchmark):
+        check_fold(benchmark, fold, num_folds(benchmark))
     if splits == PUBLISHED:
         folder = published_splits(benchmark)
     else:

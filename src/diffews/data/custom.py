@@ -20,9 +20,11 @@ import numpy as np
 from ..errors import InputError
 from ..processing.images import IMAGE_SUFFIXES, open_image_file
 from ..processing.masks import IGNORE_INDEX, pil_mask_to_array
-from .source import SPLITS, CheckItem, FewShotSplit, check_split_name, require_dir
+from .source import SPLITS as ALL_SPLITS
+from .source import CheckItem, FewShotSplit, require_dir
 
 NAME = "custom"
+SPLITS = ALL_SPLITS  # no split lists: every split name means "all class folders"
 MASK_SUFFIX = "_mask"
 
 
@@ -99,7 +101,6 @@ def class_folders(image_root: Path) -> list[str]:
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> FolderSplit:
     """Every class folder under `root` (custom folders have no folds or split lists)."""
-    check_split_name(NAME, split, SPLITS)
     if fold is not None:
         raise InputError(f"custom folders have no folds; got fold {fold} (leave the fold out)")
     if splits is not None:

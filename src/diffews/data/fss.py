@@ -38,7 +38,6 @@ def class_list(split: str, splits: Path | None = None) -> list[str]:
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> FolderSplit:
     """The classes of an FSS-1000 split, every image of each."""
-    check_split_name(NAME, split, SPLITS)
     if fold is not None:
         raise InputError(f"FSS-1000 has no folds; got fold {fold} (leave the fold out)")
     base = require_dir(Path(root) / "FSS-1000", FIX)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .instances import InstanceAnnotations, InstanceBenchmark, InstanceSplit, key_from_coco_url
-from .source import CheckItem, check_fold, check_path, check_split_name, count_missing, require_file
+from .source import CheckItem, check_path, count_missing, require_file
 from .splits import Pair, interleaved_folds
 
 NAME = "lvis"
@@ -51,8 +51,6 @@ def generate_pairs(root: Path, split: str) -> dict[int, list[Pair]]:
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> InstanceSplit:
     """An LVIS-92i split of a fold; pairs from split lists in `splits`, else from the annotations."""
-    check_split_name(NAME, split, SPLITS)
-    check_fold(NAME, fold, NUM_FOLDS)
     return load(root, split).open_split(split, fold, splits, trust_pickle)
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..processing.images import open_image_file
-from .source import CheckItem, FewShotSplit, check_fold, check_path, check_split_name, count_missing, require_all, require_dir, require_file
+from .source import CheckItem, FewShotSplit, check_path, count_missing, require_all, require_dir, require_file
 from .splits import Pair, folds_used, load_pairs, pascal_fold_classes
 
 NAME = "pascal"
@@ -85,8 +85,6 @@ def generate_pairs(root: Path, split: str) -> dict[int, list[Pair]]:
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> PascalSplit:
     """A PASCAL-5i split of a fold; pairs from split lists in `splits`, else from the masks."""
-    check_split_name(NAME, split, SPLITS)
-    check_fold(NAME, fold, NUM_FOLDS)
     base = require_dir(Path(root) / "VOC2012", FIX)
     folds = folds_used(split, fold, NUM_FOLDS)
     pairs = load_pairs(splits, split, folds, partial(generate_pairs, root, split), trust_pickle)
