@@ -109,13 +109,22 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(files, capsys, mutate
     assert output_files(files) == []
 
 
+def test_truncated_query_jpeg_is_found_before_the_model_runs(files, capsys, monkeypatch):
+    """A JPEG cut in half passes a header check (PIL's verify); the pre-check decodes every image."""
+    data = (files / "queries/a.jpg").read_bytes()
+    (files / "queries/z.jpg").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr("diffews.cli.segment.load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    expect_error(capsys, segment_args(files), f"{files}/queries/z.jpg: cannot read image (image file is truncated")
+    assert not (files / "out").exists()
+
+
 def test_output_folder_that_cannot_be_created(files, capsys):
     (files / "blocker").write_text("a file")
     expect_error(capsys, segment_args(files, out="blocker/sub"), "cannot write to output folder")
 
 
 def test_bad_option_values(files, capsys):
-    expect_error(capsys, segment_args(files, "--resolution", "30"), "--resolution must be a positive multiple of 8")
+    expect_error(capsys, segment_args(files, "--resolution", "30"), "--resolution: resolution must be a multiple of 8 from 8 to 2048, got 30")
     expect_error(capsys, segment_args(files, "--threshold", "2"), "threshold must lie in [0, 1]")
     assert not (files / "out").exists()
 

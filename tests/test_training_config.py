@@ -51,10 +51,13 @@ def test_option_names_are_unique_across_sections():
         ("optim:\n  max_steps: 2.5\n", "max_steps must be an integer, got 2.5"),
         ("optim:\n  learning_rate: -1\n", "learning_rate must be > 0, got -1.0"),
         ("precision:\n  mixed_precision: fp8\n", "mixed_precision must be one of no, fp16, bf16, got 'fp8'"),
-        ("model:\n  resolution: 500\n", "resolution must be a positive multiple of 8, got 500"),
+        ("model:\n  resolution: 500\n", "resolution must be a multiple of 8 from 8 to 2048, got 500"),
         ("data:\n  shots: null\n", "shots must not be null"),
         ("optim: [1, 2]\n", "section 'optim' must be a mapping, got list"),
         ("optim:\n  learning_rate: [1\n", "invalid YAML"),
+        ("optim:\n  learning_rate: 1e-5\n  max_steps: 3\n  learning_rate: 2e-5\n", "line 4: duplicate key 'learning_rate'"),
+        ("optim:\n  max_steps: 3\ndata:\n  shots: 2\noptim:\n  warmup_steps: 1\n", "line 5: duplicate key 'optim'"),
+        ("model: {resolution: 64, resolution: 64}\n", "line 1: duplicate key 'resolution'"),
     ],
 )
 def test_bad_config_files_name_the_file_and_the_problem(tmp_path, text, message):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 
 from ..errors import InputError
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.examples is not None and not args.examples.is_dir():
         raise InputError(f"{args.examples}: no such folder (--examples)")
+    check_can_listen(args.host, args.port)
     try:
         from ..app import ui
     except ImportError as error:
@@ -59,11 +62,24 @@ def run(args: argparse.Namespace) -> int:
         demo = ui.build_app(pipe, args.model, Path(root), args.examples or ui.default_examples_dir(), args.batch_size)
         try:
             url = ui.launch(demo, args.host, args.port, Path(root))
-        except OSError as error:
-            raise InputError(f"cannot serve on {args.host}:{args.port} ({error})") from None
+        except OSError:  # taken between the check above and now; the server's own text names its internals
+            raise InputError(f"--port {args.port}: cannot serve on {args.host}:{args.port} (in use?); choose another --port") from None
         print(f"diffews app running at {url} (Ctrl+C to stop)", flush=True)
         try:
             demo.block_thread()
         finally:
             demo.close()
     return 0
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """`InputError` naming --port (in use) or --host (not an address of this machine) unless
+    `host`:`port` can be bound now, before minutes are spent loading the model."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise InputError(f"--port {port}: {host}:{port} is already in use by another program; choose another --port") from None
+        raise InputError(f"--host {host}: cannot listen on {host}:{port} ({error.strerror or error})") from None

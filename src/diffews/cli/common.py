@@ -9,6 +9,7 @@ import torch
 
 from ..errors import InputError
 from ..modeling.config import TORCH_DTYPES as DTYPES
+from ..modeling.config import check_resolution
 from ..modeling.tiny import TINY_RANDOM
 from ..pipeline import DiffewSPipeline, SpeedOptions
 
@@ -33,6 +34,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["auto", *DTYPES],
         help="weights and activations dtype; auto = float16 on CUDA, float32 elsewhere",
     )
+
+
+def check_resolution_flag(resolution: int | None) -> None:
+    """`InputError` unless `--resolution` is unset or a multiple of 8 in 8..MAX_RESOLUTION."""
+    if resolution is not None:
+        try:
+            check_resolution(resolution)
+        except ValueError as error:
+            raise InputError(f"--resolution: {error}") from None
 
 
 def resolve_device(name: str) -> torch.device:

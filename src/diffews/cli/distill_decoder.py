@@ -10,7 +10,7 @@ import torch
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
 from ..modeling.mask_decoder import MaskDecoderConfig, save_mask_decoder
-from .common import add_model_options, load_pipeline
+from .common import add_model_options, check_resolution_flag, load_pipeline
 
 DESCRIPTION = """\
 Train a small mask decoder that replaces the VAE decoder when segmenting (diffews segment
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "eval_masks"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.resolution is not None and (args.resolution <= 0 or args.resolution % 8):
-        raise InputError(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    check_resolution_flag(args.resolution)
     if not args.out.endswith(".safetensors"):
         raise InputError(f"{args.out}: the output must be a .safetensors file")
     model = load_pipeline(args).model

@@ -9,8 +9,8 @@ from pathlib import Path
 from ..data import BENCHMARKS, ORIGINAL, num_folds
 from ..errors import InputError
 from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
-from ..modeling.config import THRESHOLD_MODES, check_threshold
-from .common import add_model_options, load_pipeline
+from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES, check_threshold
+from .common import add_model_options, check_resolution_flag, load_pipeline
 
 DESCRIPTION = """\
 Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
@@ -53,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--threshold-mode", choices=THRESHOLD_MODES, default="relative",
         help="relative (default, the authors'): foreground where p > T x max(p); absolute: p > T",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="R", help="working resolution; default: the model's")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="episodes per model call (default 4)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="data loading processes (default 2; 0 = in process)")
     parser.add_argument(
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.workers < 0:
         raise InputError(f"--workers must be 0 or more, got {args.workers}")
+    check_resolution_flag(args.resolution)
     pipe = load_pipeline(args)
     model = pipe.model
     resolution = args.resolution or model.config.resolution

@@ -7,12 +7,12 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..modeling.config import THRESHOLD_MODES
+from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES
 from ..modeling.mask_decoder import load_mask_decoder
 from ..pipeline import SpeedOptions
 from ..processing.images import check_image_file, load_image, load_mask
 from ..processing.overlay import mask_image, overlay_mask
-from .common import add_model_options, load_pipeline
+from .common import add_model_options, check_resolution_flag, load_pipeline
 from .files import OutputFolder, expand_image_paths, output_stems
 
 DESCRIPTION = """\
@@ -54,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--threshold-mode", choices=THRESHOLD_MODES, default=None,
         help="relative: foreground where p > T x max(p) (authors' evaluation); absolute: p > T",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="R", help="working resolution (multiple of 8); default: the model's (512)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (512)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
     parser.add_argument(
         "--mask-decoder", default=None, metavar="FILE",
@@ -69,8 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resolution is not None and (args.resolution <= 0 or args.resolution % 8):
-        raise InputError(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    check_resolution_flag(args.resolution)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     queries = expand_image_paths(args.query)

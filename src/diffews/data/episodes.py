@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..modeling.config import check_resolution
 from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
 from .source import FewShotSplit
 
@@ -48,8 +49,7 @@ class EpisodeDataset(Dataset):
     ) -> None:
         if shots < 1:
             raise ValueError(f"shots must be at least 1, got {shots}")
-        if resolution <= 0 or resolution % 8:
-            raise ValueError(f"resolution must be a positive multiple of 8, got {resolution}")
+        check_resolution(resolution)
         if episodes is not None and episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {episodes}")
         split.require_shots(shots)

@@ -12,6 +12,10 @@ from .oi2m import OI2M_TIMESTEP
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """dtype names accepted by the command line, configs and benchmarks."""
 
+MAX_RESOLUTION = 2048
+"""Largest working resolution accepted (4x the authors' 512; latents of 256 x 256). Attention over
+``(K + 1) x (R / 8)^2`` tokens grows with R^4, so larger values only end in out-of-memory errors."""
+
 ThresholdMode = Literal["relative", "absolute"]
 THRESHOLD_MODES: tuple[str, ...] = ("relative", "absolute")
 
@@ -37,8 +41,7 @@ class DiffewSConfig:
     base_model: str | None = None
 
     def __post_init__(self) -> None:
-        if self.resolution <= 0 or self.resolution % 8:
-            raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
+        check_resolution(self.resolution)
         check_threshold(self.threshold, self.threshold_mode)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +56,12 @@ class DiffewSConfig:
         if unknown:
             raise ValueError(f"unknown DiffewS config key(s): {', '.join(unknown)}")
         return cls(**values)
+
+
+def check_resolution(resolution: int) -> None:
+    """Raise `ValueError` unless `resolution` is a multiple of 8 in ``8..MAX_RESOLUTION``."""
+    if not 0 < resolution <= MAX_RESOLUTION or resolution % 8:
+        raise ValueError(f"resolution must be a multiple of 8 from 8 to {MAX_RESOLUTION}, got {resolution}")
 
 
 def check_threshold(threshold: float, mode: str) -> None:

@@ -12,6 +12,7 @@ is what `DiffewSModel` computes, so conversion is a matter of reading and checki
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,9 +25,13 @@ from .config import DiffewSConfig
 from .diffews_model import SD_PATTERNS, DiffewSModel, build_with_weights
 from .prompt import base_prompt_embedding
 from .support_conv import CONFIG_KEY
-from .weights import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, load_safetensors_folder, read_json, require_subfolders, resolve_model_dir
+from .weights import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, check_safetensors, load_safetensors_folder, read_json, require_subfolders, resolve_model_dir
 
 PICKLE_NAME = "diffusion_pytorch_model.bin"
+PICKLE_ADVICE = (
+    "a pickle can run code when loaded, so diffews does not read it further: convert the UNet's tensors to "
+    f"{WEIGHTS_NAME} in a trusted environment (for example, one with no access to your data) and pass that folder"
+)
 
 
 def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -40,12 +45,12 @@ def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(pickled, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses anything but plain containers of tensors
-        raise InputError(f"{pickled}: refused, not a plain file of tensors ({_summary(error)})") from None
+        raise InputError(f"{pickled}: refused, not a plain file of tensors ({_refused_content(error)}); {PICKLE_ADVICE}") from None
     if not isinstance(state, dict):
-        raise InputError(f"{pickled}: refused, holds a {type(state).__name__} instead of a mapping of tensors")
+        raise InputError(f"{pickled}: refused, holds a {type(state).__name__} instead of a mapping of tensors; {PICKLE_ADVICE}")
     odd = next(((key, value) for key, value in state.items() if not (isinstance(key, str) and isinstance(value, torch.Tensor))), None)
     if odd is not None:
-        raise InputError(f"{pickled}: refused, entry {odd[0]!r} is a {type(odd[1]).__name__}, not a tensor")
+        raise InputError(f"{pickled}: refused, entry {odd[0]!r} is a {type(odd[1]).__name__}, not a tensor; {PICKLE_ADVICE}")
     return state
 
 
@@ -85,6 +90,7 @@ def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: Diffe
     model_unet = load_authors_unet(unet)
     root = resolve_model_dir(base, SD_PATTERNS)
     require_subfolders(root, ["vae", "text_encoder"])
+    check_safetensors(root / "vae")
     vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
     if vae.config.latent_channels != model_unet.config.in_channels:
         raise InputError(
@@ -118,6 +124,7 @@ def save_new_folder(model: DiffewSModel, out: str | Path) -> Path:
     return out
 
 
-def _summary(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+def _refused_content(error: Exception) -> str:
+    """What `torch.load(weights_only=True)` refused, without its advice (which includes turning the check off)."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return f"it references {found.group(1)}" if found else type(error).__name__

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InputError
@@ -18,7 +18,15 @@ from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, in
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
 from .prompt import base_prompt_embedding
 from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
-from .weights import load_safetensors_folder, read_json, require_subfolders, resolve_model_dir, save_safetensors_folder
+from .weights import (
+    check_safetensors,
+    load_safetensors_folder,
+    read_json,
+    read_safetensors,
+    require_subfolders,
+    resolve_model_dir,
+    save_safetensors_folder,
+)
 
 CONFIG_NAME = "diffews_config.json"
 PROMPT_NAME = "prompt_embedding.safetensors"
@@ -90,6 +98,8 @@ class DiffewSModel(nn.Module):
         """
         root = resolve_model_dir(name_or_path, SD_PATTERNS)
         require_subfolders(root, ["vae", "unet", "text_encoder"])
+        for name in ("vae", "unet"):
+            check_safetensors(root / name)
         vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
         embedding = base_prompt_embedding(root, unet.config.cross_attention_dim)
@@ -113,7 +123,7 @@ class DiffewSModel(nn.Module):
             raise InputError(f"{root / CONFIG_NAME}: {error}") from error
         vae = _load_weights(AutoencoderKL, root / "vae")
         unet = _load_weights(UNet2DConditionModel, root / "unet")
-        prompt_embedding = load_file(root / PROMPT_NAME)[PROMPT_KEY]
+        prompt_embedding = read_safetensors(root / PROMPT_NAME)[PROMPT_KEY]
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
         model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
         return model.to(device=device, dtype=torch_dtype)

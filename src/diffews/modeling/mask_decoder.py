@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InputError
+from .weights import read_safetensors_file
 
 FORMAT = "diffews-mask-decoder"
 
@@ -93,12 +93,7 @@ def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such mask decoder file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise InputError(f"{path}: cannot read mask decoder ({error})") from None
+    tensors, metadata = read_safetensors_file(path)
     if metadata.get("format") != FORMAT:
         raise InputError(f"{path}: not a DiffewS mask decoder (written by 'diffews distill-decoder')")
     values = json.loads(metadata["config"])

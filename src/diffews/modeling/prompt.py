@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .weights import check_safetensors
 
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
 """CLIP token ids; SD 2.1's tokenizer pads with id 0."""
@@ -42,6 +43,7 @@ def base_prompt_embedding(root: Path, width: int) -> torch.Tensor:
     """
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    check_safetensors(root / "text_encoder")
     text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
     token_ids = None
     if (root / "tokenizer").is_dir():

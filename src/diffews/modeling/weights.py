@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..errors import InputError
 
@@ -47,14 +48,50 @@ def read_json(path: Path) -> dict:
         raise InputError(f"{path}: cannot read JSON ({error})") from error
 
 
+def read_safetensors(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, on `device` (see `read_safetensors_file`)."""
+    return read_safetensors_file(path, device)[0]
+
+
+def read_safetensors_file(path: Path, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(every tensor on `device`, the string metadata) of a safetensors file.
+
+    Raises:
+        InputError: one line naming `path`, for a missing, truncated or otherwise unreadable file.
+    """
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise InputError(_unreadable(path, error)) from None
+
+
+def check_safetensors(folder: Path) -> None:
+    """Check that every ``*.safetensors`` file in `folder` is complete (its header covers the file)
+    before a third-party loader reads it, so a damaged file is a one-line `InputError` naming it."""
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise InputError(_unreadable(path, error)) from None
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return f"{path}: weights file not found"
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{path}: cannot read weights, the file is damaged or truncated ({detail}); download or write it again"
+
+
 def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a diffusers weights folder: one safetensors file, or shards listed by an index."""
     single, index = folder / WEIGHTS_NAME, folder / WEIGHTS_INDEX_NAME
     if single.is_file():
-        return load_file(single)
+        return read_safetensors(single)
     if index.is_file():
         shards = sorted(set(read_json(index)["weight_map"].values()))
-        return {key: value for shard in shards for key, value in load_file(folder / shard).items()}
+        return {key: value for shard in shards for key, value in read_safetensors(folder / shard).items()}
     raise InputError(f"{folder}: no {WEIGHTS_NAME} (diffews reads safetensors weights only)")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError
+from ..modeling.config import MAX_RESOLUTION, check_resolution
 
 SD21 = "stabilityai/stable-diffusion-2-1"
 BENCHMARKS = ("pascal", "coco", "lvis", "fss", "custom")
@@ -37,10 +38,10 @@ class ModelOptions:
     pretrained_type: Literal["auto", "stable-diffusion", "diffews"] = option(
         "auto", "what --pretrained is; auto: a local folder with diffews_config.json is DiffewS, anything else SD"
     )
-    resolution: int = option(512, "training resolution in pixels (square; multiple of 8)")
+    resolution: int = option(512, f"training resolution in pixels (square; multiple of 8, at most {MAX_RESOLUTION})")
 
     def check(self) -> None:
-        _require(self.resolution > 0 and self.resolution % 8 == 0, "resolution", "a positive multiple of 8", self.resolution)
+        check_resolution(self.resolution)
 
 
 @dataclass(frozen=True)
@@ -215,14 +216,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, text: str) -> TrainConfig:
-        """Parse YAML text; syntax errors, unknown keys and bad values raise `ValueError`."""
-        import yaml
-
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ValueError(f"invalid YAML ({error})") from None
-        return cls.from_dict(values or {})
+        """Parse YAML text; syntax errors, a key given twice, unknown keys and bad values raise `ValueError`."""
+        return cls.from_dict(_parse_yaml(text) or {})
 
     def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with options replaced by name (``{"learning_rate": 2e-5}``), whatever their section."""
@@ -318,6 +313,27 @@ def _coerce(section_type: type, key: str, value: Any) -> Any:
     if choices and value not in choices:
         raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def _parse_yaml(text: str) -> Any:
+    """`yaml.safe_load`, except that a mapping with the same key twice is an error naming the key and
+    its second line (plain YAML silently keeps the last value, hiding a mistyped config)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: set = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise ValueError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}' (each key may appear once)")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        raise ValueError(f"invalid YAML ({error})") from None
 
 
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:

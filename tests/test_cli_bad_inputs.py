@@ -1,0 +1,158 @@
+"""Inputs every command rejects the same way: one line naming the file or flag, exit 2, no traceback,
+nothing written. Damaged weights files, out-of-range resolutions, a busy port, unsafe pickles."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffews import build_tiny_model
+from diffews.cli.main import main
+from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
+from diffews.modeling.tiny import save_tiny_stable_diffusion
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SUPPORT = ["--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png")]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A saved tiny DiffewS folder, a tiny SD 2.1 folder and a mask decoder file (never modified)."""
+    root = tmp_path_factory.mktemp("saved")
+    build_tiny_model(seed=0).save_pretrained(root / "diffews")
+    save_tiny_stable_diffusion(root / "sd", seed=0)
+    save_mask_decoder(MaskDecoder(MaskDecoderConfig()), root / "decoder.safetensors")
+    return root
+
+
+def truncated_copy(source: Path, target: Path, damaged: str) -> Path:
+    """A copy of folder or file `source` at `target` whose `damaged` file (relative) keeps half its bytes."""
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy(source, target)
+    broken = target / damaged if damaged else target
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    return broken
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def expect_error(capsys, args: list[str], message: str) -> str:
+    """`main(args)` exits 2 and its last stderr line, the only error line, holds `message`."""
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and message in errors[0], lines
+    assert not any("Traceback" in line for line in lines)
+    return errors[0]
+
+
+def model_commands(model: Path, tmp: Path) -> dict[str, list[str]]:
+    """Every command that loads a DiffewS folder, with otherwise valid options."""
+    return {
+        "segment": ["segment", "--model", str(model), *SUPPORT, "--query", str(EXAMPLES / "query"), "--out", str(tmp / "out")],
+        "evaluate": ["evaluate", "--model", str(model), "--benchmark", "custom", "--root", str(tmp), "--out", str(tmp / "out.json")],
+        "distill-decoder": ["distill-decoder", "--model", str(model), "--out", str(tmp / "out.safetensors"), "--steps", "1"],
+        "app": ["app", "--model", str(model), "--port", str(free_port())],
+        "train": [
+            "train", "--pretrained", str(model), "--root", str(tmp), "--output-dir", str(tmp / "out"),
+            "--tracker", "none", "--mixed-precision", "no", "--resolution", "64",
+        ],
+    }
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate", "distill-decoder", "app", "train"])
+def test_truncated_unet_weights(saved, tmp_path, capsys, command):
+    if command == "app":
+        pytest.importorskip("gradio")
+    broken = truncated_copy(saved / "diffews", tmp_path / "model", "unet/diffusion_pytorch_model.safetensors")
+    expect_error(capsys, model_commands(tmp_path / "model", tmp_path)[command], f"{broken}: cannot read weights, the file is damaged or truncated")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.json").exists() and not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.mark.parametrize("damaged", ["vae/diffusion_pytorch_model.safetensors", "prompt_embedding.safetensors"])
+def test_every_weights_file_of_a_model_folder_is_checked(saved, tmp_path, capsys, damaged):
+    broken = truncated_copy(saved / "diffews", tmp_path / "model", damaged)
+    expect_error(capsys, model_commands(tmp_path / "model", tmp_path)["segment"], f"{broken}: cannot read weights")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_mask_decoder(saved, tmp_path, capsys):
+    broken = truncated_copy(saved / "decoder.safetensors", tmp_path / "decoder.safetensors", "")
+    args = model_commands(saved / "diffews", tmp_path)["segment"] + ["--mask-decoder", str(broken)]
+    expect_error(capsys, args, f"{broken}: cannot read weights")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damaged", ["vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"])
+def test_truncated_stable_diffusion_base_for_training(saved, tmp_path, capsys, damaged):
+    broken = truncated_copy(saved / "sd", tmp_path / "sd", damaged)
+    args = model_commands(tmp_path / "sd", tmp_path)["train"]
+    expect_error(capsys, args, f"{broken}: cannot read weights")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_base_for_convert(saved, tmp_path, capsys):
+    from test_convert import authors_unet_state, write_unet
+
+    config, state = authors_unet_state()
+    unet = write_unet(tmp_path / "unet", config, state)
+    broken = truncated_copy(saved / "sd", tmp_path / "sd", "vae/diffusion_pytorch_model.safetensors")
+    args = ["convert", "--unet", str(unet), "--base", str(tmp_path / "sd"), "--out", str(tmp_path / "out")]
+    expect_error(capsys, args, f"{broken}: cannot read weights")
+    truncated = truncated_copy(unet, tmp_path / "unet2", "diffusion_pytorch_model.safetensors")
+    args = ["convert", "--unet", str(tmp_path / "unet2"), "--base", str(saved / "sd"), "--out", str(tmp_path / "out")]
+    expect_error(capsys, args, f"{truncated}: cannot read weights")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate", "distill-decoder", "train"])
+@pytest.mark.parametrize("value", ["100000", "0", "60"])
+def test_resolution_out_of_range(saved, tmp_path, capsys, command, value):
+    args = model_commands(saved / "diffews", tmp_path)[command]
+    if "--resolution" in args:
+        args[args.index("--resolution") + 1] = value
+    else:
+        args += ["--resolution", value]
+    flag = "command line: " if command == "train" else "--resolution: "
+    expect_error(capsys, args, f"{flag}resolution must be a multiple of 8 from 8 to 2048, got {value}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolution_of_a_model_folder_is_checked(saved, tmp_path, capsys):
+    shutil.copytree(saved / "diffews", tmp_path / "model")
+    config = tmp_path / "model" / "diffews_config.json"
+    config.write_text(config.read_text().replace('"resolution": 64', '"resolution": 100000'))
+    expect_error(capsys, model_commands(tmp_path / "model", tmp_path)["segment"], "resolution must be a multiple of 8 from 8 to 2048")
+
+
+def test_busy_port_names_the_flag(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = expect_error(capsys, ["app", "--model", "tiny-random", "--port", str(port)], f"--port {port}: 127.0.0.1:{port} is already in use")
+    assert "gradio" not in line.lower() and "server_port" not in line
+
+
+def test_pickled_unet_refusal_advises_converting_never_disabling_the_check(tmp_path, saved, capsys):
+    from test_convert import authors_unet_state, write_unet
+
+    config, state = authors_unet_state()
+    unet = write_unet(tmp_path / "unet", config, {**state, "extra": torch.nn.Linear(1, 1)}, pickled=True)
+    line = expect_error(
+        capsys, ["convert", "--unet", str(unet), "--base", str(saved / "sd"), "--out", str(tmp_path / "out")],
+        f"{unet / 'diffusion_pytorch_model.bin'}: refused, not a plain file of tensors (it references torch.nn.modules.linear.Linear)",
+    )
+    assert "convert the UNet's tensors to diffusion_pytorch_model.safetensors in a trusted environment" in line
+    assert "weights_only" not in line and "False" not in line
