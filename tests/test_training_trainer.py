@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -36,7 +41,7 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, monkeypatch):
     straight.train()
 
     run = tmp_path / "killed"
-    original = Trainer._optimizer_step
+    original = Trainer.step
     calls = []
 
     def killed_in_step_3(self, *args):
@@ -45,10 +50,10 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the process dies mid-step: everything in memory is lost
         return original(self, *args)
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", killed_in_step_3)
+    monkeypatch.setattr(Trainer, "step", killed_in_step_3)
     with pytest.raises(KeyboardInterrupt):
         Trainer(tiny_config(run, **options), train_dataset=data).train()
-    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    monkeypatch.setattr(Trainer, "step", original)
     assert latest_checkpoint(run).name == "step-00000002"
     with pytest.raises(InputError, match="already holds checkpoints"):
         Trainer(tiny_config(run, **options), train_dataset=data).train()
@@ -176,3 +181,95 @@ def test_cli_trains_on_a_benchmark_in_its_real_format(benchmarks, tmp_path, caps
     config.write_text(tiny_config(tmp_path / "run", max_steps=2, shots=1).to_yaml())
     assert main(["train", "--config", str(config), "--benchmark", "pascal", "--root", str(root), "--fold", "0"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"trained model: {tmp_path / 'run' / 'model'}"
+
+
+def train_cli(tmp_path, monkeypatch, **options) -> list[str]:
+    """`diffews train` arguments for a tiny run into tmp_path/run on the squares episodes."""
+    monkeypatch.setattr("diffews.training.trainer.build_dataset", lambda data, *a: SquaresEpisodes(4, data.shots))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config(tmp_path / "run", **options).to_yaml())
+    return ["train", "--config", str(config), "--root", "unused"]
+
+
+def only_error_line(capsys) -> str:
+    """The one error line, last on stderr (after progress bars), with no traceback."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and not any("Traceback" in line for line in lines), lines
+    return errors[0]
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot write into: a read-only one, or, as root (which ignores modes), /sys."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys")):
+        try:
+            with tempfile.TemporaryFile(dir=candidate):
+                pass
+        except OSError:
+            return candidate
+    pytest.skip("no unwritable folder here (root ignores modes, and /sys is writable)")
+
+
+@pytest.mark.parametrize("kind", ["read-only", "below-a-file"])
+def test_unwritable_output_folder_is_refused_before_the_first_step(tmp_path, monkeypatch, capsys, kind):
+    args = train_cli(tmp_path, monkeypatch)
+    if kind == "read-only":
+        parent = unwritable_folder(tmp_path)
+        expected = f"error: {parent}: cannot write training outputs here"
+    else:
+        parent = tmp_path / "a-file"
+        parent.write_text("x")
+        expected = f"error: {parent / 'run'}: cannot create the output folder, {parent} is a file"
+    monkeypatch.setattr("diffews.training.trainer.load_start_model", lambda *a: pytest.fail("training started"))
+    assert main([*args, "--output-dir", str(parent / "run")]) == 2
+    assert only_error_line(capsys).startswith(expected)
+
+
+def test_full_disk_at_a_checkpoint_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    args = train_cli(tmp_path, monkeypatch, max_steps=3, checkpoint_every=1)
+    from diffews.training import checkpoints
+
+    original, saves = checkpoints.save_nested, []
+
+    def disk_full_at_step_2(state, path):
+        saves.append(path)
+        if ".tmp-step-00000002" in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(state, path)
+
+    monkeypatch.setattr(checkpoints, "save_nested", disk_full_at_step_2)
+    assert main(args) == 2
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert only_error_line(capsys) == (
+        f"error: {checkpoint}/optimizer.safetensors: cannot write (No space left on device); checkpoint step-00000002 was not saved"
+    )
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step-00000001"]
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_full_disk_at_the_export_names_the_folder_and_leaves_no_partial_export(tmp_path, monkeypatch, capsys):
+    args = train_cli(tmp_path, monkeypatch, max_steps=1)
+
+    def disk_full(self, path):
+        (Path(path) / "unet").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(DiffewSModel, "save_pretrained", disk_full)
+    assert main(args) == 2
+    run = tmp_path / "run"
+    assert only_error_line(capsys) == f"error: {run / 'model'}: cannot export the model (No space left on device); the checkpoints hold the trained weights"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]
+    assert latest_checkpoint(run).name == "step-00000001"
+
+
+@pytest.mark.parametrize("damaged", ["unet.safetensors", "optimizer.safetensors"])
+def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, monkeypatch, capsys, damaged):
+    args = train_cli(tmp_path, monkeypatch, max_steps=1)
+    assert main(args) == 0
+    broken = latest_checkpoint(tmp_path / "run") / damaged
+    broken.write_bytes(broken.read_bytes()[:100])
+    assert main([*args, "--resume", "latest", "--max-steps", "2"]) == 2
+    assert only_error_line(capsys).startswith(f"error: {broken}: cannot read weights, the file is damaged or truncated")

@@ -5,8 +5,11 @@ A checkpoint is a folder ``<output_dir>/checkpoints/step-<8 digits>`` that appea
 moment leaves either a complete checkpoint or a temporary folder that `latest_checkpoint`
 never picks up (and the next save removes).
 
-Nested state (optimizer, scheduler, RNG and grad-scaler states) is stored as one safetensors
-file: the tensors as entries, the structure as JSON in the file's metadata.
+A training checkpoint holds a `TrainState`'s ``state_dict`` in safetensors files: the UNet
+weights as they are (``unet.safetensors``), and nested state (EMA; optimizer, scheduler and
+grad scaler; every process's RNG states) as one file each: the tensors as entries, the structure
+as JSON in the file's metadata. ``trainer_state.json`` (step, processes, latest validation scores)
+is written last, so a folder without it is never resumed.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from ..modeling.weights import read_json, read_safetensors, read_safetensors_file
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
 TEMP_PREFIX = ".tmp-"
 STATE_NAME = "trainer_state.json"
+UNET_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE = "unet.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"
+CONFIG_FILE = "config.yaml"
 STRUCTURE_KEY = "structure"
 _TENSOR, _ITEMS, _TUPLE = "__tensor__", "__items__", "__tuple__"
 
@@ -42,10 +48,10 @@ def save_nested(state: Any, path: Path) -> None:
 
 def load_nested(path: Path, device: torch.device | str = "cpu") -> Any:
     """Inverse of `save_nested`: the same structure, dict key types (int keys too) and tensors."""
-    with safe_open(path, framework="pt", device=str(device)) as handle:
-        structure = json.loads(handle.metadata()[STRUCTURE_KEY])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    return _unflatten(structure, tensors)
+    tensors, metadata = read_safetensors_file(path, device)
+    if STRUCTURE_KEY not in metadata:
+        raise InputError(f"{path}: not a diffews checkpoint file (no {STRUCTURE_KEY} metadata)")
+    return _unflatten(json.loads(metadata[STRUCTURE_KEY]), tensors)
 
 
 def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -128,6 +134,72 @@ def write_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], 
     for old in complete_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def save_train_state(output_dir: str | Path, state: dict[str, Any], config_yaml: str, keep: int) -> Path:
+    """Write a `TrainState.state_dict` (with the run's config) as checkpoint ``state["step"]`` of
+    `output_dir`, atomically (see `write_checkpoint`); returns the checkpoint folder.
+
+    Raises:
+        InputError: a file could not be written (full disk, permissions): one line naming it; no
+            part of the checkpoint is left and the older checkpoints are kept.
+    """
+    final = Path(output_dir) / CHECKPOINTS / checkpoint_name(state["step"])
+    training = {"optimizer": state["optimizer"], "scheduler": state["scheduler"], "scaler": state["scaler"]}
+    summary = {"step": state["step"], "num_processes": state["num_processes"], "validation": state["metrics"]}
+    files: list[tuple[str, Callable[[Path], None]]] = [
+        (UNET_FILE, lambda path: save_file(state["unet"], path)),
+        (OPTIM_FILE, lambda path: save_nested(training, path)),
+        (RNG_FILE, lambda path: save_nested(state["rng"], path)),
+        (CONFIG_FILE, lambda path: path.write_text(config_yaml)),
+        (STATE_NAME, lambda path: write_json(summary, path)),
+    ]
+    if state["ema"] is not None:
+        files.insert(1, (EMA_FILE, lambda path: save_nested(state["ema"], path)))
+
+    def write(folder: Path) -> None:
+        for name, save in files:
+            try:
+                save(folder / name)
+            except (OSError, SafetensorError) as error:
+                detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+                raise InputError(f"{final / name}: cannot write ({detail}); checkpoint {final.name} was not saved") from None
+
+    try:
+        return write_checkpoint(output_dir, state["step"], write, keep)
+    except OSError as error:  # creating or renaming the folder
+        raise InputError(f"{error.filename or final}: cannot write checkpoint ({error.strerror or error})") from None
+
+
+def load_train_state(folder: Path) -> dict[str, Any]:
+    """Inverse of `save_train_state`: the `TrainState.state_dict` stored in `folder` (``ema`` None
+    when the checkpoint has none); one-line `InputError` for a damaged file."""
+    summary = read_json(folder / STATE_NAME)
+    state = {"step": summary["step"], "num_processes": summary["num_processes"], "metrics": summary.get("validation")}
+    state["unet"] = read_safetensors(folder / UNET_FILE)
+    state.update(load_nested(folder / OPTIM_FILE))
+    state["ema"] = load_nested(folder / EMA_FILE) if (folder / EMA_FILE).is_file() else None
+    state["rng"] = load_nested(folder / RNG_FILE)
+    return state
+
+
+def check_output_dir(output_dir: str | Path) -> None:
+    """`InputError` unless `output_dir` (and its ``checkpoints/``, if there) can be written, or, if it
+    does not exist yet, can be created; checked before training starts, creating nothing."""
+    path = Path(output_dir).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot create the output folder, {existing} is a file")
+    for folder in (existing, path / CHECKPOINTS):
+        if not folder.is_dir():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise InputError(f"{folder}: cannot write training outputs here ({error.strerror or error}); choose another output_dir") from None
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -7,6 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from safetensors import SafetensorError
+
+from ..errors import InputError
 from ..modeling import DiffewSModel
 from .config import TrainConfig
 
@@ -16,16 +19,28 @@ MODEL_DIR = "model"
 def export_model(
     model: DiffewSModel, config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0
 ) -> Path:
-    """Save `model` and its card to ``<output_dir>/model`` (replacing an older export only once complete)."""
+    """Save `model` and its card to ``<output_dir>/model`` (replacing an older export only once complete).
+
+    Raises:
+        InputError: the folder could not be written (full disk, permissions): one line naming it;
+            nothing of the new export is left, an older export is kept.
+    """
     root = Path(config.checkpointing.output_dir)
     target = root / MODEL_DIR
-    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_DIR}-", dir=root))
+    try:
+        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_DIR}-", dir=root))
+    except OSError as error:
+        raise InputError(f"{target}: cannot export the model ({error.strerror or error})") from None
     try:
         model.save_pretrained(temporary)
         (temporary / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
         if target.exists():
             shutil.rmtree(target)
         os.rename(temporary, target)
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise InputError(f"{target}: cannot export the model ({detail}); the checkpoints hold the trained weights") from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

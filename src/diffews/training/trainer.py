@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -26,18 +25,25 @@ from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.diffews_model import CONFIG_NAME
 from ..modeling.tiny import TINY_RANDOM
-from ..modeling.weights import read_json
-from .checkpoints import STATE_NAME, complete_checkpoints, load_nested, resolve_resume, save_nested, write_checkpoint, write_json
+from .checkpoints import (
+    CHECKPOINTS,
+    check_output_dir,
+    checkpoint_name,
+    complete_checkpoints,
+    load_train_state,
+    resolve_resume,
+    save_train_state,
+)
 from .config import ModelOptions, TrainConfig
 from .ema import EMAWeights
 from .episodes import EpisodeSampler, ShotSampler, build_dataset, check_episode, collate_training
-from .export import export_model
+from .export import MODEL_DIR, export_model
+from .state import TrainState
 from .validation import ValidationResult, validate
 
 logger = logging.getLogger("diffews")
 
 VAL_SEED = 0
-UNET_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE = "unet.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"
 MIXED_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -85,9 +91,10 @@ class Trainer:
         val_dataset: validation episodes, likewise (default: ``config.validation.val_episodes``
             episodes of ``config.validation.val_split``, seed 0).
 
-    After `train`, ``model`` is the trained `DiffewSModel` (raw weights on processes other than the
-    main one, which holds the EMA weights when EMA is on) and ``loss_history`` this process's mean
-    loss of every optimizer step it ran.
+    `train` runs `setup`, then `step` / `log` / `validate` / `checkpoint` until ``max_steps``,
+    then `finish`. After it, ``model`` is the trained `DiffewSModel` (raw weights on processes
+    other than the main one, which holds the EMA weights when EMA is on), ``state`` the final
+    `TrainState` and ``loss_history`` this process's mean loss of every optimizer step it ran.
     """
 
     def __init__(self, config: TrainConfig, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> None:
@@ -95,15 +102,39 @@ class Trainer:
         self._train_dataset = train_dataset
         self._val_dataset = val_dataset
         self.model: DiffewSModel | None = None
+        self.state: TrainState | None = None
         self.loss_history: list[float] = []
 
     def train(self) -> Path:
         """Train (resuming if asked), export the model; returns the exported folder."""
+        self.setup()
+        config, state = self.config, self.state
+        bar = tqdm(
+            total=config.optim.max_steps, initial=state.step, desc="training", unit="step",
+            disable=not self.accelerator.is_local_main_process,
+        )
+        with bar, self._attention_kernels():  # the bar ends its line before an error is printed
+            while state.step < config.optim.max_steps:
+                loss = self.step()
+                self.log(loss, bar)
+                every = config.validation.val_every
+                if every and state.step % every == 0 and state.step < config.optim.max_steps:
+                    self.validate()
+                if state.step % config.checkpointing.checkpoint_every == 0 or state.step == config.optim.max_steps:
+                    path = self.checkpoint()
+                    bar.write(self._progress_line(loss, path))
+        return self.finish()
+
+    # ------------------------------------------------------------------ the stages
+
+    def setup(self) -> None:
+        """Check the output folder, build the model, data, optimizer and `TrainState`; resume if asked."""
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
 
         config = self.config
         output_dir = Path(config.checkpointing.output_dir)
+        check_output_dir(output_dir)
         resume_from = self._resume_point(output_dir)
         try:
             accelerator = Accelerator(
@@ -118,86 +149,133 @@ class Trainer:
         set_seed(config.run.seed)
 
         model = self.model = load_start_model(config.model, config.run.seed)
-        vae_fp32 = self._prepare_model(model)
+        self._vae_fp32 = self._prepare_model(model)
         train_data = self._train_dataset if self._train_dataset is not None else build_dataset(
             config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed
         )
         check_episode(train_data[0], config.data.shots)
-        val_data = self._validation_dataset()
+        self._val_data = self._validation_dataset()
 
-        params = [p for p in model.unet.parameters() if p.requires_grad]
-        optimizer = self._optimizer(params)
+        self._params = [p for p in model.unet.parameters() if p.requires_grad]
+        optimizer = self._optimizer(self._params)
         scheduler = self._scheduler(optimizer)
-        step_module, optimizer = accelerator.prepare(TrainingStep(model), optimizer)
-        ema = EMAWeights(model.unet, config.ema.ema_decay) if config.ema.use_ema and accelerator.is_main_process else None
-        shots = ShotSampler(config.data.shots, config.run.seed)
-        noise = torch.Generator(device=accelerator.device).manual_seed(config.run.seed + 1 + accelerator.process_index)
-
-        state = dict(step=0, metrics=None)
+        self._step_module, optimizer = accelerator.prepare(TrainingStep(model), optimizer)
+        state = self.state = TrainState(
+            unet=model.unet,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            shots=ShotSampler(config.data.shots, config.run.seed),
+            noise=torch.Generator(device=accelerator.device).manual_seed(config.run.seed + 1 + accelerator.process_index),
+            ema=EMAWeights(model.unet, config.ema.ema_decay) if config.ema.use_ema and accelerator.is_main_process else None,
+            scaler=accelerator.scaler,
+            device=accelerator.device,
+            num_processes=accelerator.num_processes,
+        )
         if resume_from is not None:
-            state = self._load_checkpoint(resume_from, model, optimizer, scheduler, ema, shots, noise)
-        step = state["step"]
+            self._resume(resume_from)
+
         micro_batches = config.optim.batch_size * config.optim.gradient_accumulation_steps
         sampler = EpisodeSampler(
-            len(train_data), config.run.seed, accelerator.process_index, accelerator.num_processes, start=step * micro_batches
+            len(train_data), config.run.seed, accelerator.process_index, accelerator.num_processes, start=state.step * micro_batches
         )
         loader = DataLoader(
             train_data, batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.data.num_workers,
             collate_fn=collate_training,
             pin_memory=accelerator.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
         )
+        self._batches = iter(loader)
         if accelerator.is_main_process:
             accelerator.init_trackers(config.run.project, config=_flat_config(config))
+        self._window_losses: list[float] = []
+        self._started, self._start_step = time.perf_counter(), state.step
 
-        batches = iter(loader)
-        metrics: dict[str, float] | None = state["metrics"]
-        window_losses: list[float] = []
-        started, start_step = time.perf_counter(), step
-        bar = tqdm(total=config.optim.max_steps, initial=step, desc="training", unit="step", disable=not accelerator.is_local_main_process)
-        with self._attention_kernels():
-            while step < config.optim.max_steps:
-                loss = self._optimizer_step(step_module, optimizer, params, batches, shots, noise)
-                if not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                step += 1
-                if ema is not None:
-                    ema.update(model.unet)
-                window_losses.append(loss)
-                self.loss_history.append(loss)
-                lr = scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-                bar.update(1)
-                if step % config.run.log_every == 0 or step == config.optim.max_steps:
-                    mean_loss = accelerator.reduce(torch.tensor(window_losses, device=accelerator.device).mean(), "mean").item()
-                    accelerator.log({"train/loss": mean_loss, "train/lr": lr}, step=step)
-                    window_losses = []
-                every = config.validation.val_every
-                if every and step % every == 0 and step < config.optim.max_steps:
-                    metrics = self._validate(model, val_data, step)
-                if step % config.checkpointing.checkpoint_every == 0 or step == config.optim.max_steps:
-                    path = self._save_checkpoint(step, model, optimizer, scheduler, ema, shots, noise, metrics)
-                    rate = (step - start_step) / (time.perf_counter() - started)
-                    bar.write(
-                        f"step {step}/{config.optim.max_steps}: loss {loss:.4f}, lr {lr:.2e}, {rate:.2f} steps/s"
-                        + "".join(f", {k} {v:.2f}" for k, v in (metrics or {}).items())
-                        + f" -> {path}"
-                    )
-        bar.close()
+    def step(self) -> float:
+        """One optimizer step: accumulate gradients over the micro-batches, clip, step the optimizer,
+        the schedule and the EMA; returns the mean micro-batch loss."""
+        accelerator, optim, state = self.accelerator, self.config.optim, self.state
+        losses = []
+        for _ in range(optim.gradient_accumulation_steps):
+            batch = state.shots.slice(next(self._batches))
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            with accelerator.accumulate(self._step_module):
+                loss = self._step_module(batch, state.noise, self.config.precision.sample_latents)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and optim.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(self._params, optim.max_grad_norm)
+                state.optimizer.step()
+                state.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach().float().item())
+        if not accelerator.optimizer_step_was_skipped:
+            state.scheduler.step()
+        state.step += 1
+        if state.ema is not None:
+            state.ema.update(state.unet)
+        mean = sum(losses) / len(losses)
+        self.loss_history.append(mean)
+        return mean
 
+    def log(self, loss: float, bar: tqdm) -> None:
+        """Show the step on the progress bar; every ``log_every`` steps (and at the end) log the
+        loss averaged over the window and the processes, and the learning rate."""
+        config, state, accelerator = self.config, self.state, self.accelerator
+        self._window_losses.append(loss)
+        lr = state.scheduler.get_last_lr()[0]
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        bar.update(1)
+        if state.step % config.run.log_every == 0 or state.step == config.optim.max_steps:
+            mean_loss = accelerator.reduce(torch.tensor(self._window_losses, device=accelerator.device).mean(), "mean").item()
+            accelerator.log({"train/loss": mean_loss, "train/lr": lr}, step=state.step)
+            self._window_losses = []
+
+    def validate(self, final: bool = False) -> dict[str, float] | None:
+        """Validate on the main process (the others wait); logs scores and panels, keeps the scores in the state."""
+        accelerator, model, dataset = self.accelerator, self.model, self._val_data
+        metrics = None
+        if accelerator.is_main_process and dataset is not None:
+            model.unet.eval()
+            with accelerator.autocast():
+                result: ValidationResult = validate(model, dataset, self.config.validation.val_panels)
+            model.unet.train()
+            metrics = result.metrics
+            prefix = "final" if final else "val"
+            accelerator.log({f"{prefix}/{name}": value for name, value in metrics.items()}, step=self.state.step)
+            if result.panels:
+                _log_panels(accelerator, f"{prefix}/episodes", result.panels, self.state.step)
+        if not final:
+            accelerator.wait_for_everyone()
+            self.state.metrics = metrics
+        return metrics
+
+    def checkpoint(self) -> Path:
+        """Gather every process's RNG states, write the checkpoint from the main process; returns its folder."""
+        from accelerate.utils import gather_object
+
+        accelerator, config = self.accelerator, self.config
+        rng = gather_object([self.state.rng_state()])
+        target = Path(config.checkpointing.output_dir) / CHECKPOINTS / checkpoint_name(self.state.step)
+        if accelerator.is_main_process:
+            state = {**self.state.state_dict(), "rng": rng}
+            target = save_train_state(config.checkpointing.output_dir, state, config.to_yaml(), config.checkpointing.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return target
+
+    def finish(self) -> Path:
+        """Swap in the EMA weights, validate a last time, export the model (main process); returns the export."""
+        config, accelerator, model, state = self.config, self.accelerator, self.model, self.state
         exported = None
         if accelerator.is_main_process:
-            if ema is not None:
-                ema.copy_to(model.unet)
-            final = self._validate(model, val_data, step, final=True) if config.validation.val_every else None
-            if vae_fp32 is not None:
-                model.vae.to(torch.float32).load_state_dict(vae_fp32)
-            exported = export_model(model, config, step, final, len(val_data) if final else 0)
+            if state.ema is not None:
+                state.ema.copy_to(model.unet)
+            final = self.validate(final=True) if config.validation.val_every else None
+            if self._vae_fp32 is not None:
+                model.vae.to(torch.float32).load_state_dict(self._vae_fp32)
+            exported = export_model(model, config, state.step, final, len(self._val_data) if final else 0)
             logger.info("exported %s", exported)
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        return exported if exported is not None else Path(config.checkpointing.output_dir) / "model"
+        return exported if exported is not None else Path(config.checkpointing.output_dir) / MODEL_DIR
 
-    # ------------------------------------------------------------------ set-up
+    # ------------------------------------------------------------------ set-up helpers
 
     def _resume_point(self, output_dir: Path) -> Path | None:
         resume = self.config.checkpointing.resume
@@ -210,6 +288,32 @@ class Trainer:
         if resume == "latest" and found is None:
             logger.info("no checkpoint in %s yet: starting from scratch", output_dir)
         return found
+
+    def _resume(self, folder: Path) -> None:
+        accelerator = self.accelerator
+        saved = load_train_state(folder)
+        if saved["num_processes"] != accelerator.num_processes:
+            logger.warning(
+                "%s was written by %d process(es), resuming with %d: the data order changes from here on",
+                folder, saved["num_processes"], accelerator.num_processes,
+            )
+        if self.state.ema is not None and saved["ema"] is None:
+            logger.warning("%s has no EMA weights: the average starts from the resumed weights", folder)
+        try:
+            self.state.load_state_dict(saved, accelerator.process_index)
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise InputError(f"{folder}: does not match the model being trained ({_first_line(error)})") from None
+        logger.info("resumed from %s at step %d", folder, self.state.step)
+
+    def _progress_line(self, loss: float, path: Path) -> str:
+        state, config = self.state, self.config
+        rate = (state.step - self._start_step) / (time.perf_counter() - self._started)
+        lr = state.scheduler.get_last_lr()[0]
+        return (
+            f"step {state.step}/{config.optim.max_steps}: loss {loss:.4f}, lr {lr:.2e}, {rate:.2f} steps/s"
+            + "".join(f", {k} {v:.2f}" for k, v in (state.metrics or {}).items())
+            + f" -> {path}"
+        )
 
     def _tracker(self) -> list[str] | None:
         name = self.config.run.tracker
@@ -275,116 +379,15 @@ class Trainer:
         with sdpa_kernel(SDPA_BACKENDS[backend]):
             yield
 
-    # ------------------------------------------------------------------ one optimizer step
-
-    def _optimizer_step(self, step_module, optimizer, params, batches, shots: ShotSampler, noise: torch.Generator) -> float:
-        """Accumulate gradients over the micro-batches, clip, step; returns the mean micro-batch loss."""
-        accelerator, optim = self.accelerator, self.config.optim
-        losses = []
-        for _ in range(optim.gradient_accumulation_steps):
-            batch = shots.slice(next(batches))
-            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-            with accelerator.accumulate(step_module):
-                loss = step_module(batch, noise, self.config.precision.sample_latents)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and optim.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(params, optim.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach().float().item())
-        return sum(losses) / len(losses)
-
-    def _validate(self, model: DiffewSModel, dataset: Dataset | None, step: int, final: bool = False) -> dict[str, float] | None:
-        """Validate on the main process (the others wait); logs scores and panels."""
-        accelerator = self.accelerator
-        metrics = None
-        if accelerator.is_main_process and dataset is not None:
-            model.unet.eval()
-            with accelerator.autocast():
-                result: ValidationResult = validate(model, dataset, self.config.validation.val_panels)
-            model.unet.train()
-            metrics = result.metrics
-            prefix = "final" if final else "val"
-            accelerator.log({f"{prefix}/{name}": value for name, value in metrics.items()}, step=step)
-            if result.panels:
-                _log_panels(accelerator, f"{prefix}/episodes", result.panels, step)
-        if not final:
-            accelerator.wait_for_everyone()
-        return metrics
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _save_checkpoint(self, step, model, optimizer, scheduler, ema, shots, noise, metrics) -> Path:
-        """Gather every process's RNG states, write the checkpoint from the main process."""
-        from accelerate.utils import gather_object
-
-        accelerator, config = self.accelerator, self.config
-        rng = gather_object([self._rng_state(shots, noise)])
-        target = Path(config.checkpointing.output_dir) / "checkpoints"
-        if accelerator.is_main_process:
-            scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-
-            def write(folder: Path) -> None:
-                save_file({k: v.detach().contiguous().cpu() for k, v in model.unet.state_dict().items()}, folder / UNET_FILE)
-                if ema is not None:
-                    save_nested(ema.state_dict(), folder / EMA_FILE)
-                save_nested({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler}, folder / OPTIM_FILE)
-                save_nested(rng, folder / RNG_FILE)
-                (folder / "config.yaml").write_text(config.to_yaml())
-                micro = config.optim.batch_size * config.optim.gradient_accumulation_steps
-                write_json(
-                    {"step": step, "num_processes": accelerator.num_processes, "samples_per_process": step * micro, "validation": metrics},
-                    folder / STATE_NAME,
-                )
-
-            target = write_checkpoint(config.checkpointing.output_dir, step, write, config.checkpointing.keep_checkpoints)
-        accelerator.wait_for_everyone()
-        return target
-
-    def _load_checkpoint(self, folder: Path, model, optimizer, scheduler, ema, shots, noise) -> dict[str, Any]:
-        accelerator = self.accelerator
-        trainer_state = read_json(folder / STATE_NAME)
-        if trainer_state["num_processes"] != accelerator.num_processes:
-            logger.warning(
-                "%s was written by %d process(es), resuming with %d: the data order changes from here on",
-                folder, trainer_state["num_processes"], accelerator.num_processes,
-            )
-        try:
-            model.unet.load_state_dict(load_file(folder / UNET_FILE), strict=True)
-        except RuntimeError as error:
-            raise InputError(f"{folder / UNET_FILE}: does not match the model being trained ({str(error).splitlines()[0]})") from None
-        training = load_nested(folder / OPTIM_FILE)
-        optimizer.load_state_dict(training["optimizer"])
-        scheduler.load_state_dict(training["scheduler"])
-        if accelerator.scaler is not None and training["scaler"] is not None:
-            accelerator.scaler.load_state_dict(training["scaler"])
-        if ema is not None:
-            if (folder / EMA_FILE).is_file():
-                ema.load_state_dict(load_nested(folder / EMA_FILE, accelerator.device))
-            else:
-                logger.warning("%s has no EMA weights: the average starts from the resumed weights", folder)
-        rng = load_nested(folder / RNG_FILE)
-        self._restore_rng(rng[min(accelerator.process_index, len(rng) - 1)], shots, noise)
-        logger.info("resumed from %s at step %d", folder, trainer_state["step"])
-        return {"step": int(trainer_state["step"]), "metrics": trainer_state.get("validation")}
-
-    def _rng_state(self, shots: ShotSampler, noise: torch.Generator) -> dict[str, torch.Tensor]:
-        state = {"torch": torch.get_rng_state(), "shots": shots.generator.get_state(), "noise": noise.get_state()}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state(self.accelerator.device if self.accelerator.device.type == "cuda" else None)
-        return state
-
-    def _restore_rng(self, state: dict[str, torch.Tensor], shots: ShotSampler, noise: torch.Generator) -> None:
-        torch.set_rng_state(state["torch"])
-        shots.generator.set_state(state["shots"])
-        noise.set_state(state["noise"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"], self.accelerator.device if self.accelerator.device.type == "cuda" else None)
-
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
     """Config as flat scalars for the trackers' hyper-parameter tables (None shown as 'null')."""
     return {f"{section}.{key}": ("null" if value is None else value) for section, values in config.to_dict().items() for key, value in values.items()}
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _log_panels(accelerator, name: str, panels: list, step: int) -> None:
