@@ -273,3 +273,29 @@ def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, monkeypatch
     broken.write_bytes(broken.read_bytes()[:100])
     assert main([*args, "--resume", "latest", "--max-steps", "2"]) == 2
     assert only_error_line(capsys).startswith(f"error: {broken}: cannot read weights, the file is damaged or truncated")
+
+
+def test_loss_from_stored_posteriors_equals_the_loss_from_pixels(tiny_model):
+    data = SquaresEpisodes(2, 2)
+    batch = {key: torch.stack([data[i][key] for i in range(2)]) for key in ("query_image", "query_mask", "support_images", "support_masks")}
+    with torch.no_grad():
+        from_pixels = tiny_model.training_loss(*batch.values(), generator=torch.Generator().manual_seed(3))
+        posteriors = {
+            "query_image": tiny_model.encode_posterior(batch["query_image"]),
+            "query_mask": tiny_model.encode_posterior(batch["query_mask"].expand(-1, 3, -1, -1) * 2 - 1),
+            "support_images": tiny_model.encode_posterior(batch["support_images"].flatten(0, 1)).unflatten(0, (2, 2)),
+            "support_masks": tiny_model.encode_posterior(batch["support_masks"].flatten(0, 1).expand(-1, 3, -1, -1) * 2 - 1).unflatten(0, (2, 2)),
+        }
+        from_posteriors = tiny_model.training_loss_from_posteriors(*posteriors.values(), generator=torch.Generator().manual_seed(3))
+    assert from_posteriors.item() == pytest.approx(from_pixels.item(), rel=1e-5)
+
+
+def test_cached_latents_train_like_encoding_every_step(benchmarks, tmp_path):
+    root, _ = benchmarks
+    options = dict(benchmark="custom", root=str(root / "custom"), fold=None, shots=1, max_steps=2)
+    plain = Trainer(tiny_config(tmp_path / "plain", **options))
+    plain.train()
+    cached = Trainer(tiny_config(tmp_path / "cached", cache_latents=True, **options))
+    cached.train()
+    assert cached.loss_history == pytest.approx(plain.loss_history, rel=1e-4)
+    assert len(cached.loss_history) == 2

@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import app, convert, data, distill_decoder, evaluate, segment, train
+from . import app, convert, data, distill_decoder, evaluate, init_model, segment, train, train_autoencoder
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(subparsers)
     data.add_parser(subparsers)
     train.add_parser(subparsers)
+    train_autoencoder.add_parser(subparsers)
+    init_model.add_parser(subparsers)
     convert.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)
     app.add_parser(subparsers)

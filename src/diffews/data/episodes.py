@@ -80,24 +80,30 @@ class EpisodeDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         query, class_id, supports = self.episode(index)
-        size = (self.resolution, self.resolution)
         query_image, query_target = self._load(query, class_id)
-        support_pairs = [self._load(key, class_id) for key in supports]
+        support_pairs = [self.working_pair(key, class_id) for key in supports]
         if self.target_size == ORIGINAL:
             target = torch.from_numpy(query_target)
         else:
             target = resize_mask(query_target, (self.target_size, self.target_size))[0].to(torch.uint8)
         return {
-            "query_image": resize_image(query_image, size),
-            "query_mask": resize_mask(query_target == 1, size),
-            "support_images": torch.stack([resize_image(image, size) for image, _ in support_pairs]),
-            "support_masks": torch.stack([resize_mask(mask == 1, size) for _, mask in support_pairs]),
+            **dict(zip(("query_image", "query_mask"), self._resize(query_image, query_target))),
+            "support_images": torch.stack([image for image, _ in support_pairs]),
+            "support_masks": torch.stack([mask for _, mask in support_pairs]),
             "class_id": class_id,
             "episode": index,
             "query_target": target,
             "query_key": query,
             "support_keys": supports,
         }
+
+    def working_pair(self, key: str, class_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image `key` ``(3, R, R)`` in [-1, 1] and its mask of `class_id` ``(1, R, R)`` in {0, 1} (ignore = 0)."""
+        return self._resize(*self._load(key, class_id))
+
+    def _resize(self, image: torch.Tensor, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        size = (self.resolution, self.resolution)
+        return resize_image(image, size), resize_mask(target == 1, size)
 
     def _load(self, key: str, class_id: int) -> tuple[torch.Tensor, np.ndarray]:
         """Image ``(3, H, W)`` in [0, 1] and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from safetensors.torch import save_file
 from torch import nn
 
@@ -161,8 +162,18 @@ class DiffewSModel(nn.Module):
         self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """VAE latents of ``(N, 3, H, W)`` images in [-1, 1]: posterior mean (or a sample) x scaling factor."""
-        posterior = self.vae.encode(images.to(device=self.device, dtype=self.vae_dtype)).latent_dist
-        latents = posterior.sample(generator) if sample else posterior.mean
+        return self.latents_from_posterior(self.encode_posterior(images), sample, generator)
+
+    def encode_posterior(self, images: torch.Tensor) -> torch.Tensor:
+        """VAE posterior parameters of ``(N, 3, H, W)`` images in [-1, 1]: mean and log-variance, ``(N, 8, h, w)``."""
+        return self.vae.encode(images.to(device=self.device, dtype=self.vae_dtype)).latent_dist.parameters
+
+    def latents_from_posterior(
+        self, posterior: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Latents ``(N, 4, h, w)`` from posterior parameters ``(N, 8, h, w)``: mean (or a sample) x scaling factor."""
+        distribution = DiagonalGaussianDistribution(posterior)
+        latents = distribution.sample(generator) if sample else distribution.mean
         return latents * self.vae.config.scaling_factor
 
     def encode_masks(
@@ -215,12 +226,43 @@ class DiffewSModel(nn.Module):
             generator: for the VAE posterior samples.
             sample_latents: sample the VAE posterior (the authors' training) instead of its mean.
         """
-        batch, shots = support_images.shape[:2]
         with torch.no_grad():
             images = torch.cat([query_images, support_images.flatten(0, 1)])
-            masks = torch.cat([query_masks, support_masks.flatten(0, 1)])
-            image_latents = self.encode_images(images, sample_latents, generator)
-            mask_latents = self.encode_masks(masks, sample_latents, generator)
+            masks = mask_to_image(torch.cat([query_masks, support_masks.flatten(0, 1)]).to(self.vae_dtype))
+            image_posteriors, mask_posteriors = self.encode_posterior(images), self.encode_posterior(masks)
+        return self._latent_loss(image_posteriors, mask_posteriors, support_images.shape[:2], generator, sample_latents)
+
+    def training_loss_from_posteriors(
+        self,
+        query_images: torch.Tensor,
+        query_masks: torch.Tensor,
+        support_images: torch.Tensor,
+        support_masks: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_latents: bool = True,
+    ) -> torch.Tensor:
+        """`training_loss` from stored VAE posteriors (`encode_posterior` of the images and mask images).
+
+        Shapes: queries ``(B, 8, h, w)``, supports ``(B, K, 8, h, w)``. Given the same posteriors
+        and generator state, the loss equals `training_loss`'s.
+        """
+        images = torch.cat([query_images, support_images.flatten(0, 1)]).to(self.device)
+        masks = torch.cat([query_masks, support_masks.flatten(0, 1)]).to(self.device)
+        return self._latent_loss(images, masks, support_images.shape[:2], generator, sample_latents)
+
+    def _latent_loss(
+        self,
+        image_posteriors: torch.Tensor,
+        mask_posteriors: torch.Tensor,
+        episodes: tuple[int, int],
+        generator: torch.Generator | None,
+        sample_latents: bool,
+    ) -> torch.Tensor:
+        """OI2M loss of B episodes of K shots from the posteriors of [queries; supports], ``(B + B K, 8, h, w)``."""
+        batch, shots = episodes
+        with torch.no_grad():
+            image_latents = self.latents_from_posterior(image_posteriors, sample_latents, generator)
+            mask_latents = self.latents_from_posterior(mask_posteriors, sample_latents, generator)
         dtype = self.dtype
         image_latents, mask_latents = image_latents.to(dtype), mask_latents.to(dtype)
         context = self.support_context(

@@ -13,10 +13,13 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import InputError
 from ..modeling.config import MAX_RESOLUTION, check_resolution
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SD21 = "stabilityai/stable-diffusion-2-1"
 BENCHMARKS = ("pascal", "coco", "lvis", "fss", "custom")
@@ -56,12 +59,16 @@ class DataOptions:
     )
     train_episodes: int | None = option(None, "training episodes per pass over the data; null: the dataset's default")
     num_workers: int = option(4, "data loading worker processes per GPU")
+    cache_latents: bool = option(
+        False, "encode each training image and mask once with the frozen VAE and train from the stored posteriors "
+        "(same loss, no per-step VAE cost; memory: 2 x 8 x (resolution/8)^2 floats per image)"
+    )
 
     def check(self) -> None:
-        _require(self.fold is None or self.fold >= 0, "fold", "null or >= 0", self.fold)
-        _require(self.shots >= 1, "shots", ">= 1", self.shots)
-        _require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
-        _require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
+        require(self.fold is None or self.fold >= 0, "fold", "null or >= 0", self.fold)
+        require(self.shots >= 1, "shots", ">= 1", self.shots)
+        require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
+        require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
 
 
 @dataclass(frozen=True)
@@ -82,15 +89,15 @@ class OptimOptions:
     max_steps: int = option(20000, "optimizer steps of the whole run (the schedule's length)")
 
     def check(self) -> None:
-        _require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
         for name in ("adam_beta1", "adam_beta2"):
-            _require(0 <= getattr(self, name) < 1, name, "in [0, 1)", getattr(self, name))
-        _require(self.adam_epsilon > 0, "adam_epsilon", "> 0", self.adam_epsilon)
-        _require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
-        _require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "null or > 0", self.max_grad_norm)
+            require(0 <= getattr(self, name) < 1, name, "in [0, 1)", getattr(self, name))
+        require(self.adam_epsilon > 0, "adam_epsilon", "> 0", self.adam_epsilon)
+        require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "null or > 0", self.max_grad_norm)
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps"):
-            _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+            require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ class EMAOptions:
     ema_decay: float = option(0.9999, "EMA decay (warmed up as min(decay, (1 + n) / (10 + n)) over the first updates)")
 
     def check(self) -> None:
-        _require(0 < self.ema_decay < 1, "ema_decay", "in (0, 1)", self.ema_decay)
+        require(0 < self.ema_decay < 1, "ema_decay", "in (0, 1)", self.ema_decay)
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,9 @@ class ValidationOptions:
     val_panels: int = option(4, "validation episodes drawn as image panels in the tracker")
 
     def check(self) -> None:
-        _require(self.val_every >= 0, "val_every", ">= 0", self.val_every)
-        _require(self.val_episodes >= 1, "val_episodes", ">= 1", self.val_episodes)
-        _require(self.val_panels >= 0, "val_panels", ">= 0", self.val_panels)
+        require(self.val_every >= 0, "val_every", ">= 0", self.val_every)
+        require(self.val_episodes >= 1, "val_episodes", ">= 1", self.val_episodes)
+        require(self.val_panels >= 0, "val_panels", ">= 0", self.val_panels)
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,8 @@ class CheckpointOptions:
     resume: str | None = option(None, "'latest' (newest complete checkpoint in output_dir, if any) or a checkpoint folder")
 
     def check(self) -> None:
-        _require(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1", self.keep_checkpoints)
+        require(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1", self.keep_checkpoints)
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,7 @@ class RunOptions:
     log_every: int = option(10, "log loss and learning rate every this many optimizer steps")
 
     def check(self) -> None:
-        _require(self.log_every >= 1, "log_every", ">= 1", self.log_every)
+        require(self.log_every >= 1, "log_every", ">= 1", self.log_every)
 
 
 SECTIONS: dict[str, type] = {
@@ -168,21 +175,17 @@ SECTIONS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; see each section's fields for meanings and defaults."""
+class SectionedConfig:
+    """Base of the frozen dataclass configs made of option sections (``SECTIONS``: YAML name -> dataclass).
 
-    model: ModelOptions = field(default_factory=ModelOptions)
-    data: DataOptions = field(default_factory=DataOptions)
-    optim: OptimOptions = field(default_factory=OptimOptions)
-    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
-    ema: EMAOptions = field(default_factory=EMAOptions)
-    validation: ValidationOptions = field(default_factory=ValidationOptions)
-    checkpointing: CheckpointOptions = field(default_factory=CheckpointOptions)
-    run: RunOptions = field(default_factory=RunOptions)
+    Each section dataclass has a ``check()`` that raises `ValueError` for bad values; option names
+    are unique across a config's sections, so every option is also one command-line flag.
+    """
+
+    SECTIONS: ClassVar[dict[str, type]] = {}
 
     def __post_init__(self) -> None:
-        for name in SECTIONS:
+        for name in self.SECTIONS:
             getattr(self, name).check()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -190,15 +193,16 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, values: dict[str, Any]) -> Self:
         """Inverse of `to_dict`; missing keys take their defaults, unknown keys and bad values raise `ValueError`."""
+        known_sections = cls.SECTIONS
         if not isinstance(values, dict):
-            raise ValueError(f"expected a mapping of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
-        unknown = sorted(set(values) - set(SECTIONS))
+            raise ValueError(f"expected a mapping of sections ({', '.join(known_sections)}), got {type(values).__name__}")
+        unknown = sorted(set(values) - set(known_sections))
         if unknown:
-            raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+            raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(known_sections)}")
         sections = {}
-        for name, section_type in SECTIONS.items():
+        for name, section_type in known_sections.items():
             entries = values.get(name) or {}
             if not isinstance(entries, dict):
                 raise ValueError(f"section '{name}' must be a mapping, got {type(entries).__name__}")
@@ -212,48 +216,69 @@ class TrainConfig:
     def to_yaml(self) -> str:
         import yaml
 
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> TrainConfig:
+    def from_yaml(cls, text: str) -> Self:
         """Parse YAML text; syntax errors, a key given twice, unknown keys and bad values raise `ValueError`."""
         return cls.from_dict(_parse_yaml(text) or {})
 
-    def with_overrides(self, overrides: dict[str, Any]) -> TrainConfig:
+    def with_overrides(self, overrides: dict[str, Any]) -> Self:
         """A copy with options replaced by name (``{"learning_rate": 2e-5}``), whatever their section."""
-        sections = {name: {} for name in SECTIONS}
-        owner = option_sections()
+        sections = {name: {} for name in self.SECTIONS}
+        owner = option_sections(self.SECTIONS)
         for key, value in overrides.items():
             if key not in owner:
                 raise ValueError(f"unknown option '{key}'")
-            sections[owner[key]][key] = _coerce(SECTIONS[owner[key]], key, value)
+            sections[owner[key]][key] = _coerce(self.SECTIONS[owner[key]], key, value)
         return replace(self, **{name: replace(getattr(self, name), **changes) for name, changes in sections.items() if changes})
+
+    @classmethod
+    def load(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> Self:
+        """Read a YAML config (defaults where `path` is None) and apply `overrides`; errors become `InputError`."""
+        config = cls()
+        if path is not None:
+            try:
+                config = cls.from_yaml(Path(path).read_text())
+            except OSError as error:
+                raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
+            except ValueError as error:
+                raise InputError(f"{path}: {_one_line(error)}") from None
+        try:
+            return config.with_overrides(overrides or {})
+        except ValueError as error:
+            raise InputError(f"command line: {_one_line(error)}") from None
+
+
+@dataclass(frozen=True)
+class TrainConfig(SectionedConfig):
+    """Everything a training run needs; see each section's fields for meanings and defaults."""
+
+    SECTIONS: ClassVar[dict[str, type]] = SECTIONS
+
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    precision: PrecisionOptions = field(default_factory=PrecisionOptions)
+    ema: EMAOptions = field(default_factory=EMAOptions)
+    validation: ValidationOptions = field(default_factory=ValidationOptions)
+    checkpointing: CheckpointOptions = field(default_factory=CheckpointOptions)
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config (defaults where `path` is None) and apply `overrides`; errors become `InputError`."""
-    config = TrainConfig()
-    if path is not None:
-        try:
-            config = TrainConfig.from_yaml(Path(path).read_text())
-        except OSError as error:
-            raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
-        except ValueError as error:
-            raise InputError(f"{path}: {_one_line(error)}") from None
-    try:
-        return config.with_overrides(overrides or {})
-    except ValueError as error:
-        raise InputError(f"command line: {_one_line(error)}") from None
+    """`TrainConfig.load`: a YAML training config with `overrides` applied; errors become `InputError`."""
+    return TrainConfig.load(path, overrides)
 
 
-def option_sections() -> dict[str, str]:
-    """Option name -> its section name."""
-    return {f.name: section for section, section_type in SECTIONS.items() for f in fields(section_type)}
+def option_sections(sections: dict[str, type] = SECTIONS) -> dict[str, str]:
+    """Option name -> its section name (default: the training config's sections)."""
+    return {f.name: section for section, section_type in sections.items() for f in fields(section_type)}
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] = SECTIONS) -> None:
     """One flag per option, grouped by section; unset flags are absent from the parsed namespace."""
-    for section, section_type in SECTIONS.items():
+    for section, section_type in sections.items():
         group = parser.add_argument_group(f"{section} options (YAML section '{section}')")
         hints = typing.get_type_hints(section_type)
         for f in fields(section_type):
@@ -263,15 +288,15 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             if kind is bool:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
                 continue
-            metavar = "{" + ",".join(choices) + "}" if choices else kind.__name__.upper()
+            metavar = "{" + ",".join(choices) + "}" if choices else "INT,INT,..." if kind is tuple else kind.__name__.upper()
             if nullable:
                 metavar += "|null"
             group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given as flags (raw strings, converted by `TrainConfig.with_overrides`)."""
-    return {name: getattr(args, name) for name in option_sections() if hasattr(args, name)}
+def overrides_from_args(args: argparse.Namespace, sections: dict[str, type] = SECTIONS) -> dict[str, Any]:
+    """The options given as flags (raw strings, converted by `SectionedConfig.with_overrides`)."""
+    return {name: getattr(args, name) for name in option_sections(sections) if hasattr(args, name)}
 
 
 def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
@@ -282,6 +307,8 @@ def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
         hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is Literal:
         return str, typing.get_args(hint), nullable
+    if typing.get_origin(hint) is tuple:
+        return tuple, (), nullable
     return hint, (), nullable
 
 
@@ -307,9 +334,14 @@ def _coerce(section_type: type, key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise TypeError
             return float(value)
+        if kind is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or any(isinstance(v, (bool, float)) for v in items):
+                raise TypeError
+            return tuple(int(v) for v in items)
         value = str(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number' if kind is float else 'true or false'}, got {value!r}") from None
+        raise ValueError(f"{key} must be {_EXPECTED.get(kind, 'true or false')}, got {value!r}") from None
     if choices and value not in choices:
         raise ValueError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     return value
@@ -336,7 +368,19 @@ def _parse_yaml(text: str) -> Any:
         raise ValueError(f"invalid YAML ({error})") from None
 
 
-def _require(ok: bool, key: str, expected: str, value: Any) -> None:
+_EXPECTED = {int: "an integer", float: "a number", tuple: "a list of integers"}
+
+
+def _plain(value: Any) -> Any:
+    """`value` with tuples turned into lists, for YAML."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def require(ok: bool, key: str, expected: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{key} must be {expected}, got {value!r}")
 

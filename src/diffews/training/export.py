@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -25,22 +26,38 @@ def export_model(
         InputError: the folder could not be written (full disk, permissions): one line naming it;
             nothing of the new export is left, an older export is kept.
     """
-    root = Path(config.checkpointing.output_dir)
-    target = root / MODEL_DIR
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        (folder / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
+
+    target = Path(config.checkpointing.output_dir) / MODEL_DIR
+    return replace_folder(target, write, "export the model", "; the checkpoints hold the trained weights")
+
+
+def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
+    """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place.
+
+    Readers see the old folder or the complete new one, never a half-written one.
+
+    Raises:
+        InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
+            written (full disk, permissions); the temporary folder is removed, `target` kept as it was.
+    """
     try:
-        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{MODEL_DIR}-", dir=root))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     except OSError as error:
-        raise InputError(f"{target}: cannot export the model ({error.strerror or error})") from None
+        raise InputError(f"{target}: cannot {action} ({error.strerror or error})") from None
     try:
-        model.save_pretrained(temporary)
-        (temporary / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
+        write(temporary)
         if target.exists():
             shutil.rmtree(target)
         os.rename(temporary, target)
     except (OSError, SafetensorError) as error:
         shutil.rmtree(temporary, ignore_errors=True)
         detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise InputError(f"{target}: cannot export the model ({detail}); the checkpoints hold the trained weights") from None
+        raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

@@ -38,6 +38,7 @@ from .config import ModelOptions, TrainConfig
 from .ema import EMAWeights
 from .episodes import EpisodeSampler, ShotSampler, build_dataset, check_episode, collate_training
 from .export import MODEL_DIR, export_model
+from .posteriors import PosteriorEpisodes
 from .state import TrainState
 from .validation import ValidationResult, validate
 
@@ -48,14 +49,19 @@ MIXED_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 
 class TrainingStep(nn.Module):
-    """The loss of a batch of episodes as a `forward`, so accelerate can wrap it (DDP, autocast)."""
+    """The loss of a batch of episodes as a `forward`, so accelerate can wrap it (DDP, autocast).
 
-    def __init__(self, model: DiffewSModel) -> None:
+    With `from_posteriors` the batches hold VAE posteriors (`PosteriorEpisodes`) instead of pixels.
+    """
+
+    def __init__(self, model: DiffewSModel, from_posteriors: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.from_posteriors = from_posteriors
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None, sample_latents: bool) -> torch.Tensor:
-        return self.model.training_loss(
+        loss = self.model.training_loss_from_posteriors if self.from_posteriors else self.model.training_loss
+        return loss(
             batch["query_image"], batch["query_mask"], batch["support_images"], batch["support_masks"],
             generator=generator, sample_latents=sample_latents,
         )
@@ -154,12 +160,14 @@ class Trainer:
             config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed
         )
         check_episode(train_data[0], config.data.shots)
+        if config.data.cache_latents:
+            train_data = PosteriorEpisodes(train_data, model, progress=accelerator.is_local_main_process)
         self._val_data = self._validation_dataset()
 
         self._params = [p for p in model.unet.parameters() if p.requires_grad]
         optimizer = self._optimizer(self._params)
         scheduler = self._scheduler(optimizer)
-        self._step_module, optimizer = accelerator.prepare(TrainingStep(model), optimizer)
+        self._step_module, optimizer = accelerator.prepare(TrainingStep(model, config.data.cache_latents), optimizer)
         state = self.state = TrainState(
             unet=model.unet,
             optimizer=optimizer,

@@ -1,0 +1,104 @@
+"""`diffews train-autoencoder` and `diffews init-model`: a small VAE, then a from-scratch DiffewS model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from benchmark_data import write_custom
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from diffews.cli.main import main
+from diffews.modeling import DiffewSModel
+from diffews.modeling.scratch import constant_prompt_embedding
+from diffews.training.autoencoder import AutoencoderConfig, evaluate_autoencoder, latent_scaling_factor, load_pairs
+
+UNET_CONFIG = dict(
+    sample_size=4, in_channels=4, out_channels=4,
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    block_out_channels=[8, 8, 16, 16], layers_per_block=1, attention_head_dim=[1, 1, 2, 2], cross_attention_dim=16,
+    norm_num_groups=4, use_linear_projection=True, upcast_attention=True,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 3-step autoencoder run on a tiny custom dataset: (data root, output folder, exit status)."""
+    root = tmp_path_factory.mktemp("ae")
+    write_custom(root / "data", {"cat": 3, "dog": 3})
+    out = root / "run"
+    status = main([
+        "train-autoencoder", "--root", str(root / "data"), "--output-dir", str(out), "--resolution", "32",
+        "--block-out-channels", "8,8,16,16", "--norm-num-groups", "4", "--batch-size", "2", "--max-steps", "3",
+        "--warmup-steps", "1", "--save-every", "2", "--val-images", "4",
+    ])
+    return root / "data", out, status
+
+
+def test_autoencoder_run_saves_a_loadable_vae_with_its_report(trained):
+    data, out, status = trained
+    assert status == 0
+    vae = AutoencoderKL.from_pretrained(out / "vae", use_safetensors=True)
+    assert (vae.config.latent_channels, tuple(vae.config.block_out_channels)) == (4, (8, 8, 16, 16))
+    report = json.loads((out / "vae" / "autoencoder_report.json").read_text())
+    assert [entry["step"] for entry in report["history"]] == [2, 3]
+    assert report["train_pairs"] == 6 and report["val_pairs"] == 4
+    # the stored scaling factor is 1/std of the training posteriors' samples, recomputed here
+    config = AutoencoderConfig().with_overrides({"root": str(data), "resolution": 32})
+    images, masks = load_pairs(config.data, "trn")
+    assert vae.config.scaling_factor == pytest.approx(latent_scaling_factor(vae, images, masks, seed=0), rel=1e-5)
+    assert report["final"]["mask_iou"] == pytest.approx(evaluate_autoencoder(vae, images[:4], masks[:4])["mask_iou"], rel=1e-5)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_round_trip_metrics_match_a_direct_computation():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), norm_num_groups=4, latent_channels=4)
+    images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    masks = torch.rand(3, 1, 16, 16) > 0.5
+    with torch.no_grad():
+        inputs = torch.cat([images.float() / 127.5 - 1, (masks.float() * 2 - 1).expand(-1, 3, -1, -1)])
+        decoded = vae.decode(vae.encode(inputs).latent_dist.mean).sample
+    predicted = ((decoded[3:].clamp(-1, 1) + 1) / 2).mean(dim=1, keepdim=True) > 0.5
+    iou = 100 * (predicted & masks).sum().item() / (predicted | masks).sum().item()
+    mse = (((decoded[:3].clamp(-1, 1) - inputs[:3]) / 2) ** 2).mean().item()
+    metrics = evaluate_autoencoder(vae, images, masks, batch_size=2)
+    assert metrics["mask_iou"] == pytest.approx(iou)
+    assert metrics["image_psnr"] == pytest.approx(10 * torch.log10(torch.tensor(1 / mse)).item(), rel=1e-4)
+
+
+def test_widths_parse_from_yaml_and_flags_and_bad_ones_name_the_option(tmp_path, capsys):
+    config = AutoencoderConfig.from_yaml("model:\n  block_out_channels: [8, 16, 32, 32]\n")
+    assert config.model.block_out_channels == (8, 16, 32, 32)
+    assert AutoencoderConfig.from_yaml(config.to_yaml()) == config
+    assert main(["train-autoencoder", "--block-out-channels", "8,x", "--print-config"]) == 2
+    assert "error: command line: block_out_channels must be a list of integers, got '8,x'" in capsys.readouterr().err
+    assert main(["train-autoencoder", "--block-out-channels", "8,16", "--print-config"]) == 2
+    assert "block_out_channels must be 4 widths (/8 downsampling), got (8, 16)" in capsys.readouterr().err
+
+
+def test_init_model_writes_a_loadable_from_scratch_model(trained, tmp_path, capsys):
+    _, out, _ = trained
+    unet_config = tmp_path / "unet.json"
+    unet_config.write_text(json.dumps(UNET_CONFIG))
+    target = tmp_path / "init"
+    assert main(["init-model", "--vae", str(out / "vae"), "--unet-config", str(unet_config), "--resolution", "32",
+                 "--prompt-seed", "7", "--out", str(target)]) == 0
+    model = DiffewSModel.from_pretrained(target)
+    assert model.config.resolution == 32
+    assert tuple(model.unet.config.block_out_channels) == (8, 8, 16, 16)
+    assert torch.equal(model.prompt_embedding, constant_prompt_embedding(16, "random", 7))
+    assert torch.equal(model.unet.conv_in_ref.weight[:, :4], model.unet.conv_in.weight / 2)
+    vae_weights = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(model.vae.state_dict()[k], v) for k, v in vae_weights.items())
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_init_model_errors_are_one_line(tmp_path, capsys):
+    assert main(["init-model", "--vae", str(tmp_path), "--unet-config", "x.json", "--resolution", "32", "--out", str(tmp_path / "m")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path}: not a diffusers autoencoder folder (no config.json)"
+    assert not (tmp_path / "m").exists()
+    assert torch.equal(constant_prompt_embedding(8, "zeros"), torch.zeros(1, 77, 8))
