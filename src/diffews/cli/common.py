@@ -17,11 +17,11 @@ from ..pipeline import DiffewSPipeline, SpeedOptions
 logger = logging.getLogger("diffews")
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
     """--model, --device, --dtype."""
     parser.add_argument(
         "--model",
-        required=True,
+        required=required,
         metavar="M",
         help="DiffewS model: a folder written by DiffewSPipeline.save_pretrained, or a hub repository id. "
         f"'{TINY_RANDOM}' builds a tiny random-weight model that only checks the installation "

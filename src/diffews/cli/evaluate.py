@@ -9,6 +9,7 @@ from pathlib import Path
 from ..data import BENCHMARKS, ORIGINAL, num_folds
 from ..errors import InputError
 from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
+from ..evaluation.predictors import BASELINES, SUPPORT_KINDS
 from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES, check_threshold
 from .common import add_model_options, check_resolution_flag, load_pipeline
 
@@ -32,7 +33,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="mIoU / FB-IoU on a few-shot benchmark", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_options(parser)
+    add_model_options(parser, required=False)
+    parser.add_argument(
+        "--baseline", choices=list(BASELINES), default=None,
+        help="score a baseline instead of a model: all-foreground, support-mask (the support masks pasted), "
+        "colour-histogram (support colour statistics back-projected)",
+    )
+    parser.add_argument(
+        "--support", choices=SUPPORT_KINDS, default="same-class",
+        help="same-class (the protocol, default) or other-class: every support set shows another class, "
+        "the control that a few-shot segmenter must fail",
+    )
     parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
     parser.add_argument("--root", required=True, metavar="DIR", help="data root (custom: the folder of class folders)")
     parser.add_argument(
@@ -107,18 +118,24 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise InputError(f"--workers must be 0 or more, got {args.workers}")
     check_resolution_flag(args.resolution)
-    pipe = load_pipeline(args)
-    model = pipe.model
-    resolution = args.resolution or model.config.resolution
+    if (args.model is None) == (args.baseline is None):
+        raise InputError("give either --model or --baseline")
+    if args.baseline is not None:
+        if args.resolution is None:
+            raise InputError("--baseline needs --resolution (the working resolution of the model it is compared with)")
+        predictor, name, resolution = BASELINES[args.baseline](), f"baseline {args.baseline}", args.resolution
+    else:
+        model = load_pipeline(args).model
+        predictor, name, resolution = model, args.model, args.resolution or model.config.resolution
     split = args.split or ("test" if args.benchmark == "fss" else "val")
     fold_label = args.fold if args.fold is not None else "all"
     out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")
     settings = EvaluationSettings(
         args.benchmark, args.root, split, args.shots, args.episodes, args.seed, resolution, score_size,
-        args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits,
+        args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits, args.support,
     )
     try:
-        report = run_evaluation(model, settings, folds, out, args.model, args.batch_size, args.workers, args.save_vis)
+        report = run_evaluation(predictor, settings, folds, out, name, args.batch_size, args.workers, args.save_vis)
     except KeyboardInterrupt:
         if progress_path(out).is_file():
             print(f"progress saved in {progress_path(out)}: rerun the same command to continue", file=sys.stderr)

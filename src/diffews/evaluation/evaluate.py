@@ -33,6 +33,7 @@ from ..modeling import DiffewSModel
 from ..processing.masks import binarize
 from ..processing.overlay import overlay_mask
 from .metrics import SegmentationMeter
+from .predictors import ModelPredictor, OtherClassSupport, Predictor
 
 DEFAULT_SCORE_SIZE = 512
 
@@ -51,6 +52,8 @@ class EvaluationSettings:
         threshold, threshold_mode: binarisation (relative 0.25 = foreground where p > 0.25 x max p).
         splits: folder of split lists, "hsnet" (published lists), or None (generated; FSS-1000: HSNet's).
         trust_pickle: allow pickle split lists in `splits`.
+        support: "same-class" (the protocol), or "other-class": every support set comes from
+            another class (`OtherClassSupport`), the control that a few-shot segmenter must fail.
     """
 
     benchmark: str
@@ -65,25 +68,29 @@ class EvaluationSettings:
     threshold_mode: str = "relative"
     splits: str | None = None
     trust_pickle: bool = False
+    support: str = "same-class"
 
-    def dataset(self, fold: int | None) -> EpisodeDataset:
-        """The episodes of `fold`; `InputError` for bad data."""
-        return build_episode_dataset(
+    def dataset(self, fold: int | None) -> EpisodeDataset | OtherClassSupport:
+        """The episodes of `fold` (with other-class supports if `support` says so); `InputError` for bad data."""
+        episodes = build_episode_dataset(
             self.benchmark, self.root, self.split, fold, self.shots, self.resolution, self.episodes, self.seed,
             splits=self.splits, trust_pickle=self.trust_pickle, target_size=self.score_size,
         )
+        if self.support == "same-class":
+            return episodes
+        try:
+            return OtherClassSupport(episodes)
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
 
 @torch.no_grad()
-def predict(model: DiffewSModel, batch: dict[str, Any], settings: EvaluationSettings) -> list[torch.Tensor]:
+def predict(predictor: Predictor, batch: dict[str, Any], settings: EvaluationSettings) -> list[torch.Tensor]:
     """Binary predictions of a collated batch of episodes, each at the size of its ``"query_target"``.
 
-    Each episode uses its own support set (a support context with S = B).
+    Each episode uses its own support set (for a model: a support context with S = B).
     """
-    device, dtype = model.device, model.dtype
-    context = model.encode_support(batch["support_images"].to(device, dtype), batch["support_masks"].to(device, dtype))
-    latents = model.encode_images(batch["query_image"].to(device, dtype))
-    probabilities = model.decode_probabilities(model.predict_mask_latents(latents, context)).float()
+    probabilities = predictor.probabilities(batch).float()
     masks = []
     for probability, target in zip(probabilities, batch["query_target"]):
         resized = F.interpolate(probability[None], size=tuple(target.shape), mode="bilinear", align_corners=False)[0]
@@ -92,8 +99,8 @@ def predict(model: DiffewSModel, batch: dict[str, Any], settings: EvaluationSett
 
 
 def evaluate_fold(
-    model: DiffewSModel,
-    dataset: EpisodeDataset,
+    predictor: Predictor,
+    dataset: EpisodeDataset | OtherClassSupport,
     settings: EvaluationSettings,
     meter: SegmentationMeter,
     start: int = 0,
@@ -109,7 +116,7 @@ def evaluate_fold(
     )
     with tqdm(total=len(dataset), initial=start, desc=description, unit="episode", disable=not progress) as bar:
         for batch in loader:
-            for prediction, target, class_id in zip(predict(model, batch, settings), batch["query_target"], batch["class_id"]):
+            for prediction, target, class_id in zip(predict(predictor, batch, settings), batch["query_target"], batch["class_id"]):
                 meter.update(prediction[None], target[None], class_id[None])
             bar.update(len(batch["class_id"]))
             bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
@@ -118,7 +125,7 @@ def evaluate_fold(
 
 
 def run_evaluation(
-    model: DiffewSModel,
+    predictor: Predictor | DiffewSModel,
     settings: EvaluationSettings,
     folds: Sequence[int | None],
     report_path: str | Path,
@@ -128,18 +135,21 @@ def run_evaluation(
     save_vis: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate `folds`, write the JSON report (and `save_vis` panels), return the report.
+    """Evaluate `folds` with `predictor` (a model, or any `Predictor`), write the JSON report (and
+    `save_vis` panels), return the report.
 
     All folds' data are checked before anything is written. Resumes from ``<report>.partial.json``
     when it exists and was written with the same settings and model.
     """
     report_path = Path(report_path).expanduser()
+    if isinstance(predictor, DiffewSModel):
+        predictor = ModelPredictor(predictor)
     datasets = {fold: settings.dataset(fold) for fold in folds}
     header = {
         "settings": _settings_record(settings),
         "model": model_name,
-        "device": str(model.device),
-        "dtype": str(model.dtype).removeprefix("torch."),
+        "device": predictor.device,
+        "dtype": predictor.dtype,
         "folds": [_fold_name(f) for f in folds],
     }
     partial_path = progress_path(report_path)
@@ -163,7 +173,7 @@ def run_evaluation(
             write_text_atomic(partial_path, json.dumps(state))
 
         evaluate_fold(
-            model, dataset, settings, meter, first, batch_size, workers, save_progress, progress,
+            predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress,
             f"{settings.benchmark} fold {name}",
         )
         elapsed = prior + time.perf_counter() - run_start
@@ -185,7 +195,7 @@ def run_evaluation(
     partial_path.unlink(missing_ok=True)
     if save_vis:
         fold = folds[0]
-        save_visualisations(model, datasets[fold], settings, save_vis, report_path.with_name(f"{report_path.stem}_vis"))
+        save_visualisations(predictor, datasets[fold], settings, save_vis, report_path.with_name(f"{report_path.stem}_vis"))
     return report
 
 
@@ -223,7 +233,7 @@ def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def save_visualisations(model: DiffewSModel, dataset: EpisodeDataset, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:
+def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherClassSupport, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:
     """Write panels of the first `count` episodes: supports with masks | query | prediction | ground truth."""
     from ..cli.files import OutputFolder
 
@@ -232,7 +242,7 @@ def save_visualisations(model: DiffewSModel, dataset: EpisodeDataset, settings: 
         for index in range(min(count, len(dataset))):
             item = dataset[index]
             batch = collate_episodes([{**item, "query_target": item["query_mask"][0].to(torch.uint8)}])
-            prediction = predict(model, batch, settings)[0].numpy()
+            prediction = predict(predictor, batch, settings)[0].numpy()
             panels = [
                 overlay_mask(_to_pil(image), mask[0].numpy() > 0.5) for image, mask in zip(item["support_images"], item["support_masks"])
             ]
@@ -263,7 +273,8 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table, with the settings that define the numbers."""
     s = report["settings"]
     lines = [
-        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']} ({report['device']}, {report['dtype']})",
+        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']} ({report['device']}, {report['dtype']})"
+        + (", supports of another class" if s["support"] == "other-class" else ""),
         f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}",
         f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",
     ]

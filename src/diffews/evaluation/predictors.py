@@ -1,0 +1,149 @@
+"""What the evaluator scores: a DiffewS model, or a baseline that maps the same episodes to probabilities.
+
+A predictor takes a collated batch of episodes (`diffews.data.EpisodeDataset` items) and returns
+foreground probabilities ``(B, 1, R, R)`` in [0, 1] at the working resolution; the evaluator
+resizes, binarises and scores every predictor's maps the same way. Baselines (``--baseline``):
+
+- ``all-foreground``: every pixel is the class;
+- ``support-mask``: the support masks themselves, averaged over the K shots, pasted as the
+  prediction (is the object simply where the support's object was?);
+- ``colour-histogram``: histogram back-projection: the share of the support's foreground among the
+  support pixels of each quantised colour, looked up at every query pixel (does colour alone find it?).
+
+`OtherClassSupport` gives each episode a support set of another class: a few-shot segmenter must
+then fail, where a saliency detector ("segment the object") would not notice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..data import EpisodeDataset
+from ..modeling import DiffewSModel
+
+
+class Predictor(Protocol):
+    """Episodes -> foreground probabilities; `device` and `dtype` name where it runs (for reports)."""
+
+    device: str
+    dtype: str
+
+    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``(B, 1, R, R)`` float32 in [0, 1] for a collated batch of B episodes at resolution R."""
+
+
+class ModelPredictor:
+    """A DiffewS model: one support context per episode (S = B), OI2M, VAE decoding."""
+
+    def __init__(self, model: DiffewSModel) -> None:
+        self.model = model
+        self.device = str(model.device)
+        self.dtype = str(model.dtype).removeprefix("torch.")
+
+    @torch.no_grad()
+    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+        model = self.model
+        device, dtype = model.device, model.dtype
+        context = model.encode_support(batch["support_images"].to(device, dtype), batch["support_masks"].to(device, dtype))
+        latents = model.encode_images(batch["query_image"].to(device, dtype))
+        return model.decode_probabilities(model.predict_mask_latents(latents, context)).float()
+
+
+class AllForeground:
+    """Probability 1 everywhere."""
+
+    device, dtype = "cpu", "float32"
+
+    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+        return torch.ones_like(batch["query_image"][:, :1], dtype=torch.float32)
+
+
+class SupportMask:
+    """The mean of the K support masks, as if the object sat where it sat in the supports."""
+
+    device, dtype = "cpu", "float32"
+
+    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["support_masks"].float().mean(dim=1)
+
+
+class ColourHistogram:
+    """Back-projection of the supports' colour statistics.
+
+    Colours are quantised to `bins` levels per RGB channel. For every colour bin,
+    p = (foreground support pixels of that colour + `prior` x f) / (all support pixels of that colour + `prior`),
+    with f the foreground share of all support pixels; the query's map is p at each pixel's bin
+    (f where the supports never show the colour).
+    """
+
+    device, dtype = "cpu", "float32"
+
+    def __init__(self, bins: int = 16, prior: float = 1.0) -> None:
+        self.bins, self.prior = bins, prior
+
+    def colour_bins(self, images: torch.Tensor) -> torch.Tensor:
+        """Bin index of every pixel of ``(N, 3, H, W)`` images in [-1, 1]: ``(N, H, W)`` int64 in [0, bins^3)."""
+        levels = ((images.float().clamp(-1, 1) + 1) / 2 * self.bins).long().clamp(max=self.bins - 1)
+        return (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
+
+    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+        size = self.bins**3
+        maps = []
+        for support_images, support_masks, query in zip(batch["support_images"], batch["support_masks"], batch["query_image"]):
+            colours = self.colour_bins(support_images).flatten()
+            foreground = support_masks[:, 0].flatten() > 0.5
+            total = torch.bincount(colours, minlength=size).double()
+            object_pixels = torch.bincount(colours[foreground], minlength=size).double()
+            overall = object_pixels.sum() / total.sum()
+            share = (object_pixels + self.prior * overall) / (total + self.prior)
+            maps.append(share[self.colour_bins(query[None])].float())
+        return torch.stack(maps)
+
+
+SUPPORT_KINDS = ("same-class", "other-class")
+"""Where the evaluator takes support sets from: the query's class (the protocol) or another class."""
+
+BASELINES = {"all-foreground": AllForeground, "support-mask": SupportMask, "colour-histogram": ColourHistogram}
+
+
+class OtherClassSupport(Dataset):
+    """The episodes of `episodes`, each with its support set replaced by K images of another class.
+
+    Episode i keeps its query and ground truth; its supports are K distinct images of a class
+    (``"support_class_id"``) drawn uniformly among the split's other classes, with their masks of
+    that class, by a generator seeded with (episode seed, i, 1), so the substitution is fixed.
+    """
+
+    def __init__(self, episodes: EpisodeDataset) -> None:
+        if len(episodes.split.class_ids) < 2:
+            raise ValueError(f"{episodes.split.describe()}: other-class supports need at least 2 classes")
+        self.episodes = episodes
+
+    @property
+    def split(self):
+        return self.episodes.split
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.episodes[index]
+        split = self.episodes.split
+        rng = np.random.default_rng([self.episodes.seed, index, 1])
+        others = [c for c in split.class_ids if c != item["class_id"]]
+        other = others[int(rng.integers(len(others)))]
+        images = split.images_of_class[other]
+        chosen = sorted(rng.choice(len(images), size=self.episodes.shots, replace=False).tolist())
+        keys = [images[i] for i in chosen]
+        pairs = [self.episodes.working_pair(key, other) for key in keys]
+        return {
+            **item,
+            "support_images": torch.stack([image for image, _ in pairs]),
+            "support_masks": torch.stack([mask for _, mask in pairs]),
+            "support_keys": keys,
+            "support_class_id": other,
+        }
