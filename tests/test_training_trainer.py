@@ -286,7 +286,7 @@ def test_loss_from_stored_posteriors_equals_the_loss_from_pixels(tiny_model):
             "support_images": tiny_model.encode_posterior(batch["support_images"].flatten(0, 1)).unflatten(0, (2, 2)),
             "support_masks": tiny_model.encode_posterior(batch["support_masks"].flatten(0, 1).expand(-1, 3, -1, -1) * 2 - 1).unflatten(0, (2, 2)),
         }
-        from_posteriors = tiny_model.training_loss_from_posteriors(*posteriors.values(), generator=torch.Generator().manual_seed(3))
+        from_posteriors = tiny_model.training_loss(*posteriors.values(), generator=torch.Generator().manual_seed(3), posteriors=True)
     assert from_posteriors.item() == pytest.approx(from_pixels.item(), rel=1e-5)
 
 

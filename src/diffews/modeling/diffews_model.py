@@ -214,6 +214,7 @@ class DiffewSModel(nn.Module):
         support_masks: torch.Tensor,
         generator: torch.Generator | None = None,
         sample_latents: bool = True,
+        posteriors: bool = False,
     ) -> torch.Tensor:
         """OI2M loss of a batch of B episodes with K shots each: MSE (fp32) between the query pass's
         v-prediction and its target, minus the query mask latent.
@@ -225,29 +226,15 @@ class DiffewSModel(nn.Module):
             support_masks: ``(B, K, 1, H, W)`` in {0, 1}.
             generator: for the VAE posterior samples.
             sample_latents: sample the VAE posterior (the authors' training) instead of its mean.
-        """
-        with torch.no_grad():
-            images = torch.cat([query_images, support_images.flatten(0, 1)])
-            masks = mask_to_image(torch.cat([query_masks, support_masks.flatten(0, 1)]).to(self.vae_dtype))
-            image_posteriors, mask_posteriors = self.encode_posterior(images), self.encode_posterior(masks)
-        return self._latent_loss(image_posteriors, mask_posteriors, support_images.shape[:2], generator, sample_latents)
-
-    def training_loss_from_posteriors(
-        self,
-        query_images: torch.Tensor,
-        query_masks: torch.Tensor,
-        support_images: torch.Tensor,
-        support_masks: torch.Tensor,
-        generator: torch.Generator | None = None,
-        sample_latents: bool = True,
-    ) -> torch.Tensor:
-        """`training_loss` from stored VAE posteriors (`encode_posterior` of the images and mask images).
-
-        Shapes: queries ``(B, 8, h, w)``, supports ``(B, K, 8, h, w)``. Given the same posteriors
-        and generator state, the loss equals `training_loss`'s.
+            posteriors: the four tensors are stored VAE posteriors instead of pixels (`encode_posterior`
+                of the images and of the mask images: ``(B, 8, h, w)`` and ``(B, K, 8, h, w)``); given
+                the same posteriors and generator state, the loss is the same.
         """
         images = torch.cat([query_images, support_images.flatten(0, 1)]).to(self.device)
         masks = torch.cat([query_masks, support_masks.flatten(0, 1)]).to(self.device)
+        if not posteriors:
+            with torch.no_grad():
+                images, masks = self.encode_posterior(images), self.encode_posterior(mask_to_image(masks.to(self.vae_dtype)))
         return self._latent_loss(images, masks, support_images.shape[:2], generator, sample_latents)
 
     def _latent_loss(

@@ -3,7 +3,7 @@
 The VAE is frozen, so its posterior of an image never changes during training. With
 ``data.cache_latents`` the trainer encodes each (image, class mask) pair of the training split
 once, keeps the posterior parameters (mean and log-variance, ``(8, R/8, R/8)`` float32 per image
-and per mask) in memory, and trains from them: the loss is `DiffewSModel.training_loss_from_posteriors`,
+and per mask) in memory, and trains from them: the loss is `DiffewSModel.training_loss` with ``posteriors=True``:
 the same numbers as encoding every step (up to the VAE's dtype), without the VAE's cost or image decoding.
 """
 

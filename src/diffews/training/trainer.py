@@ -60,10 +60,9 @@ class TrainingStep(nn.Module):
         self.from_posteriors = from_posteriors
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None, sample_latents: bool) -> torch.Tensor:
-        loss = self.model.training_loss_from_posteriors if self.from_posteriors else self.model.training_loss
-        return loss(
+        return self.model.training_loss(
             batch["query_image"], batch["query_mask"], batch["support_images"], batch["support_masks"],
-            generator=generator, sample_latents=sample_latents,
+            generator=generator, sample_latents=sample_latents, posteriors=self.from_posteriors,
         )
 
 
