@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
 from ..modeling.convert import save_new_folder
 from ..modeling.scratch import PROMPT_KINDS, build_scratch_model
+from .common import check_resolution_flag
 
 DESCRIPTION = """\
 Write a DiffewS model folder built from scratch: the autoencoder trained by 'diffews
@@ -38,8 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resolution <= 0 or args.resolution % 8:
-        raise InputError(f"--resolution must be a positive multiple of 8, got {args.resolution}")
+    check_resolution_flag(args.resolution)
     model = build_scratch_model(args.vae, args.unet_config, args.resolution, args.seed, args.prompt, args.prompt_seed)
     out = save_new_folder(model, args.out)
     unet_params = sum(p.numel() for p in model.unet.parameters())

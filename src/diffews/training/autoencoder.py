@@ -27,6 +27,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..modeling.config import check_resolution
 from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
 from ..processing.masks import mask_image_to_probability, mask_to_image
 from .config import BENCHMARKS, SectionedConfig, option, require
@@ -50,7 +51,7 @@ class AEDataOptions:
 
     def check(self) -> None:
         require(self.benchmark in BENCHMARKS, "benchmark", f"one of {', '.join(BENCHMARKS)}", self.benchmark)
-        require(self.resolution > 0 and self.resolution % 8 == 0, "resolution", "a positive multiple of 8", self.resolution)
+        check_resolution(self.resolution)
         require(self.val_images >= 1, "val_images", ">= 1", self.val_images)
 
 
