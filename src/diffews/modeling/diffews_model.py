@@ -20,6 +20,7 @@ from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
 from .prompt import base_prompt_embedding
 from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
 from .weights import (
+    SD21_ALTERNATIVES,
     check_safetensors,
     load_safetensors_folder,
     read_json,
@@ -32,7 +33,12 @@ from .weights import (
 CONFIG_NAME = "diffews_config.json"
 PROMPT_NAME = "prompt_embedding.safetensors"
 PROMPT_KEY = "prompt_embedding"
-SD_PATTERNS = ["*.json", "*.txt", "vae/*.safetensors", "unet/diffusion_pytorch_model*.safetensors", "text_encoder/*.safetensors"]
+BASE_PATTERNS = ["*.json", "*.txt", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"]
+"""Files of a Stable Diffusion hub repository that a DiffewS model takes from it without the UNet:
+configs, tokenizer, VAE and text encoder weights (full precision, safetensors)."""
+SD_PATTERNS = [*BASE_PATTERNS, "unet/diffusion_pytorch_model.safetensors"]
+"""`BASE_PATTERNS` and the UNet: what training from Stable Diffusion reads."""
+MODEL_ALTERNATIVES = "use a folder written by save_pretrained, or fetch the authors' models with 'diffews download'"
 
 
 class DiffewSModel(nn.Module):
@@ -97,7 +103,7 @@ class DiffewSModel(nn.Module):
         Reads ``vae/``, ``unet/`` and ``text_encoder/`` (safetensors weights) and, if present,
         ``tokenizer/``. The text encoder runs once, for the empty-prompt embedding, and is freed.
         """
-        root = resolve_model_dir(name_or_path, SD_PATTERNS)
+        root = resolve_model_dir(name_or_path, SD_PATTERNS, SD21_ALTERNATIVES)
         require_subfolders(root, ["vae", "unet", "text_encoder"])
         for name in ("vae", "unet"):
             check_safetensors(root / name)
@@ -113,7 +119,7 @@ class DiffewSModel(nn.Module):
         cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None
     ) -> DiffewSModel:
         """Load a DiffewS folder written by `save_pretrained` (local path or hub id); safetensors only."""
-        root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"])
+        root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"], MODEL_ALTERNATIVES)
         require_subfolders(root, ["vae", "unet", "scheduler"])
         for name in (CONFIG_NAME, PROMPT_NAME):
             if not (root / name).is_file():

