@@ -311,7 +311,7 @@ class FakeResponse:
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFEWS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DIFFEWS_HOME", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

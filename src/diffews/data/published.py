@@ -2,19 +2,19 @@
 
 PASCAL-5i's pair lists (``trn|val/fold<i>.txt``, derived from OSLSM's) and FSS-1000's class lists
 (``trn|val|test.txt``) are the ones published results use. They are fetched on first use into
-``$DIFFEWS_CACHE/splits/hsnet/<benchmark>/`` (default ``~/.cache/diffews``); offline, the error
+``$DIFFEWS_HOME/splits/hsnet/<benchmark>/`` (default ``~/.cache/diffews``); offline, the error
 says which files to put where. COCO-20i's published lists are pickles and are never downloaded.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import urllib.error
 from pathlib import Path
 from urllib.request import urlopen
 
 from ..errors import InputError
+from ..home import diffews_home
 from .splits import write_text_atomic
 
 PUBLISHED = "hsnet"
@@ -29,8 +29,8 @@ logger = logging.getLogger("diffews")
 
 
 def cache_dir() -> Path:
-    """Where downloaded split lists live: ``$DIFFEWS_CACHE/splits`` (default ``~/.cache/diffews/splits``)."""
-    return Path(os.environ.get("DIFFEWS_CACHE", Path.home() / ".cache" / "diffews")).expanduser() / "splits"
+    """Where downloaded split lists live: ``$DIFFEWS_HOME/splits`` (default ``~/.cache/diffews/splits``)."""
+    return diffews_home() / "splits"
 
 
 def published_splits(benchmark: str) -> Path:

@@ -1,0 +1,24 @@
+"""Where diffews keeps what it downloads and converts.
+
+One folder, ``$DIFFEWS_HOME`` (default ``$XDG_CACHE_HOME/diffews``, i.e. ``~/.cache/diffews``):
+
+- ``models/<name>/``: models converted by ``diffews download`` (``--model <name>`` loads them);
+- ``downloads/``: the authors' released files as fetched, kept so that an interrupted download resumes;
+- ``splits/``: published split lists.
+
+Hub libraries keep their own caches (huggingface_hub: ``$HF_HOME``; modelscope: ``$MODELSCOPE_CACHE``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "DIFFEWS_HOME"
+
+
+def diffews_home() -> Path:
+    """``$DIFFEWS_HOME``, else ``$XDG_CACHE_HOME/diffews``, else ``~/.cache/diffews`` (not created here)."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "diffews"
