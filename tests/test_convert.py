@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from authors_fixtures import authors_unet_state, write_unet
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from helpers import random_batch, random_masks
-from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffews import DiffewSModel, DiffewSPipeline, InputError
 from diffews.cli.main import main
 from diffews.modeling.convert import convert_authors_checkpoint, load_authors_unet
-from diffews.modeling.tiny import TINY_TEXT_CONFIG, save_tiny_stable_diffusion, tiny_stable_diffusion
+from diffews.modeling.tiny import TINY_TEXT_CONFIG, save_tiny_stable_diffusion
 
 R = 64
-AUTHORS_CLASS = "UNet2DConditionModelRef"  # their customised class: not a diffusers name
-
-
-def authors_unet_state(seed: int = 6) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Config and weights in the authors' layout: standard keys + a *random* conv_in_ref (8 -> C)."""
-    _, unet, _ = tiny_stable_diffusion(seed)
-    config = {**dict(unet.config), "_class_name": AUTHORS_CLASS, "in_channels_ref": 8}
-    generator = torch.Generator().manual_seed(seed)
-    state = dict(unet.state_dict())
-    state["conv_in_ref.weight"] = torch.randn((unet.conv_in.out_channels, 8, 3, 3), generator=generator) * 0.1
-    state["conv_in_ref.bias"] = torch.randn((unet.conv_in.out_channels,), generator=generator) * 0.1
-    return config, state
-
-
-def write_unet(folder: Path, config: dict, state: dict, pickled: bool = False) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(config, default=list))
-    if pickled:
-        torch.save(state, folder / "diffusion_pytorch_model.bin")
-    else:
-        save_file({k: v.contiguous() for k, v in state.items()}, folder / "diffusion_pytorch_model.safetensors")
-    return folder
 
 
 @pytest.fixture(scope="module")

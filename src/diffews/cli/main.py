@@ -8,7 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import InputError
-from . import app, convert, data, distill_decoder, evaluate, init_model, segment, train, train_autoencoder
+from . import app, convert, data, distill_decoder, download, evaluate, init_model, segment, train, train_autoencoder
 
 DESCRIPTION = """\
 diffews: few-shot semantic segmentation with DiffewS, a one-step latent diffusion model.
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_autoencoder.add_parser(subparsers)
     init_model.add_parser(subparsers)
     convert.add_parser(subparsers)
+    download.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)
     app.add_parser(subparsers)
     return parser

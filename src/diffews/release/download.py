@@ -1,0 +1,142 @@
+"""`diffews download`: fetch one released model with the hubs' own clients and convert it, once, into the cache.
+
+The authors' UNet comes from their ModelScope repository through the ``modelscope`` package (optional
+extra ``diffews[modelscope]``), fetched into ``$DIFFEWS_HOME/downloads/`` (files already there are used as
+they are: that is also where to put them by hand); the base comes from huggingface_hub's cache. Both
+libraries show their own progress bars and resume interrupted downloads. The conversion is written to a
+temporary folder and renamed into ``$DIFFEWS_HOME/models/<name>`` when complete, under a file lock, so a
+second process waits for the first instead of converting again, and a half-written model is never used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..errors import InputError
+from ..home import diffews_home
+from ..modeling.convert import convert_authors_checkpoint, is_model_folder, resolve_base, save_new_folder
+from ..modeling.weights import SD21_HUB_ID, first_line
+from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
+from .layout import scan_clone, select_models, unet_folder
+
+
+def authors_download_dir() -> Path:
+    """Where the authors' files are fetched to (their repository's layout): ``$DIFFEWS_HOME/downloads/zzzmmz--Diffews``."""
+    return diffews_home() / "downloads" / AUTHORS_REPOSITORY.replace("/", "--")
+
+
+def fetch_authors_files(folder: str, local_dir: Path) -> None:
+    """Download the files of the authors' model folder `folder` (its ``unet/``) into `local_dir`, keeping
+    their repository's layout, with modelscope (progress bars; files already complete are not fetched again).
+
+    Raises:
+        InputError: modelscope is not installed, or the download failed (offline, refused).
+    """
+    try:
+        from modelscope import snapshot_download
+    except ImportError:
+        raise InputError(
+            f"the authors' weights come from ModelScope ({AUTHORS_REPOSITORY}) and the modelscope package is not installed; "
+            f"pip install 'diffews[modelscope]', or {_by_hand(folder, local_dir)}"
+        ) from None
+    try:
+        snapshot_download(model_id=AUTHORS_REPOSITORY, local_dir=str(local_dir), allow_patterns=[f"*{folder}/unet/*"])
+    except Exception as error:  # network, refusal, missing repository: all mean "place the files by hand"
+        raise InputError(
+            f"downloading {folder}/unet/ of {AUTHORS_REPOSITORY} from ModelScope failed ({type(error).__name__}: "
+            f"{first_line(error)}); {_by_hand(folder, local_dir)}"
+        ) from error
+
+
+def download_model(
+    name: str,
+    base: str | Path = SD21_HUB_ID,
+    authors: str | Path | None = None,
+    report: Callable[[str], None] = print,
+) -> Path:
+    """The converted model folder of the release `name` in ``$DIFFEWS_HOME/models``, fetching and converting
+    it first if needed (default conversion options).
+
+    Args:
+        name: ``incontext`` or ``coco-fold0`` … ``coco-fold3`` (or the authors' folder names).
+        base: Stable Diffusion 2.1: hub id (default: the community mirror) or a local folder.
+        authors: a clone of the authors' repository to take the UNet from instead of downloading it.
+        report: called with progress lines.
+
+    Raises:
+        InputError: one line naming what failed (download, layout, conversion) and how to place the files by hand.
+    """
+    chosen = release(name)
+    target = models_dir() / chosen.name
+    if is_model_folder(target):
+        report(f"{chosen.name}: already in {target}")
+        return target
+    try:
+        models_dir().mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set DIFFEWS_HOME") from None
+    lock = FileLock(models_dir() / f".{chosen.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
+        lock.acquire()
+    try:
+        if is_model_folder(target):
+            report(f"{chosen.name}: converted by the other process, in {target}")
+            return target
+        _remove_abandoned_staging(chosen.name)
+        unet = _authors_unet(chosen, authors)
+        report(f"{chosen.name}: converting {unet} with the base {base}")
+        model = convert_authors_checkpoint(unet, resolve_base(base))
+        save_new_folder(model, target)
+    finally:
+        lock.release()
+    report(f"{chosen.name}: ready; use it with --model {target}")
+    return target
+
+
+def _authors_unet(chosen: Release, clone: str | Path | None) -> Path:
+    """The authors' UNet folder of `chosen`: from `clone`, else from the download folder, fetching it if absent."""
+    if clone is not None:
+        return unet_folder(next(iter(select_models(scan_clone(clone), [chosen.folder]).values())))
+    local_dir = authors_download_dir()
+    found = scan_clone(local_dir).models.get(chosen.folder) if local_dir.is_dir() else None
+    if found is None or not _has_unet(found):
+        fetch_authors_files(chosen.folder, local_dir)
+        found = scan_clone(local_dir).models.get(chosen.folder)
+    if found is None:
+        raise InputError(
+            f"{local_dir}: the download holds no {chosen.folder}/unet/; the repository's layout differs from what "
+            f"diffews expects, {_by_hand(chosen.folder, local_dir)}"
+        )
+    return unet_folder(found)
+
+
+def _has_unet(model: Path) -> bool:
+    """Whether a complete-looking UNet is already in `model` (an interrupted download is fetched again)."""
+    try:
+        unet_folder(model)
+    except InputError:
+        return False
+    return True
+
+
+def _by_hand(folder: str, local_dir: Path) -> str:
+    """How to place the authors' files by hand, as a clause of a one-line message."""
+    return (
+        f"clone {AUTHORS_REPOSITORY} from ModelScope with git-lfs and pass --authors CLONE, or put its "
+        f"{folder}/unet/ folder (config.json + weights) under {local_dir}"
+    )
+
+
+def _remove_abandoned_staging(name: str) -> None:
+    """Delete half-written conversions of `name` left by a killed process (called under the lock,
+    so no other process is writing one; only folders named as `save_new_folder` names them)."""
+    for staging in models_dir().glob(f".{name}.*"):
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)

