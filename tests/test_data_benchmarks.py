@@ -198,8 +198,8 @@ def copy_benchmark(root, tmp_path, folder):
         ("pascal", "val", 4, r"pascal has folds 0\.\.3; got fold 4"),
         ("coco", "test", 0, r"coco has splits trn, val; got 'test'"),
         ("lvis", "val", -1, r"lvis has folds 0\.\.9"),
-        ("fss", "test", 0, r"FSS-1000 has no folds"),
-        ("custom", "val", 1, r"custom folders have no folds"),
+        ("fss", "test", 0, r"fss has no folds; got fold 0 \(leave the fold out\)"),
+        ("custom", "val", 1, r"custom has no folds; got fold 1"),
         ("imagenet", "val", 0, r"unknown benchmark 'imagenet'; choose one of pascal, coco, lvis, fss, custom"),
     ],
 )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data import BENCHMARKS, ORIGINAL, num_folds
+from ..data import BENCHMARKS, ORIGINAL, get_benchmark
 from ..errors import InputError
 from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
 from ..evaluation.predictors import BASELINES, SUPPORT_KINDS
@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fold number, or 'all' (every fold, reported with their mean); required for pascal, coco and lvis",
     )
     parser.add_argument("--shots", type=int, default=1, metavar="K", help="support images per episode (default 1)")
-    parser.add_argument("--split", default=None, help="split to evaluate: default val (FSS-1000: test)")
+    parser.add_argument("--split", default=None, help="split to evaluate: default the benchmark's test split (val; FSS-1000: test)")
     parser.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes per fold (default 1000; FSS-1000 and custom folders: every image once)")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
     parser.add_argument(
@@ -83,7 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_folds(benchmark: str, fold: str | None) -> list[int | None]:
     """``--fold`` -> the folds to run; `InputError` for a missing or unknown fold."""
-    count = num_folds(benchmark)
+    count = get_benchmark(benchmark).num_folds
     if count == 0:
         if fold not in (None, "all"):
             raise InputError(f"{benchmark} has no folds; leave --fold out")
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = load_pipeline(args).model
         predictor, name, resolution = model, args.model, args.resolution or model.config.resolution
-    split = args.split or ("test" if args.benchmark == "fss" else "val")
+    split = args.split or get_benchmark(args.benchmark).default_split
     fold_label = args.fold if args.fold is not None else "all"
     out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")
     settings = EvaluationSettings(

@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .instances import InstanceAnnotations, InstanceBenchmark, InstanceSplit, key_from_file_name
-from .source import CheckItem, check_path, count_missing, require_dir, require_file
-from .splits import Pair, coco_fold_classes
+from .source import Benchmark, CheckItem, check_path, count_missing, require_dir, require_file
+from .splits import Pair, coco_fold_classes, list_files, write_generated_lists
 from ..errors import InputError
 
 NAME = "coco"
@@ -56,8 +56,8 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     return load(root, split).open_split(split, fold, splits, trust_pickle)
 
 
-def check(root: Path) -> list[CheckItem]:
-    """What `diffews data check coco` reports."""
+def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
+    """What `diffews data check coco` reports (with `splits`: also the split lists there)."""
     base = Path(root) / "COCO2014"
     items = []
     for split, folder in IMAGE_FOLDERS.items():
@@ -68,4 +68,14 @@ def check(root: Path) -> list[CheckItem]:
         if images.is_dir() and annotations.is_file():
             loaded = InstanceAnnotations(annotations, key_from_file_name(folder))
             items.append(count_missing([base / f"{k}.jpg" for k in sorted(loaded.ids)], f"{split} images listed in {annotations.name}"))
+    if splits is not None:
+        items.append(count_missing(list_files(splits, SPLITS, NUM_FOLDS), "split lists"))
     return items
+
+
+def write_split_lists(root: Path, out: Path) -> list[str]:
+    """`diffews data splits coco`: the pair lists of every split, generated from the annotations."""
+    return write_generated_lists(lambda split: generate_pairs(root, split), SPLITS, out)
+
+
+BENCHMARK = Benchmark(NAME, "COCO-20i", SPLITS, NUM_FOLDS, open_split, check, write_split_lists)

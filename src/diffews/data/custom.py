@@ -21,11 +21,12 @@ from ..errors import InputError
 from ..processing.images import IMAGE_SUFFIXES, open_image_file
 from ..processing.masks import IGNORE_INDEX, pil_mask_to_array
 from .source import SPLITS as ALL_SPLITS
-from .source import CheckItem, FewShotSplit, require_dir
+from .source import Benchmark, CheckItem, FewShotSplit, require_dir
 
 NAME = "custom"
 SPLITS = ALL_SPLITS  # no split lists: every split name means "all class folders"
 MASK_SUFFIX = "_mask"
+NO_SPLIT_LISTS = "custom folders have no split lists; every class folder is used (drop --splits)"
 
 
 def find_mask(image: Path, mask_folder: Path) -> Path | None:
@@ -101,10 +102,8 @@ def class_folders(image_root: Path) -> list[str]:
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> FolderSplit:
     """Every class folder under `root` (custom folders have no folds or split lists)."""
-    if fold is not None:
-        raise InputError(f"custom folders have no folds; got fold {fold} (leave the fold out)")
     if splits is not None:
-        raise InputError("custom folders have no split lists; every class folder is used (drop --splits)")
+        raise InputError(NO_SPLIT_LISTS)
     image_root, mask_root = layout(root)
     names = class_folders(image_root)
     if not names:
@@ -112,8 +111,10 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     return FolderSplit(NAME, split, image_root, mask_root, names)
 
 
-def check(root: Path) -> list[CheckItem]:
-    """What `diffews data check custom` reports."""
+def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
+    """What `diffews data check custom` reports (custom folders have no split lists)."""
+    if splits is not None:
+        raise InputError(NO_SPLIT_LISTS)
     image_root, mask_root = layout(root)
     items = []
     for name in class_folders(image_root):
@@ -122,3 +123,6 @@ def check(root: Path) -> list[CheckItem]:
         except InputError as error:
             items.append(CheckItem(f"class {name}", 0, str(error)))
     return items or [CheckItem("class folders", 0, f"none under {image_root}")]
+
+
+BENCHMARK = Benchmark(NAME, "custom folders", SPLITS, 0, open_split, check, test_episodes=None)

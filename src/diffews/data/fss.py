@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from .custom import FolderSplit, scan_class
-from .source import CheckItem, check_path, check_split_name, require_dir
+from .source import Benchmark, CheckItem, check_path, check_split_name, require_dir
 from .published import published_splits
+from .splits import write_text_atomic
 
 NAME = "fss"
 SPLITS = ("trn", "val", "test")
@@ -37,9 +38,7 @@ def class_list(split: str, splits: Path | None = None) -> list[str]:
 
 
 def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> FolderSplit:
-    """The classes of an FSS-1000 split, every image of each."""
-    if fold is not None:
-        raise InputError(f"FSS-1000 has no folds; got fold {fold} (leave the fold out)")
+    """The classes of an FSS-1000 split, every image of each (FSS-1000 has no folds: `fold` is None)."""
     base = require_dir(Path(root) / "FSS-1000", FIX)
     names = class_list(split, splits)
     missing = [name for name in names if not (base / name).is_dir()]
@@ -60,3 +59,15 @@ def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
     images = sum(len(scan_class(folder, folder)) for folder in folders)
     items.append(CheckItem("images with masks", images))
     return items
+
+
+def write_split_lists(root: Path, out: Path) -> list[str]:
+    """`diffews data splits fss`: HSNet's class lists (``<split>.txt``), which FSS-1000 results use."""
+    lists = {split: class_list(split) for split in SPLITS}
+    out.mkdir(parents=True, exist_ok=True)
+    for split, names in lists.items():
+        write_text_atomic(out / f"{split}.txt", "".join(f"{n}\n" for n in names))
+    return [f"FSS-1000 class lists: {', '.join(f'{s} {len(n)}' for s, n in lists.items())}"]
+
+
+BENCHMARK = Benchmark(NAME, "FSS-1000", SPLITS, 0, open_split, check, write_split_lists, default_split="test", test_episodes=None)

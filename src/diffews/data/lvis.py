@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .instances import InstanceAnnotations, InstanceBenchmark, InstanceSplit, key_from_coco_url
-from .source import CheckItem, check_path, count_missing, require_file
-from .splits import Pair, interleaved_folds
+from .source import Benchmark, CheckItem, check_path, count_missing, require_file
+from .splits import Pair, interleaved_folds, list_files, write_generated_lists
 
 NAME = "lvis"
 SPLITS = ("trn", "val")
@@ -54,8 +54,8 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     return load(root, split).open_split(split, fold, splits, trust_pickle)
 
 
-def check(root: Path) -> list[CheckItem]:
-    """What `diffews data check lvis` reports."""
+def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
+    """What `diffews data check lvis` reports (with `splits`: also the split lists there)."""
     base = Path(root) / "LVIS"
     items = [
         check_path(base / folder, f"LVIS/{folder}", len(list((base / folder).glob("*.jpg"))) if (base / folder).is_dir() else None)
@@ -67,4 +67,14 @@ def check(root: Path) -> list[CheckItem]:
         if path.is_file():
             loaded = InstanceAnnotations(path, key_from_coco_url)
             items.append(count_missing([base / f"{k}.jpg" for k in sorted(loaded.ids)], f"{split} images listed in {name}"))
+    if splits is not None:
+        items.append(count_missing(list_files(splits, SPLITS, NUM_FOLDS), "split lists"))
     return items
+
+
+def write_split_lists(root: Path, out: Path) -> list[str]:
+    """`diffews data splits lvis`: the pair lists of every split, generated from the annotations."""
+    return write_generated_lists(lambda split: generate_pairs(root, split), SPLITS, out)
+
+
+BENCHMARK = Benchmark(NAME, "LVIS-92i", SPLITS, NUM_FOLDS, open_split, check, write_split_lists)

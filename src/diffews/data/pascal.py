@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..processing.images import open_image_file
-from .source import CheckItem, FewShotSplit, check_path, count_missing, require_all, require_dir, require_file
-from .splits import Pair, folds_used, load_pairs, pascal_fold_classes
+from .source import Benchmark, CheckItem, FewShotSplit, check_path, count_missing, require_all, require_dir, require_file
+from .splits import Pair, folds_used, list_files, load_pairs, pascal_fold_classes, write_generated_lists
 
 NAME = "pascal"
 SPLITS = ("trn", "val")
@@ -95,8 +95,8 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     return dataset
 
 
-def check(root: Path) -> list[CheckItem]:
-    """What `diffews data check pascal` reports."""
+def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
+    """What `diffews data check pascal` reports (with `splits`: also the split lists there)."""
     base = Path(root) / "VOC2012"
     images = base / "JPEGImages"
     masks = base / "SegmentationClassAug"
@@ -111,4 +111,14 @@ def check(root: Path) -> list[CheckItem]:
             ids = split_ids(root, split)
             items.append(count_missing([images / f"{i}.jpg" for i in ids], f"{split} images"))
             items.append(count_missing([masks / f"{i}.png" for i in ids], f"{split} masks"))
+    if splits is not None:
+        items.append(count_missing(list_files(splits, SPLITS, NUM_FOLDS), "split lists"))
     return items
+
+
+def write_split_lists(root: Path, out: Path) -> list[str]:
+    """`diffews data splits pascal`: the pair lists of every split, generated from the class masks."""
+    return write_generated_lists(lambda split: generate_pairs(root, split), SPLITS, out)
+
+
+BENCHMARK = Benchmark(NAME, "PASCAL-5i", SPLITS, NUM_FOLDS, open_split, check, write_split_lists)

@@ -1,9 +1,10 @@
-"""What every benchmark reader provides: one split of one fold, as (image, class) pairs and masks."""
+"""What every benchmark provides: a `Benchmark` (what the CLI, the trainer's config and `data check`
+need), and its splits: one split of one fold, as (image, class) pairs and masks."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,51 @@ class CheckItem:
     def __str__(self) -> str:
         status = f"MISSING {self.missing}" if self.missing else "ok"
         return f"{self.what}: {self.found} found, {status}"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One few-shot segmentation dataset, as every caller sees it (no caller tests which one it is).
+
+    Each reader module defines one (``BENCHMARK``) and `diffews.data.BENCHMARKS` lists them; adding
+    a dataset is one object and one line there.
+
+    Attributes:
+        name: the name users type (``--benchmark``, ``data.benchmark``), e.g. "pascal".
+        title: the published name, e.g. "PASCAL-5i".
+        splits: split names it has.
+        num_folds: class folds (0: none, every class is used).
+        default_split: the split ``diffews evaluate`` scores by default.
+        test_episodes: episodes of a default evaluation; None: every (image, class) pair once.
+        open_split: ``(root, split, fold, splits, trust_pickle) -> FewShotSplit``, called with a
+            checked split name and fold; `splits` is a folder of split lists or None.
+        check: ``(root, splits) -> [CheckItem]``: what ``diffews data check`` reports.
+        write_split_lists: ``(root, out) -> [line]``: write split lists into `out` for `splits`
+            later, returning a summary; None where the benchmark has no split lists.
+    """
+
+    name: str
+    title: str
+    splits: tuple[str, ...]
+    num_folds: int
+    open_split: Callable[[Path, str, int | None, Path | None, bool], FewShotSplit]
+    check: Callable[[Path, Path | None], list[CheckItem]]
+    write_split_lists: Callable[[Path, Path], list[str]] | None = None
+    default_split: str = "val"
+    test_episodes: int | None = 1000
+
+    def check_split(self, split: str, fold: int | None) -> None:
+        """`InputError` unless `split` is one of its splits and `fold` None or one of its folds."""
+        check_split_name(self.name, split, self.splits)
+        if fold is not None and not self.num_folds:
+            raise InputError(f"{self.name} has no folds; got fold {fold} (leave the fold out)")
+        check_fold(self.name, fold, self.num_folds)
+
+    def default_episodes(self, split: FewShotSplit) -> int:
+        """Episodes of a default run: `test_episodes`, or every pair once (training splits always)."""
+        if self.test_episodes is None or split.split == "trn":
+            return len(split.pairs)
+        return self.test_episodes
 
 
 class FewShotSplit(ABC):

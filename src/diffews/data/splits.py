@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
@@ -64,6 +64,22 @@ def write_pair_lists(pairs_by_fold: dict[int, list[Pair]], folder: Path) -> list
         text = "".join(format_pair(key, c) + "\n" for key, c in sorted(pairs))
         written.append(write_text_atomic(folder / f"fold{fold}.txt", text))
     return written
+
+
+def write_generated_lists(generate: Callable[[str], dict[int, list[Pair]]], splits: Sequence[str], out: Path) -> list[str]:
+    """Write ``out/<split>/fold<i>.txt`` for every split from ``generate(split) -> {fold: pairs}``;
+    returns one summary line per split."""
+    lines = []
+    for split in splits:
+        pairs = generate(split)
+        write_pair_lists(pairs, out / split)
+        lines.append(f"{split}: " + ", ".join(f"fold{f} {len(p)} pairs" for f, p in sorted(pairs.items())))
+    return lines
+
+
+def list_files(folder: Path, splits: Sequence[str], num_folds: int) -> list[Path]:
+    """The text pair lists a split-list folder holds for every split and fold."""
+    return [folder / split / f"fold{fold}.txt" for split in splits for fold in range(num_folds)]
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

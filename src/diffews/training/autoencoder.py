@@ -30,7 +30,8 @@ from ..errors import InputError
 from ..modeling.config import check_resolution
 from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
 from ..processing.masks import mask_image_to_probability, mask_to_image
-from .config import BENCHMARKS, SectionedConfig, option, require
+from ..data import BENCHMARKS
+from .config import SectionedConfig, option, require
 from .export import replace_folder
 
 logger = logging.getLogger("diffews")
@@ -41,7 +42,7 @@ VAE_DIR = "vae"
 
 @dataclass(frozen=True)
 class AEDataOptions:
-    benchmark: str = option("custom", f"dataset family ({', '.join(BENCHMARKS)})")
+    benchmark: str = option("custom", "dataset family (its layout: \"Benchmark data\" in the README)", choices=BENCHMARKS)
     root: str | None = option(None, "dataset root (the benchmark's layout); its training classes are used")
     fold: int | None = option(None, "held-out fold whose classes are left out (null: all classes of the split)")
     train_split: str = option("trn", "split whose images and masks train the autoencoder")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..data import BENCHMARKS
 from ..errors import InputError
 from ..modeling.config import MAX_RESOLUTION, check_resolution
 from ..modeling.weights import SD21_HUB_ID
@@ -22,13 +24,11 @@ from ..modeling.weights import SD21_HUB_ID
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-BENCHMARKS = ("pascal", "coco", "lvis", "fss", "custom")
-SPLITS = ("trn", "val", "test")
 
-
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with the help text of its CLI flag."""
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str, choices: Collection[str] = ()) -> Any:
+    """A dataclass field with the help text of its CLI flag (and its allowed values, where a
+    ``Literal`` type cannot list them because they are only known at run time)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class DataOptions:
-    benchmark: Literal["pascal", "coco", "lvis", "fss", "custom"] = option("coco", "dataset family")
+    benchmark: str = option("coco", "dataset family (its layout: \"Benchmark data\" in the README)", choices=BENCHMARKS)
     root: str | None = option(None, "dataset root folder (each benchmark's layout: \"Benchmark data\" in the README)")
     fold: int | None = option(0, "held-out fold for strict few-shot training; null: all classes (in-context, custom)")
     shots: int = option(1, "N: each step trains with K shots, K drawn uniformly in 1..N")
@@ -65,7 +65,12 @@ class DataOptions:
     )
 
     def check(self) -> None:
-        require(self.fold is None or self.fold >= 0, "fold", "null or >= 0", self.fold)
+        benchmark = BENCHMARKS[self.benchmark]
+        if benchmark.num_folds:
+            require(self.fold is None or 0 <= self.fold < benchmark.num_folds, "fold", f"null or 0..{benchmark.num_folds - 1} for {benchmark.title}", self.fold)
+        else:
+            require(self.fold is None, "fold", f"null ({benchmark.title} has no folds)", self.fold)
+        require(self.train_split in benchmark.splits, "train_split", f"one of {', '.join(benchmark.splits)} for {benchmark.title}", self.train_split)
         require(self.shots >= 1, "shots", ">= 1", self.shots)
         require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
         require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
@@ -280,9 +285,8 @@ def add_config_flags(parser: argparse.ArgumentParser, sections: dict[str, type] 
     """One flag per option, grouped by section; unset flags are absent from the parsed namespace."""
     for section, section_type in sections.items():
         group = parser.add_argument_group(f"{section} options (YAML section '{section}')")
-        hints = typing.get_type_hints(section_type)
         for f in fields(section_type):
-            kind, choices, nullable = _describe(hints[f.name])
+            kind, choices, nullable = _describe(section_type, f.name)
             help_text = f"{f.metadata['help']} (default: {_show(f.default)})"
             flag = "--" + f.name.replace("_", "-")
             if kind is bool:
@@ -299,8 +303,11 @@ def overrides_from_args(args: argparse.Namespace, sections: dict[str, type] = SE
     return {name: getattr(args, name) for name in option_sections(sections) if hasattr(args, name)}
 
 
-def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
-    """(base type, Literal choices, accepts None) of a field's type hint."""
+def _describe(section_type: type, name: str) -> tuple[type, tuple[str, ...], bool]:
+    """(base type, choices, accepts None) of an option: its type hint, and choices from a ``Literal``
+    hint or, for choices known at run time, the field's ``choices`` metadata."""
+    hint = typing.get_type_hints(section_type)[name]
+    choices = next(f for f in fields(section_type) if f.name == name).metadata.get("choices", ())
     args = typing.get_args(hint)
     nullable = type(None) in args
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -309,12 +316,12 @@ def _describe(hint: Any) -> tuple[type, tuple[str, ...], bool]:
         return str, typing.get_args(hint), nullable
     if typing.get_origin(hint) is tuple:
         return tuple, (), nullable
-    return hint, (), nullable
+    return hint, tuple(choices), nullable
 
 
 def _coerce(section_type: type, key: str, value: Any) -> Any:
     """Convert `value` (from YAML or a flag string) to the field's type, or raise `ValueError` naming it."""
-    kind, choices, nullable = _describe(typing.get_type_hints(section_type)[key])
+    kind, choices, nullable = _describe(section_type, key)
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and nullable):
         if nullable:
             return None
