@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ from helpers import box_mask, random_image
 from PIL import Image
 
 from diffews import DiffewSPipeline, build_tiny_model
-from diffews.cli.files import OutputFolder
+from diffews.io import OutputFolder
 from diffews.cli.main import main
 from diffews.processing.images import load_image, load_mask
 
@@ -171,3 +175,70 @@ def test_help_reads_well(capsys, args):
         "--model", "--support IMG MASK", "--query", "--out", "--device", "--dtype", "--threshold", "--resolution", "examples:",
     ]
     assert all(word in text for word in expected)
+
+
+def folder_state(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every entry of `folder` (hidden ones too): name -> (content, mode, modification time)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def signal_after_writes(monkeypatch, signum: int, writes: int) -> None:
+    """Send `signum` to this process once the run has written `writes` files (the writer thread sends it)."""
+    from diffews import io
+
+    save_image, count = io.OutputFolder.save_image, []
+
+    def save_then_signal(self, image, name):
+        path = save_image(self, image, name)
+        count.append(name)
+        if len(count) == writes:
+            os.kill(os.getpid(), signum)
+        return path
+
+    monkeypatch.setattr(io.OutputFolder, "save_image", save_then_signal)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signal_during_a_rerun_restores_the_earlier_run_exactly(files, monkeypatch, capsys, signum):
+    """Ctrl-C, SIGTERM or SIGHUP while re-running into a folder holding a finished run: afterwards
+    the folder is exactly as that run left it (no file lost or changed, no temporary file)."""
+    assert main(segment_args(files)) == 0
+    (files / "out" / "notes.txt").write_text("the user's own file")
+    before = folder_state(files / "out")
+    signal_after_writes(monkeypatch, signum, writes=3)  # some files replaced, others not yet
+    assert main(segment_args(files, "--threshold", "0.9", "--batch-size", "1")) == 128 + signum
+    assert folder_state(files / "out") == before
+    name = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == name
+
+
+def test_sigterm_from_outside_cleans_up_a_fresh_run(files, tmp_path):
+    """A real SIGTERM sent by another process (as `timeout` or a scheduler does) mid-run: exit 143,
+    no output folder, no partial or temporary file."""
+    marker = tmp_path / "written-3"
+    script = f"""
+import pathlib, sys, time
+from diffews import io
+from diffews.cli.main import main
+save_image, count = io.OutputFolder.save_image, []
+def slow_save(self, image, name):
+    path = save_image(self, image, name)
+    count.append(name)
+    if len(count) == 3:
+        pathlib.Path({str(marker)!r}).touch()
+        time.sleep(0.5)  # the run is mid-way, with files written, when the signal comes
+    return path
+io.OutputFolder.save_image = slow_save
+sys.exit(main({segment_args(files, "--batch-size", "1")!r}))
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), process.communicate()[1]
+    assert sorted(p.name for p in (files / "out").iterdir()) == ["a_mask.png", "a_overlay.png", "b_mask.png"]
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not (files / "out").exists()

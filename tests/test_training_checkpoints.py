@@ -69,7 +69,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_previous(tmp_path):
 def test_killed_mid_write_is_never_resumed(tmp_path):
     """A process killed mid-write leaves a temporary folder (even a complete-looking one): never picked."""
     write_checkpoint(tmp_path, 5, _write_state, keep=3)
-    killed = tmp_path / "checkpoints" / ".tmp-step-00000009-abcd"
+    killed = tmp_path / "checkpoints" / ".step-00000009.abcd1234.tmp"
     killed.mkdir()
     _write_state(killed, 9)
     half = tmp_path / "checkpoints" / "step-00000012"  # not from our writer, but never trust a folder without state

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from ..modeling.tiny import TINY_RANDOM
-from ..cli.files import output_stems
 from ..errors import InputError
+from ..io import OutputFolder, output_stems
 from ..modeling import SupportContext
 from ..modeling.config import check_threshold
 from ..pipeline import DiffewSPipeline
@@ -204,17 +204,14 @@ def render(session: Session, threshold: float, mode: str, folder: Path) -> Rende
     check_threshold(threshold, mode)
     if not session.results:
         raise InputError("nothing to show yet: click Segment first")
-    folder.mkdir(parents=True, exist_ok=True)
     gallery, mask_files = [], []
-    for result in session.results:
-        masks, _ = binarize(torch.from_numpy(result.probability)[None], threshold, mode)
-        mask = masks[0].numpy()
-        path = folder / f"{result.stem}_mask.png"
-        mask_image(mask).save(path)
-        mask_files.append(path)
-        gallery.append((overlay_mask(result.image, mask), f"{result.stem} ({mask.mean():.1%} foreground)"))
-    zip_file = folder / ZIP_NAME
-    with zipfile.ZipFile(zip_file, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in mask_files:
-            archive.write(path, arcname=path.name)
-    return Rendered(gallery, mask_files, zip_file)
+    with OutputFolder(folder) as out:
+        for result in session.results:
+            masks, _ = binarize(torch.from_numpy(result.probability)[None], threshold, mode)
+            mask = masks[0].numpy()
+            mask_files.append(out.save_image(mask_image(mask), f"{result.stem}_mask.png"))
+            gallery.append((overlay_mask(result.image, mask), f"{result.stem} ({mask.mean():.1%} foreground)"))
+        with out.write(ZIP_NAME) as staged, zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in mask_files:
+                archive.write(path, arcname=path.name)
+    return Rendered(gallery, mask_files, folder / ZIP_NAME)

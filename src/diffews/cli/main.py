@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import InputError
@@ -34,20 +36,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""Signals that stop a run the way Ctrl-C (SIGINT) does: `timeout`, systemd and job schedulers send SIGTERM,
+a closed terminal SIGHUP."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's `KeyboardInterrupt`, so every
+    clean-up that runs for Ctrl-C (removing partial outputs, saving progress) runs for them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for bad input)."""
+    """Run the command line; returns the exit status: 0, 2 for bad input, 128 + N after signal N
+    (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) once the run has cleaned up."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.DEBUG if args.verbose else logging.WARNING)
     if not args.verbose:
         _quiet_libraries()
+    previous = _raise_on_termination_signals()
     try:
         return args.run(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        print("interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_on_termination_signals() -> dict[int, object]:
+    """Install the `Terminated` handler for `TERMINATION_SIGNALS` (main thread only); returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    return {signum: signal.signal(signum, terminate) for signum in TERMINATION_SIGNALS}
 
 
 def _quiet_libraries() -> None:

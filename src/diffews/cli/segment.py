@@ -7,13 +7,13 @@ import argparse
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import OutputFolder, expand_image_paths, output_stems
 from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES
 from ..modeling.mask_decoder import load_mask_decoder
 from ..pipeline import SpeedOptions
 from ..processing.images import check_image_file, load_image, load_mask
 from ..processing.overlay import mask_image, overlay_mask
 from .common import add_model_options, check_resolution_flag, load_pipeline
-from .files import OutputFolder, expand_image_paths, output_stems
 
 DESCRIPTION = """\
 Segment the class shown by the support images in every query image.

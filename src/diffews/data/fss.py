@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import write_text
 from .custom import FolderSplit, scan_class
 from .source import Benchmark, CheckItem, check_path, check_split_name, require_dir
 from .published import published_splits
-from .splits import write_text_atomic
 
 NAME = "fss"
 SPLITS = ("trn", "val", "test")
@@ -66,7 +66,7 @@ def write_split_lists(root: Path, out: Path) -> list[str]:
     lists = {split: class_list(split) for split in SPLITS}
     out.mkdir(parents=True, exist_ok=True)
     for split, names in lists.items():
-        write_text_atomic(out / f"{split}.txt", "".join(f"{n}\n" for n in names))
+        write_text(out / f"{split}.txt", "".join(f"{n}\n" for n in names))
     return [f"FSS-1000 class lists: {', '.join(f'{s} {len(n)}' for s, n in lists.items())}"]
 
 

@@ -15,7 +15,7 @@ from urllib.request import urlopen
 
 from ..errors import InputError
 from ..home import diffews_home
-from .splits import write_text_atomic
+from ..io import write_text
 
 PUBLISHED = "hsnet"
 SOURCE = "https://raw.githubusercontent.com/juhongm999/hsnet/main/data/splits"
@@ -59,5 +59,5 @@ def published_splits(benchmark: str) -> Path:
                 f"files ({', '.join(FILES[benchmark])}) into {folder}, or pass --splits DIR"
             ) from None
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / name, text)
+        write_text(folder / name, text)
     return folder

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..io import write_text
 
 Pair = tuple[str, int]
 
@@ -62,7 +61,7 @@ def write_pair_lists(pairs_by_fold: dict[int, list[Pair]], folder: Path) -> list
     written = []
     for fold, pairs in sorted(pairs_by_fold.items()):
         text = "".join(format_pair(key, c) + "\n" for key, c in sorted(pairs))
-        written.append(write_text_atomic(folder / f"fold{fold}.txt", text))
+        written.append(write_text(folder / f"fold{fold}.txt", text))
     return written
 
 
@@ -80,19 +79,6 @@ def write_generated_lists(generate: Callable[[str], dict[int, list[Pair]]], spli
 def list_files(folder: Path, splits: Sequence[str], num_folds: int) -> list[Path]:
     """The text pair lists a split-list folder holds for every split and fold."""
     return [folder / split / f"fold{fold}.txt" for split in splits for fold in range(num_folds)]
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file, so no reader sees half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_pair_lists(folder: Path, split: str, folds: Iterable[int], trust_pickle: bool = False) -> list[Pair]:

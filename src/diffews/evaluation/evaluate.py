@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_episodes
-from ..data.splits import write_text_atomic
 from ..errors import InputError
+from ..io import OutputFolder, write_text
 from ..modeling import DiffewSModel
 from ..processing.masks import binarize
 from ..processing.overlay import overlay_mask
@@ -170,7 +170,7 @@ def run_evaluation(
 
         def save_progress(done: int) -> None:
             fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
-            write_text_atomic(partial_path, json.dumps(state))
+            write_text(partial_path, json.dumps(state))
 
         evaluate_fold(
             predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress,
@@ -191,7 +191,7 @@ def run_evaluation(
         "results": results,
         "mean": {key: float(np.mean([r[key] for r in results.values()])) for key in ("miou", "fbiou")},
     }
-    write_text_atomic(report_path, json.dumps(report, indent=2) + "\n")
+    write_text(report_path, json.dumps(report, indent=2) + "\n")
     partial_path.unlink(missing_ok=True)
     if save_vis:
         fold = folds[0]
@@ -235,8 +235,6 @@ def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
 
 def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherClassSupport, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:
     """Write panels of the first `count` episodes: supports with masks | query | prediction | ground truth."""
-    from ..cli.files import OutputFolder
-
     written = []
     with OutputFolder(folder) as out:
         for index in range(min(count, len(dataset))):

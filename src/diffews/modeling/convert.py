@@ -11,16 +11,14 @@ is what `DiffewSModel` computes, so conversion is a matter of reading and checki
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError
+from ..io import atomic_write
 from .config import DiffewSConfig
 from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
 from .prompt import base_prompt_embedding
@@ -150,37 +148,11 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False)
             raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        with atomic_write(out, folder=True) as staged:
+            model.save_pretrained(staged)
     except OSError as error:
         raise InputError(f"{out}: cannot write here ({error.strerror or error})") from None
-    try:
-        model.save_pretrained(staging)
-        if out.exists():
-            _swap_in(staging, out)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Put the folder `staging` at `out`, where a folder already is: empty ones are replaced directly;
-    a model folder is moved aside first and deleted only after the new one is in place."""
-    if not any(out.iterdir()):
-        out.rmdir()
-        os.replace(staging, out)
-        return
-    retired = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old."))
-    os.replace(out, retired / out.name)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(retired / out.name, out)
-        retired.rmdir()
-        raise
-    shutil.rmtree(retired)
 
 
 def _refused_content(error: Exception) -> str:

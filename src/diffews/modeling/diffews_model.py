@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InputError
@@ -27,6 +26,7 @@ from .weights import (
     read_safetensors,
     require_subfolders,
     resolve_model_dir,
+    save_safetensors,
     save_safetensors_folder,
 )
 
@@ -141,7 +141,7 @@ class DiffewSModel(nn.Module):
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         (root / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_file({PROMPT_KEY: self.prompt_embedding.detach().contiguous().cpu()}, root / PROMPT_NAME)
+        save_safetensors({PROMPT_KEY: self.prompt_embedding}, root / PROMPT_NAME)
         self.scheduler.save_pretrained(root / "scheduler")
         for name in ("unet", "vae"):
             module = getattr(self, name)

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InputError
-from .weights import read_safetensors_file
+from .weights import read_safetensors_file, save_safetensors
 
 FORMAT = "diffews-mask-decoder"
 
@@ -75,13 +74,11 @@ class MaskDecoder(nn.Module):
 
 
 def save_mask_decoder(decoder: MaskDecoder, path: str | Path, metrics: dict[str, float] | None = None) -> Path:
-    """Write `decoder` as one safetensors file; its config and `metrics` go into the metadata."""
+    """Write `decoder` as one safetensors file (atomically); its config and `metrics` go into the metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": FORMAT, "config": json.dumps(asdict(decoder.config)), "metrics": json.dumps(metrics or {})}
-    tensors = {name: t.detach().contiguous().cpu() for name, t in decoder.state_dict().items()}
-    save_file(tensors, path, metadata=metadata)
-    return path
+    return save_safetensors(decoder.state_dict(), path, metadata)
 
 
 def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:

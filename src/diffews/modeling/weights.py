@@ -10,6 +10,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from ..io import atomic_write
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -155,7 +156,15 @@ def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     raise InputError(f"{folder}: no {WEIGHTS_NAME} (diffews reads safetensors weights only)")
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` (moved to the CPU, made contiguous) as one safetensors file, atomically and
+    with the umask's file mode (`diffews.io.atomic_write`); returns the path."""
+    with atomic_write(path) as staged:
+        save_file({key: value.detach().contiguous().cpu() for key, value in tensors.items()}, staged, metadata=metadata)
+    return path
+
+
 def save_safetensors_folder(state_dict: dict[str, torch.Tensor], folder: Path) -> None:
     """Write `state_dict` as ``folder/diffusion_pytorch_model.safetensors``."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({key: value.detach().contiguous().cpu() for key, value in state_dict.items()}, folder / WEIGHTS_NAME)
+    save_safetensors(state_dict, folder / WEIGHTS_NAME)

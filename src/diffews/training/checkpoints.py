@@ -1,7 +1,7 @@
 """Resumable training checkpoints: safetensors only, written atomically, newest K kept.
 
 A checkpoint is a folder ``<output_dir>/checkpoints/step-<8 digits>`` that appears in one
-``rename`` of a fully written temporary folder (``.tmp-step-...``), so a process killed at any
+``rename`` of a fully written temporary folder (``.step-...tmp``), so a process killed at any
 moment leaves either a complete checkpoint or a temporary folder that `latest_checkpoint`
 never picks up (and the next save removes).
 
@@ -15,8 +15,6 @@ is written last, so a folder without it is never resumed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,14 +22,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import save_file
 
 from ..errors import InputError
-from ..modeling.weights import read_json, read_safetensors, read_safetensors_file
+from ..io import TEMP_SUFFIX, atomic_write, remove
+from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
 
 CHECKPOINTS = "checkpoints"
 PREFIX = "step-"
-TEMP_PREFIX = ".tmp-"
 STATE_NAME = "trainer_state.json"
 UNET_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE = "unet.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -43,7 +40,7 @@ def save_nested(state: Any, path: Path) -> None:
     """Write nested dicts/lists/tuples of tensors and JSON scalars to one safetensors file."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, tensors)
-    save_file(tensors, path, metadata={STRUCTURE_KEY: json.dumps(structure)})
+    save_safetensors(tensors, path, metadata={STRUCTURE_KEY: json.dumps(structure)})
 
 
 def load_nested(path: Path, device: torch.device | str = "cpu") -> Any:
@@ -113,26 +110,18 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
 
 
 def write_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
-    """Create checkpoint `step` atomically: `write(folder)` fills a temporary folder, which is then
-    renamed into place; afterwards only the newest `keep` checkpoints remain."""
+    """Create checkpoint `step` atomically (`diffews.io.atomic_write`, flushed to disk): `write(folder)`
+    fills a temporary folder, which is then renamed into place (re-saving a step after a resume
+    replaces the old copy); afterwards only the newest `keep` checkpoints remain."""
     root = Path(output_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f"{TEMP_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{PREFIX}*{TEMP_SUFFIX}"):
+        remove(stale)
     target = root / checkpoint_name(step)
-    temporary = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{target.name}-", dir=root))
-    try:
-        write(temporary)
-        _fsync_tree(temporary)
-        if target.exists():  # re-saving a step (after a resume) replaces the old copy
-            shutil.rmtree(target)
-        os.rename(temporary, target)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    _fsync_path(root)
+    with atomic_write(target, folder=True, sync=True) as staged:
+        write(staged)
     for old in complete_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     return target
 
 
@@ -148,7 +137,7 @@ def save_train_state(output_dir: str | Path, state: dict[str, Any], config_yaml:
     training = {"optimizer": state["optimizer"], "scheduler": state["scheduler"], "scaler": state["scaler"]}
     summary = {"step": state["step"], "num_processes": state["num_processes"], "validation": state["metrics"]}
     files: list[tuple[str, Callable[[Path], None]]] = [
-        (UNET_FILE, lambda path: save_file(state["unet"], path)),
+        (UNET_FILE, lambda path: save_safetensors(state["unet"], path)),
         (OPTIM_FILE, lambda path: save_nested(training, path)),
         (RNG_FILE, lambda path: save_nested(state["rng"], path)),
         (CONFIG_FILE, lambda path: path.write_text(config_yaml)),
@@ -204,24 +193,3 @@ def check_output_dir(output_dir: str | Path) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            _fsync_path(path)
-    _fsync_path(folder)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file or folder entry to disk (best effort where the platform cannot fsync folders)."""
-    try:
-        handle = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)

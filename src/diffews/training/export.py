@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from safetensors import SafetensorError
 
 from ..errors import InputError
+from ..io import atomic_write
 from ..modeling import DiffewSModel
 from .config import TrainConfig
 
@@ -36,9 +34,8 @@ def export_model(
 
 
 def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
-    """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place.
-
-    Readers see the old folder or the complete new one, never a half-written one.
+    """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
+    (`diffews.io.atomic_write`): readers see the old folder or the complete new one, never a half-written one.
 
     Raises:
         InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
@@ -46,21 +43,11 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    except OSError as error:
-        raise InputError(f"{target}: cannot {action} ({error.strerror or error})") from None
-    try:
-        write(temporary)
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(temporary, target)
+        with atomic_write(target, folder=True) as staged:
+            write(staged)
     except (OSError, SafetensorError) as error:
-        shutil.rmtree(temporary, ignore_errors=True)
         detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     return target
 
 

@@ -1,0 +1,309 @@
+"""Files diffews reads and writes: atomic writes (files and folders), output folders, input paths.
+
+Every file or folder diffews writes is first written under a temporary name beside its target
+(``.<name>.<random>.tmp``) and renamed into place once complete, so nobody sees half of it and an
+interrupted write leaves no partial file. A `Transaction` keeps each file it replaces (renamed
+aside) until `commit`, so `rollback` restores exactly the earlier state: a failed or interrupted
+run never deletes or changes a file it did not create. What is written gets the ordinary modes
+filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever the library that
+wrote it chose (safetensors, for one, writes 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from PIL import Image
+
+from .errors import InputError
+from .processing.images import IMAGE_SUFFIXES
+
+TEMP_SUFFIX = ".tmp"
+MAX_PENDING_WRITES = 32
+"""Writes queued on an `OutputFolder`'s writer thread before `save_image_later` waits (bounds the memory of queued images)."""
+
+
+def temporary_path(target: Path) -> Path:
+    """An unused name beside `target`, ``.<name>.<random>.tmp``, for staging it (nothing is created)."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree, if present."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class Transaction:
+    """Files and folders written under temporary names, put in place one by one, kept or undone together.
+
+    ``with transaction.write(target) as staged:`` hands out a temporary path beside `target` (a
+    file by that name is for the caller to create; with ``folder=True`` it is an empty folder);
+    when the block succeeds, the staged path is renamed to `target`. A `target` that existed
+    before the transaction is renamed aside first and kept until `commit` (which deletes it) or
+    `rollback` (which puts it back). Safe to use from several threads.
+    """
+
+    def __init__(self) -> None:
+        self._originals: dict[Path, Path | None] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def write(self, target: str | Path, folder: bool = False, sync: bool = False) -> Iterator[Path]:
+        """Stage `target`; `sync` flushes the staged file or tree to disk before the rename."""
+        target = Path(target)
+        staged = temporary_path(target)
+        if folder:
+            staged.mkdir()
+        try:
+            yield staged
+            _apply_umask(staged)
+            if sync:
+                _fsync_tree(staged)
+            self._put_in_place(staged, target)
+        except BaseException:
+            remove(staged)
+            raise
+        if sync:
+            _fsync(target.parent)
+
+    def _put_in_place(self, staged: Path, target: Path) -> None:
+        with self._lock:
+            if target in self._originals:  # written earlier in this transaction: ours to replace
+                if target.is_dir():
+                    shutil.rmtree(target)
+            else:
+                # Recorded before the rename, so an interrupt between the two still rolls back right.
+                backup = self._originals[target] = temporary_path(target) if _exists(target) else None
+                if backup is not None:
+                    os.rename(target, backup)
+            os.replace(staged, target)
+
+    @property
+    def written(self) -> list[Path]:
+        """The targets written so far, in order."""
+        return list(self._originals)
+
+    def commit(self) -> None:
+        """Make the writes final: delete the originals they replaced."""
+        with self._lock:
+            for backup in self._originals.values():
+                if backup is not None:
+                    remove(backup)
+            self._originals.clear()
+
+    def rollback(self) -> None:
+        """Undo the writes: remove what they created, put back every original they replaced."""
+        with self._lock:
+            for target, backup in reversed(self._originals.items()):
+                if backup is None:
+                    remove(target)
+                elif _exists(backup):
+                    remove(target)
+                    os.rename(backup, target)
+            self._originals.clear()
+
+
+@contextlib.contextmanager
+def atomic_write(target: str | Path, folder: bool = False, sync: bool = False) -> Iterator[Path]:
+    """Write `target` (a file, or a folder with ``folder=True``) all at once or not at all.
+
+    Yields a temporary path beside `target` to write; when the block succeeds it replaces
+    `target` (an earlier file or folder of that name is deleted only then); on any exception,
+    interrupts included, it is removed and `target` is untouched.
+
+    >>> with atomic_write("report.json") as path:
+    ...     path.write_text(text)
+    """
+    transaction = Transaction()
+    try:
+        with transaction.write(target, folder, sync) as staged:
+            yield staged
+    except BaseException:
+        transaction.rollback()
+        raise
+    transaction.commit()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically (see `atomic_write`); returns the path."""
+    with atomic_write(path) as staged:
+        staged.write_text(text)
+    return Path(path)
+
+
+class OutputFolder:
+    """A folder that receives a run's files, each written atomically; a failed run leaves it as it was.
+
+    Inside ``with``, files land one by one (a reader never sees half a file). If the block fails,
+    interrupts included, the run is undone: files it created are removed, files it replaced are
+    restored exactly, and the folder goes too if this run created it. `save_image_later` moves
+    rendering and PNG encoding onto one writer thread, off the caller's critical path; leaving the
+    ``with`` waits for it, and a failed write fails the run.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self._files = Transaction()
+        self._created = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    @property
+    def written(self) -> list[Path]:
+        """Files written by this run so far, in order."""
+        return self._files.written
+
+    def __enter__(self) -> OutputFolder:
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path}: output folder is an existing file")
+        try:
+            self._created = not self.path.exists()
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as error:
+            raise InputError(f"{self.path}: cannot write to output folder ({error.strerror or error})") from None
+        return self
+
+    def write(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """Stage the file `name`: yields a temporary path to create, put in place when the block succeeds."""
+        return self._files.write(self.path / name)
+
+    def save_image(self, image: Image.Image, name: str) -> Path:
+        """Save `image` as PNG under `name`, atomically."""
+        with self.write(name) as staged:
+            image.save(staged, format="PNG")
+        return self.path / name
+
+    def save_image_later(self, render: Callable[[], Image.Image], name: str) -> None:
+        """Render an image and save it under `name` on the writer thread (see `save_image`)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffews-writer")
+        while len(self._pending) >= MAX_PENDING_WRITES:
+            self._pending.pop(0).result()
+        self._pending.append(self._writer.submit(lambda: self.save_image(render(), name)))
+
+    def _finish_writes(self) -> None:
+        """Wait for the writer thread; re-raise the first failed write."""
+        if self._writer is None:
+            return
+        self._writer.shutdown(wait=True)
+        self._writer = None
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        if error is not None:
+            self._undo()
+            return
+        try:
+            self._finish_writes()
+        except BaseException:  # a failed write, or an interrupt while waiting for the writes
+            self._undo()
+            raise
+        self._files.commit()
+
+    def _undo(self) -> None:
+        """Drop queued writes, wait for the one in progress, then roll the folder back."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True, cancel_futures=True)
+            self._writer = None
+        self._pending = []
+        self._files.rollback()
+        if self._created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+
+def expand_image_paths(specs: Iterable[str]) -> list[Path]:
+    """Files, folders (their image files, sorted) and glob patterns -> image paths, in order, deduplicated."""
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if glob.has_magic(spec):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
+            files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not files:
+                raise InputError(f"{spec}: pattern matched no image files")
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise InputError(f"{path}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise InputError(f"{path}: no such file or folder")
+        found.extend(files)
+    return list(dict.fromkeys(found))
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Output name stem of each input; raises if two inputs would write the same outputs."""
+    owners: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in owners:
+            raise InputError(f"{owners[path.stem]} and {path} would both write outputs named '{path.stem}_*'")
+        owners[path.stem] = path
+    return list(owners)
+
+
+def umask() -> int:
+    """The process's file mode creation mask (read from /proc where possible, so it is never changed)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(path: Path) -> None:
+    """Give a newly written file, or every entry of a newly written folder tree, the umask's modes."""
+    mask = umask()
+    entries = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for entry in entries:
+        if not entry.is_symlink():
+            os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush a file, or every file of a folder tree and the folder itself, to disk."""
+    if path.is_dir():
+        for child in path.rglob("*"):
+            if child.is_file():
+                _fsync(child)
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder entry to disk (best effort where the platform cannot fsync folders)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

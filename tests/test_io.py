@@ -1,0 +1,143 @@
+"""The I/O layer: atomic writes, transactions that roll back exactly, output folders, file modes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffews.errors import InputError
+from diffews.io import OutputFolder, Transaction, atomic_write, write_text
+
+
+def image(value: int) -> Image.Image:
+    return Image.fromarray(np.full((4, 5), value, np.uint8))
+
+
+def test_save_image_later_writes_every_file(tmp_path):
+    with OutputFolder(tmp_path / "out") as out:
+        for i in range(40):  # more than the queue bound
+            out.save_image_later(lambda i=i: image(i), f"{i}.png")
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == sorted(f"{i}.png" for i in range(40))
+    assert np.asarray(Image.open(tmp_path / "out" / "7.png")).max() == 7
+
+
+def test_failed_background_write_removes_this_runs_files(tmp_path):
+    def broken() -> Image.Image:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with OutputFolder(tmp_path / "out") as out:
+            out.save_image_later(lambda: image(1), "a.png")
+            out.save_image_later(broken, "b.png")
+    assert not (tmp_path / "out").exists()
+
+
+def test_error_in_the_run_waits_for_queued_writes_then_cleans_up(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.png").write_bytes(b"earlier run")
+    with pytest.raises(InputError):
+        with OutputFolder(tmp_path / "out") as out:
+            out.save_image_later(lambda: image(1), "a.png")
+            raise InputError("query 2: bad")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.png"]
+
+
+def state(folder) -> dict[str, object]:
+    """Every entry below `folder`, hidden ones too: relative path -> (content or "dir", mode, inode)."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir", p.stat().st_mode, p.stat().st_ino)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_rollback_restores_replaced_files_and_folders_exactly(tmp_path):
+    (tmp_path / "old.txt").write_text("earlier run")
+    os.chmod(tmp_path / "old.txt", 0o640)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights").write_bytes(b"earlier weights")
+    before = state(tmp_path)
+    transaction = Transaction()
+    with transaction.write(tmp_path / "old.txt") as staged:
+        staged.write_text("this run")
+    with transaction.write(tmp_path / "old.txt") as staged:  # the same file twice
+        staged.write_text("this run, again")
+    with transaction.write(tmp_path / "new.txt") as staged:
+        staged.write_text("new")
+    with transaction.write(tmp_path / "model", folder=True) as staged:
+        (staged / "weights").write_bytes(b"new weights")
+    assert (tmp_path / "old.txt").read_text() == "this run, again"
+    assert (tmp_path / "model" / "weights").read_bytes() == b"new weights"
+    transaction.rollback()
+    assert state(tmp_path) == before
+
+
+def test_commit_keeps_the_new_files_and_drops_the_originals(tmp_path):
+    (tmp_path / "old.txt").write_text("earlier run")
+    transaction = Transaction()
+    with transaction.write(tmp_path / "old.txt") as staged:
+        staged.write_text("this run")
+    transaction.commit()
+    assert [p.name for p in tmp_path.iterdir()] == ["old.txt"]
+    assert (tmp_path / "old.txt").read_text() == "this run"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_failed_atomic_write_leaves_the_target_untouched(tmp_path, folder):
+    target = tmp_path / "target"
+    if folder:
+        target.mkdir()
+        (target / "inside").write_text("earlier")
+    else:
+        target.write_text("earlier")
+    before = state(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target, folder=folder) as staged:
+            (staged / "inside" if folder else staged).write_text("half")
+            raise KeyboardInterrupt
+    assert state(tmp_path) == before
+    with atomic_write(target, folder=folder) as staged:
+        (staged / "inside" if folder else staged).write_text("whole")
+    assert (target / "inside" if folder else target).read_text() == "whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["target"]
+
+
+def test_failed_output_folder_run_restores_what_it_replaced(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"earlier run")
+    before = state(tmp_path)
+    with pytest.raises(InputError):
+        with OutputFolder(tmp_path) as out:
+            out.save_image(image(1), "a.png")
+            out.save_image_later(lambda: image(2), "b.png")
+            raise InputError("query 2: bad")
+    assert state(tmp_path) == before
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def test_every_written_file_respects_the_umask(tmp_path, umask, tiny_model):
+    """Outputs, reports, weights and checkpoints get 0666 / 0777 & ~umask, as any program's files."""
+    from diffews.modeling.convert import save_new_folder
+    from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
+    from diffews.training.checkpoints import STATE_NAME, write_checkpoint
+
+    with OutputFolder(tmp_path / "out") as out:
+        out.save_image(image(1), "a_mask.png")
+        out.save_image_later(lambda: image(2), "a_overlay.png")
+    write_text(tmp_path / "report.json", "{}")
+    save_mask_decoder(MaskDecoder(MaskDecoderConfig(widths=(4, 4, 4))), tmp_path / "decoder.safetensors")
+    write_checkpoint(tmp_path / "run", 1, lambda folder: (folder / STATE_NAME).write_text("{}"), keep=1)
+    save_new_folder(tiny_model, tmp_path / "model")
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in tmp_path.rglob("*")}
+    expected = {name: (0o777 if (tmp_path / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == expected
+    assert {"out/a_mask.png", "report.json", "decoder.safetensors", "run/checkpoints/step-00000001/trainer_state.json",
+            "model/unet/diffusion_pytorch_model.safetensors"} <= set(modes)
