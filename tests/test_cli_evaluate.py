@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
+import torch
 from PIL import Image
 
 import diffews.evaluation.evaluate as evaluate_module
+from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
 from diffews.cli.main import main
+from diffews.data import collate_episodes
 from diffews.data.splits import read_pair_lists
+from diffews.evaluation import EvaluationSettings, ModelPredictor
+from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
 
 FAST = ["--model", "tiny-random", "--workers", "0", "--batch-size", "2"]
 
@@ -48,12 +54,12 @@ def test_evaluate_every_benchmark(benchmarks, tmp_path, capsys, benchmark, args,
     assert not list(tmp_path.glob("*.partial.json"))
 
 
-def perfect_predictions(model, batch, settings):
+def perfect_predictions(pipe, batch, *options, **named_options):
     """Stand-in for the model: the ground truth itself (255 pixels predicted foreground)."""
     return [target != 0 for target in batch["query_target"]]
 
 
-def inverted_predictions(model, batch, settings):
+def inverted_predictions(pipe, batch, *options, **named_options):
     return [target == 0 for target in batch["query_target"]]
 
 
@@ -86,11 +92,11 @@ def test_interrupted_evaluation_resumes_to_the_same_numbers(benchmarks, tmp_path
 
     real_predict, calls = evaluate_module.predict, []
 
-    def interrupted(*predict_args):
+    def interrupted(*predict_args, **named):
         calls.append(1)
         if len(calls) == 6:  # fold 0 done (3 batches), fold 1 two batches in
             raise KeyboardInterrupt
-        return real_predict(*predict_args)
+        return real_predict(*predict_args, **named)
 
     monkeypatch.setattr(evaluate_module, "predict", interrupted)
     out = tmp_path / "resumed.json"
@@ -100,7 +106,7 @@ def test_interrupted_evaluation_resumes_to_the_same_numbers(benchmarks, tmp_path
     assert {fold: state["done"] for fold, state in progress.items()} == {"0": 6, "1": 4}
 
     calls.clear()
-    monkeypatch.setattr(evaluate_module, "predict", lambda *a: calls.append(1) or real_predict(*a))
+    monkeypatch.setattr(evaluate_module, "predict", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
     assert evaluate(root, out, *args) == 0
     assert len(calls) == 1 + 3 + 3  # only what was left: fold 1's last batch, folds 2 and 3
     straight, resumed = json.loads((tmp_path / "straight.json").read_text()), json.loads(out.read_text())
@@ -189,3 +195,60 @@ def test_data_splits_writes_the_generated_lists(benchmarks, tmp_path, capsys):
         assert read_pair_lists(tmp_path / "lists", "val", [fold]) == written["lvis"]["val"].pairs(classes)
     out = tmp_path / "report.json"
     assert evaluate(root, out, "--benchmark", "lvis", "--fold", "3", "--episodes", "2", "--splits", str(tmp_path / "lists")) == 0
+
+
+def test_evaluation_predicts_what_the_pipeline_computes(benchmarks):
+    """Evaluation runs `DiffewSPipeline`'s computation, mask decoder and speed options included: its
+    masks for an episode are those `pipe(query, supports, masks)` gives for the same inputs."""
+    root, _ = benchmarks
+    settings = EvaluationSettings("custom", str(root / "custom"), "val", shots=2, resolution=64, score_size=64)
+    torch.manual_seed(0)
+    decoder = MaskDecoder(MaskDecoderConfig(widths=(8, 8, 8)))  # random weights: a decoder unlike the VAE's
+    pipe = DiffewSPipeline(build_tiny_model(), SpeedOptions(channels_last=True, static_batch=True), decoder)
+    pipe.set_progress_bar_config(disable=True)
+    dataset = settings.dataset(None)
+    for index in range(3):
+        batch = collate_episodes([dataset[index]])
+        (mask,) = evaluate_module.predict(ModelPredictor(pipe, pad_to=4), batch, 0.5, "relative")
+
+        def unit(images):  # the episode's tensors in [-1, 1] as the pipeline's float image inputs in [0, 1]
+            return [(image + 1) / 2 for image in images]
+
+        output = pipe(
+            unit(batch["query_image"]), unit(batch["support_images"][0]), list(batch["support_masks"][0, :, 0]),
+            threshold=0.5, threshold_mode="relative", batch_size=4,
+        )
+        assert torch.equal(mask, torch.from_numpy(output.masks[0]))
+
+
+def test_evaluate_uses_the_models_threshold_and_the_inference_options(benchmarks, tmp_path, monkeypatch):
+    root, _ = benchmarks
+    model_dir = tmp_path / "model"
+    model = build_tiny_model()
+    model.config = replace(model.config, threshold=0.6, threshold_mode="absolute")
+    model.save_pretrained(model_dir)
+    decoder_file = save_mask_decoder(MaskDecoder(MaskDecoderConfig(widths=(8, 8, 8))), tmp_path / "decoder.safetensors")
+    decoded = []
+    forward = MaskDecoder.forward
+    monkeypatch.setattr(MaskDecoder, "forward", lambda self, latents: decoded.append(len(latents)) or forward(self, latents))
+    out = tmp_path / "report.json"
+    args = ["--benchmark", "pascal", "--fold", "0", "--episodes", "5", "--mask-decoder", str(decoder_file), "--channels-last"]
+    assert main(["evaluate", "--model", str(model_dir), "--workers", "0", "--batch-size", "2",
+                 "--root", str(root), "--out", str(out), *args]) == 0
+    report = json.loads(out.read_text())
+    assert (report["settings"]["threshold"], report["settings"]["threshold_mode"]) == (0.6, "absolute")
+    assert report["mask_decoder"] is True and report["speed"]["channels_last"] is True
+    assert decoded == [2, 2, 1]  # every batch decoded by the mask decoder
+
+
+def test_evaluate_refuses_a_mask_decoder_that_does_not_fit_the_model(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    decoder_file = save_mask_decoder(MaskDecoder(MaskDecoderConfig(latent_channels=3, widths=(8, 8, 8))), tmp_path / "d.safetensors")
+    out = tmp_path / "out" / "report.json"
+    status = main(["evaluate", *FAST, "--root", str(root), "--out", str(out), "--benchmark", "pascal", "--fold", "0",
+                   "--mask-decoder", str(decoder_file)])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {decoder_file}: mask decoder takes 3 latent channels but the model's VAE has 4"
+    )
+    assert not (tmp_path / "out").exists()

@@ -8,8 +8,10 @@ import logging
 import torch
 
 from ..errors import InputError
+from ..modeling import DiffewSModel
+from ..modeling.config import THRESHOLD_MODES, check_resolution
 from ..modeling.config import TORCH_DTYPES as DTYPES
-from ..modeling.config import check_resolution
+from ..modeling.mask_decoder import load_mask_decoder
 from ..modeling.tiny import TINY_RANDOM
 from ..pipeline import DiffewSPipeline, SpeedOptions
 
@@ -45,6 +47,31 @@ def check_resolution_flag(resolution: int | None) -> None:
             raise InputError(f"--resolution: {error}") from None
 
 
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    """--threshold, --threshold-mode; both default to the model's (`DiffewSConfig.thresholding`)."""
+    parser.add_argument(
+        "--threshold", type=float, default=None, metavar="T",
+        help="binarisation threshold in [0, 1]; default: the model's (relative 0.25 unless its config says otherwise)",
+    )
+    parser.add_argument(
+        "--threshold-mode", choices=THRESHOLD_MODES, default=None,
+        help="relative: foreground where p > T x max(p) (the authors' evaluation); absolute: p > T; default: the model's",
+    )
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """--mask-decoder, --compile, --channels-last: how the model runs (the commands that segment share them)."""
+    parser.add_argument(
+        "--mask-decoder", default=None, metavar="FILE",
+        help="small mask decoder from 'diffews distill-decoder' to use instead of the VAE decoder (faster)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the model with static batch shapes (slow first batch, faster afterwards)",
+    )
+    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
+
+
 def resolve_device(name: str) -> torch.device:
     """`--device` value -> torch.device, checking that it exists."""
     if name == "auto":
@@ -65,8 +92,25 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_pipeline(args: argparse.Namespace, speed: SpeedOptions | None = None) -> DiffewSPipeline:
-    """The pipeline named by --model on --device/--dtype, with optional speed options."""
+def load_inference_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
+    """The pipeline named by --model with the options of `add_inference_options`; the mask decoder
+    file is read (and checked) before the model."""
+    mask_decoder = load_mask_decoder(args.mask_decoder)[0] if args.mask_decoder else None
+    speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, static_batch=args.compile)
+    model = load_model_from_args(args)
+    try:
+        return DiffewSPipeline(model, speed, mask_decoder)
+    except ValueError as error:  # the decoder does not fit the model
+        raise InputError(f"{args.mask_decoder}: {error}") from None
+
+
+def load_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
+    """The pipeline named by --model on --device/--dtype (reference path, VAE decoder)."""
+    return DiffewSPipeline(load_model_from_args(args))
+
+
+def load_model_from_args(args: argparse.Namespace) -> DiffewSModel:
+    """The model named by --model on --device/--dtype."""
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.model == TINY_RANDOM:
@@ -77,5 +121,5 @@ def load_pipeline(args: argparse.Namespace, speed: SpeedOptions | None = None) -
             "See the README for the weights a real run needs.",
             TINY_RANDOM,
         )
-        return DiffewSPipeline(build_tiny_model().to(device, dtype), speed)
-    return DiffewSPipeline.from_pretrained(args.model, torch_dtype=dtype, device=device, speed=speed)
+        return build_tiny_model().to(device, dtype)
+    return DiffewSModel.from_pretrained(args.model, torch_dtype=dtype, device=device)

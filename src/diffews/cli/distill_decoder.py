@@ -10,7 +10,7 @@ import torch
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
 from ..modeling.mask_decoder import MaskDecoderConfig, save_mask_decoder
-from .common import add_model_options, check_resolution_flag, load_pipeline
+from .common import add_model_options, check_resolution_flag, load_model_from_args
 
 DESCRIPTION = """\
 Train a small mask decoder that replaces the VAE decoder when segmenting (diffews segment
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_resolution_flag(args.resolution)
     if not args.out.endswith(".safetensors"):
         raise InputError(f"{args.out}: the output must be a .safetensors file")
-    model = load_pipeline(args).model
+    model = load_model_from_args(args)
     vae = model.vae.config
     factor = 2 ** (len(vae.block_out_channels) - 1)
     if 2 ** len(args.widths) != factor:

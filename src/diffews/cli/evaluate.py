@@ -10,8 +10,9 @@ from ..data import BENCHMARKS, ORIGINAL, get_benchmark
 from ..errors import InputError
 from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
 from ..evaluation.predictors import BASELINES, SUPPORT_KINDS
-from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES, check_threshold
-from .common import add_model_options, check_resolution_flag, load_pipeline
+from ..modeling import DiffewSConfig
+from ..modeling.config import MAX_RESOLUTION
+from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
 
 DESCRIPTION = """\
 Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
@@ -59,13 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"score at SxS against the nearest-resized ground truth (default {DEFAULT_SCORE_SIZE}, the authors' choice), "
         "or 'original' for each image's own size",
     )
-    parser.add_argument("--threshold", type=float, default=0.25, metavar="T", help="binarisation threshold (default 0.25)")
-    parser.add_argument(
-        "--threshold-mode", choices=THRESHOLD_MODES, default="relative",
-        help="relative (default, the authors'): foreground where p > T x max(p); absolute: p > T",
-    )
+    add_threshold_options(parser)
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="episodes per model call (default 4)")
+    add_inference_options(parser)
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="data loading processes (default 2; 0 = in process)")
     parser.add_argument(
         "--splits", default=None, metavar="DIR",
@@ -108,10 +106,6 @@ def parse_score_size(text: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     folds = parse_folds(args.benchmark, args.fold)
     score_size = parse_score_size(args.score_size)
-    try:
-        check_threshold(args.threshold, args.threshold_mode)
-    except ValueError as error:
-        raise InputError(f"--threshold: {error}") from None
     for name in ("shots", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -120,13 +114,17 @@ def run(args: argparse.Namespace) -> int:
     check_resolution_flag(args.resolution)
     if (args.model is None) == (args.baseline is None):
         raise InputError("give either --model or --baseline")
+    try:  # before the model loads; a model's own defaults are checked when it is read
+        DiffewSConfig().thresholding(args.threshold, args.threshold_mode)
+    except ValueError as error:
+        raise InputError(f"--threshold: {error}") from None
     if args.baseline is not None:
         if args.resolution is None:
             raise InputError("--baseline needs --resolution (the working resolution of the model it is compared with)")
         predictor, name, resolution = BASELINES[args.baseline](), f"baseline {args.baseline}", args.resolution
     else:
-        model = load_pipeline(args).model
-        predictor, name, resolution = model, args.model, args.resolution or model.config.resolution
+        pipe = load_inference_pipeline(args)
+        predictor, name, resolution = pipe, args.model, args.resolution or pipe.resolution
     split = args.split or get_benchmark(args.benchmark).default_split
     fold_label = args.fold if args.fold is not None else "all"
     out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")

@@ -8,12 +8,10 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import OutputFolder, expand_image_paths, output_stems
-from ..modeling.config import MAX_RESOLUTION, THRESHOLD_MODES
-from ..modeling.mask_decoder import load_mask_decoder
-from ..pipeline import SpeedOptions
+from ..modeling.config import MAX_RESOLUTION
 from ..processing.images import check_image_file, load_image, load_mask
 from ..processing.overlay import mask_image, overlay_mask
-from .common import add_model_options, check_resolution_flag, load_pipeline
+from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
 
 DESCRIPTION = """\
 Segment the class shown by the support images in every query image.
@@ -46,25 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--query", nargs="+", required=True, metavar="PATH", help="query image files, folders or glob patterns")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument(
-        "--threshold", type=float, default=None, metavar="T",
-        help="binarisation threshold in [0, 1]; default: the model's (0.25 relative)",
-    )
-    parser.add_argument(
-        "--threshold-mode", choices=THRESHOLD_MODES, default=None,
-        help="relative: foreground where p > T x max(p) (authors' evaluation); absolute: p > T",
-    )
+    add_threshold_options(parser)
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (512)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
-    parser.add_argument(
-        "--mask-decoder", default=None, metavar="FILE",
-        help="small mask decoder from 'diffews distill-decoder' to use instead of the VAE decoder (faster)",
-    )
-    parser.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the model with static batch shapes (slow first batch, faster afterwards)",
-    )
-    parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
+    add_inference_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -79,19 +62,11 @@ def run(args: argparse.Namespace) -> int:
     support_images = [load_image(image) for image, _ in args.support]
     support_masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
 
-    mask_decoder = load_mask_decoder(args.mask_decoder)[0] if args.mask_decoder else None
-
     with OutputFolder(args.out) as out:
-        pipe = load_pipeline(args, SpeedOptions(channels_last=args.channels_last, compile=args.compile, static_batch=args.compile))
-        if mask_decoder is not None:
-            if mask_decoder.config.latent_channels != pipe.model.vae.config.latent_channels:
-                raise InputError(
-                    f"{args.mask_decoder}: mask decoder takes {mask_decoder.config.latent_channels} latent channels "
-                    f"but the model's VAE has {pipe.model.vae.config.latent_channels}"
-                )
-            pipe.mask_decoder = mask_decoder.to(pipe.device, pipe.dtype)
+        pipe = load_inference_pipeline(args)
         pipe.set_progress_bar_config(disable=True)
         try:
+            pipe.model.config.thresholding(args.threshold, args.threshold_mode)
             support = pipe.encode_support(
                 support_images, support_masks, sources=[mask for _, mask in args.support], resolution=args.resolution
             )

@@ -1,8 +1,10 @@
 """Run a DiffewS model over the episodes of a benchmark (HSNet protocol) and report mIoU / FB-IoU.
 
-Scoring follows the authors' evaluation by default: probabilities (decoded at the working
-resolution) are resized bilinearly to 512 x 512 and binarised with the relative threshold 0.25;
-the ground truth is nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``).
+Predictions come from `DiffewSPipeline.predict`, the computation `diffews segment` runs (with the
+pipeline's mask decoder and speed options). Scoring follows the authors' evaluation by default:
+probabilities (decoded at the working resolution) are resized bilinearly to 512 x 512 and
+binarised with the model's threshold (relative 0.25 unless its config says otherwise); the
+ground truth is nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``).
 ``score_size="original"`` scores at each query's original size instead (HSNet's other option).
 
 An evaluation keeps its progress in ``<report>.partial.json`` after every batch; rerun with the
@@ -15,13 +17,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
@@ -29,8 +30,8 @@ from tqdm.auto import tqdm
 from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_episodes
 from ..errors import InputError
 from ..io import OutputFolder, write_text
-from ..modeling import DiffewSModel
-from ..processing.masks import binarize
+from ..pipeline import DiffewSPipeline
+from ..pipeline.pipeline import masks_at_original_sizes
 from ..processing.overlay import overlay_mask
 from .metrics import SegmentationMeter
 from .predictors import ModelPredictor, OtherClassSupport, Predictor
@@ -49,7 +50,7 @@ class EvaluationSettings:
         seed: episode seed.
         resolution: working resolution of the model.
         score_size: side of the square scoring size, or "original".
-        threshold, threshold_mode: binarisation (relative 0.25 = foreground where p > 0.25 x max p).
+        threshold, threshold_mode: binarisation; None: the model's (`DiffewSConfig.thresholding`).
         splits: folder of split lists, "hsnet" (published lists), or None (generated; FSS-1000: HSNet's).
         trust_pickle: allow pickle split lists in `splits`.
         support: "same-class" (the protocol), or "other-class": every support set comes from
@@ -64,8 +65,8 @@ class EvaluationSettings:
     seed: int = 0
     resolution: int = 512
     score_size: int | str = DEFAULT_SCORE_SIZE
-    threshold: float = 0.25
-    threshold_mode: str = "relative"
+    threshold: float | None = None
+    threshold_mode: str | None = None
     splits: str | None = None
     trust_pickle: bool = False
     support: str = "same-class"
@@ -85,17 +86,21 @@ class EvaluationSettings:
 
 
 @torch.no_grad()
-def predict(predictor: Predictor, batch: dict[str, Any], settings: EvaluationSettings) -> list[torch.Tensor]:
-    """Binary predictions of a collated batch of episodes, each at the size of its ``"query_target"``.
+def predict(
+    predictor: Predictor,
+    batch: dict[str, Any],
+    threshold: float,
+    threshold_mode: str,
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> list[torch.Tensor]:
+    """Binary predictions ``(H_i, W_i)`` bool of a collated batch of episodes, on the CPU, each at
+    ``sizes[i]`` (default: the size of its ``"query_target"``).
 
     Each episode uses its own support set (for a model: a support context with S = B).
     """
     probabilities = predictor.probabilities(batch).float()
-    masks = []
-    for probability, target in zip(probabilities, batch["query_target"]):
-        resized = F.interpolate(probability[None], size=tuple(target.shape), mode="bilinear", align_corners=False)[0]
-        masks.append(binarize(resized.clamp(0, 1), settings.threshold, settings.threshold_mode)[0][0].cpu())
-    return masks
+    sizes = sizes if sizes is not None else [tuple(target.shape) for target in batch["query_target"]]
+    return [torch.from_numpy(mask) for mask, _, _ in masks_at_original_sizes(probabilities, list(sizes), threshold, threshold_mode)]
 
 
 def evaluate_fold(
@@ -110,13 +115,16 @@ def evaluate_fold(
     progress: bool = True,
     description: str = "evaluating",
 ) -> None:
-    """Score episodes ``start..len(dataset)-1`` into `meter`, calling ``on_batch(episodes_done)`` after each batch."""
+    """Score episodes ``start..len(dataset)-1`` into `meter`, calling ``on_batch(episodes_done)`` after each batch.
+
+    `settings` must hold the threshold and mode to use (see `resolved`)."""
     loader = DataLoader(
         Subset(dataset, range(start, len(dataset))), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes
     )
     with tqdm(total=len(dataset), initial=start, desc=description, unit="episode", disable=not progress) as bar:
         for batch in loader:
-            for prediction, target, class_id in zip(predict(predictor, batch, settings), batch["query_target"], batch["class_id"]):
+            predictions = predict(predictor, batch, settings.threshold, settings.threshold_mode)
+            for prediction, target, class_id in zip(predictions, batch["query_target"], batch["class_id"]):
                 meter.update(prediction[None], target[None], class_id[None])
             bar.update(len(batch["class_id"]))
             bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
@@ -125,7 +133,7 @@ def evaluate_fold(
 
 
 def run_evaluation(
-    predictor: Predictor | DiffewSModel,
+    predictor: Predictor | DiffewSPipeline,
     settings: EvaluationSettings,
     folds: Sequence[int | None],
     report_path: str | Path,
@@ -135,21 +143,23 @@ def run_evaluation(
     save_vis: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate `folds` with `predictor` (a model, or any `Predictor`), write the JSON report (and
-    `save_vis` panels), return the report.
+    """Evaluate `folds` with `predictor` (a pipeline, with its mask decoder and speed options, or any
+    `Predictor`), write the JSON report (and `save_vis` panels), return the report.
 
     All folds' data are checked before anything is written. Resumes from ``<report>.partial.json``
     when it exists and was written with the same settings and model.
     """
     report_path = Path(report_path).expanduser()
-    if isinstance(predictor, DiffewSModel):
-        predictor = ModelPredictor(predictor)
+    if isinstance(predictor, DiffewSPipeline):
+        predictor = ModelPredictor(predictor, pad_to=batch_size)
+    settings = resolved(settings, predictor)
     datasets = {fold: settings.dataset(fold) for fold in folds}
     header = {
         "settings": _settings_record(settings),
         "model": model_name,
         "device": predictor.device,
         "dtype": predictor.dtype,
+        **predictor.record,
         "folds": [_fold_name(f) for f in folds],
     }
     partial_path = progress_path(report_path)
@@ -199,6 +209,12 @@ def run_evaluation(
     return report
 
 
+def resolved(settings: EvaluationSettings, predictor: Predictor) -> EvaluationSettings:
+    """`settings` with the predictor's threshold and mode (a model's: its config's) in place of None; checked."""
+    threshold, mode = predictor.config.thresholding(settings.threshold, settings.threshold_mode)
+    return replace(settings, threshold=threshold, threshold_mode=mode)
+
+
 def progress_path(report_path: Path) -> Path:
     """Where an evaluation writing `report_path` keeps its progress: ``<report>.partial.json``."""
     return report_path.with_name(report_path.name + ".partial.json")
@@ -235,12 +251,13 @@ def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
 
 def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherClassSupport, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:
     """Write panels of the first `count` episodes: supports with masks | query | prediction | ground truth."""
+    settings = resolved(settings, predictor)
     written = []
     with OutputFolder(folder) as out:
         for index in range(min(count, len(dataset))):
             item = dataset[index]
             batch = collate_episodes([{**item, "query_target": item["query_mask"][0].to(torch.uint8)}])
-            prediction = predict(predictor, batch, settings)[0].numpy()
+            prediction = predict(predictor, batch, settings.threshold, settings.threshold_mode)[0].numpy()
             panels = [
                 overlay_mask(_to_pil(image), mask[0].numpy() > 0.5) for image, mask in zip(item["support_images"], item["support_masks"])
             ]
@@ -271,7 +288,9 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table, with the settings that define the numbers."""
     s = report["settings"]
     lines = [
-        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']} ({report['device']}, {report['dtype']})"
+        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']}"
+        + (" with its distilled mask decoder" if report.get("mask_decoder") else "")
+        + f" ({report['device']}, {report['dtype']})"
         + (", supports of another class" if s["support"] == "other-class" else ""),
         f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}",
         f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",

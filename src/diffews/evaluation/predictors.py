@@ -16,6 +16,7 @@ then fail, where a saliency detector ("segment the object") would not notice.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,55 +24,68 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import EpisodeDataset
-from ..modeling import DiffewSModel
+from ..modeling import DiffewSConfig
+from ..pipeline import DiffewSPipeline
 
 
 class Predictor(Protocol):
-    """Episodes -> foreground probabilities; `device` and `dtype` name where it runs (for reports)."""
+    """Episodes -> foreground probabilities.
+
+    Attributes:
+        device, dtype: where it runs (for reports).
+        config: whose threshold and mode binarise its maps unless the evaluation sets them.
+        record: what else a report records about it.
+    """
 
     device: str
     dtype: str
+    config: DiffewSConfig
+    record: dict[str, Any]
 
     def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
         """``(B, 1, R, R)`` float32 in [0, 1] for a collated batch of B episodes at resolution R."""
 
 
 class ModelPredictor:
-    """A DiffewS model: one support context per episode (S = B), OI2M, VAE decoding."""
+    """A DiffewS pipeline, through `DiffewSPipeline.predict` (its mask decoder and speed options
+    included): one support context per episode (S = B). `pad_to`: see `DiffewSPipeline.predict`."""
 
-    def __init__(self, model: DiffewSModel) -> None:
-        self.model = model
-        self.device = str(model.device)
-        self.dtype = str(model.dtype).removeprefix("torch.")
+    def __init__(self, pipe: DiffewSPipeline, pad_to: int | None = None) -> None:
+        self.pipe, self.pad_to = pipe, pad_to
+        self.device = str(pipe.device)
+        self.dtype = str(pipe.dtype).removeprefix("torch.")
+        self.config = pipe.model.config
+        self.record = {"mask_decoder": pipe.mask_decoder is not None, "speed": asdict(pipe.speed)}
 
-    @torch.no_grad()
     def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
-        model = self.model
-        device, dtype = model.device, model.dtype
-        context = model.encode_support(batch["support_images"].to(device, dtype), batch["support_masks"].to(device, dtype))
-        latents = model.encode_images(batch["query_image"].to(device, dtype))
-        return model.decode_probabilities(model.predict_mask_latents(latents, context)).float()
+        context = self.pipe.encode_support_tensors(batch["support_images"], batch["support_masks"])
+        return self.pipe.predict(batch["query_image"], context, self.pad_to).probabilities
 
 
-class AllForeground:
-    """Probability 1 everywhere."""
+class Baseline:
+    """What every baseline shares: runs on the CPU in float32, binarised with the default model
+    config's threshold, nothing more to record."""
 
     device, dtype = "cpu", "float32"
+    config = DiffewSConfig()
+    record: dict[str, Any] = {}
+
+
+class AllForeground(Baseline):
+    """Probability 1 everywhere."""
 
     def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.ones_like(batch["query_image"][:, :1], dtype=torch.float32)
 
 
-class SupportMask:
+class SupportMask(Baseline):
     """The mean of the K support masks, as if the object sat where it sat in the supports."""
-
-    device, dtype = "cpu", "float32"
 
     def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["support_masks"].float().mean(dim=1)
 
 
-class ColourHistogram:
+class ColourHistogram(Baseline):
     """Back-projection of the supports' colour statistics.
 
     Colours are quantised to `bins` levels per RGB channel. For every colour bin,
@@ -79,8 +93,6 @@ class ColourHistogram:
     with f the foreground share of all support pixels; the query's map is p at each pixel's bin
     (f where the supports never show the colour).
     """
-
-    device, dtype = "cpu", "float32"
 
     def __init__(self, bins: int = 16, prior: float = 1.0) -> None:
         self.bins, self.prior = bins, prior

@@ -44,6 +44,18 @@ class DiffewSConfig:
         check_resolution(self.resolution)
         check_threshold(self.threshold, self.threshold_mode)
 
+    def thresholding(self, threshold: float | None = None, threshold_mode: str | None = None) -> tuple[float, str]:
+        """(threshold, mode) with this config's value for each one not given; the one place
+        binarisation defaults come from.
+
+        Raises:
+            ValueError: an unknown mode, or a threshold outside [0, 1].
+        """
+        threshold = self.threshold if threshold is None else threshold
+        threshold_mode = threshold_mode or self.threshold_mode
+        check_threshold(threshold, threshold_mode)
+        return threshold, threshold_mode
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
         return asdict(self)

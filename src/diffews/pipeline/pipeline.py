@@ -14,10 +14,22 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
 from ..modeling.mask_decoder import MaskDecoder
-from ..modeling.config import check_threshold
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
 from ..processing.masks import binarize
 from .speed import SpeedOptions
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model predicts for a batch of B queries at the working resolution R.
+
+    Attributes:
+        probabilities: foreground probabilities ``(B, 1, R, R)`` float32 in [0, 1].
+        mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's latents).
+    """
+
+    probabilities: torch.Tensor
+    mask_latents: torch.Tensor
 
 
 @dataclass
@@ -54,15 +66,23 @@ class DiffewSPipeline:
     `speed` (see `SpeedOptions`) selects faster execution: memory layout, attention kernel,
     autocast, `torch.compile` and static batch shapes. It changes the model in place.
     `mask_decoder` (see `diffews distill-decoder`) replaces the VAE decoder for the masks.
+
+    Every prediction (this call, `diffews evaluate`, validation during training, the app) runs
+    through one primitive, `predict`: query tensors and a support context in, probabilities out.
     """
 
     def __init__(
         self, model: DiffewSModel, speed: SpeedOptions | None = None, mask_decoder: MaskDecoder | None = None
     ) -> None:
+        if mask_decoder is not None and mask_decoder.config.latent_channels != model.vae.config.latent_channels:
+            raise ValueError(
+                f"mask decoder takes {mask_decoder.config.latent_channels} latent channels "
+                f"but the model's VAE has {model.vae.config.latent_channels}"
+            )
         self.model = model.eval()
         self.speed = speed if speed is not None else SpeedOptions()
         self.speed.apply(self.model)
-        self.mask_decoder = None if mask_decoder is None else mask_decoder.eval().to(self.device)
+        self.mask_decoder = None if mask_decoder is None else mask_decoder.eval().to(self.device, self.dtype)
         self._progress_bar_config: dict = {}
 
     @classmethod
@@ -104,6 +124,46 @@ class DiffewSPipeline:
         self._progress_bar_config = kwargs
 
     @torch.no_grad()
+    def encode_support_tensors(self, images: torch.Tensor, masks: torch.Tensor) -> SupportContext:
+        """Support context of S sets of K shots, under the speed options.
+
+        Args:
+            images: ``(S, K, 3, R, R)`` in [-1, 1].
+            masks: ``(S, K, 1, R, R)`` in {0, 1}.
+        """
+        with self.speed.context(self.device):
+            return self.model.encode_support(images.to(self.device, self.dtype), masks.to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def predict(self, query_images: torch.Tensor, support: SupportContext, pad_to: int | None = None) -> Prediction:
+        """The inference primitive: a batch of queries and a support context -> probabilities.
+
+        Runs the query pass under the speed options and decodes with the mask decoder when one is
+        set (else the VAE decoder).
+
+        Args:
+            query_images: ``(B, 3, R, R)`` in [-1, 1], R the working resolution of `support`.
+            support: a context with one support set (shared by every query) or B (set b serves query b).
+            pad_to: with ``speed.static_batch``, a short batch is padded to this many queries
+                (the padding's outputs are dropped), so every model call sees the same shapes.
+        """
+        count = query_images.shape[0]
+        images = query_images.to(self.device, self.dtype)
+        if self.speed.static_batch and pad_to is not None and count < pad_to:
+            images = _pad(images, pad_to)
+            if support.num_sets == count > 1:
+                support = SupportContext(
+                    {k: _pad(v, pad_to) for k, v in support.keys.items()},
+                    {k: _pad(v, pad_to) for k, v in support.values.items()},
+                    support.num_shots,
+                )
+        with self.speed.context(self.device):
+            mask_latents = self.model.predict_mask_latents(self.model.encode_images(self.speed.prepare_images(images)), support)
+            decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_probabilities
+            probabilities = decode(mask_latents)
+        return Prediction(probabilities[:count].float(), mask_latents[:count])
+
+    @torch.no_grad()
     def encode_support(
         self,
         images: Sequence[ImageInput] | ImageInput,
@@ -131,10 +191,7 @@ class DiffewSPipeline:
         size = resolution or self.resolution
         labels = list(sources) if sources is not None else [None] * len(images)
         pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
-        support_images = torch.stack([p[0] for p in pairs])[None].to(self.device, self.dtype)
-        support_masks = torch.stack([p[1] for p in pairs])[None].to(self.device, self.dtype)
-        with self.speed.context(self.device):
-            return self.model.encode_support(support_images, support_masks)
+        return self.encode_support_tensors(torch.stack([p[0] for p in pairs])[None], torch.stack([p[1] for p in pairs])[None])
 
     @torch.no_grad()
     def __call__(
@@ -162,9 +219,7 @@ class DiffewSPipeline:
             batch_size: queries per UNet call.
             output_latents: also return the generated mask latents.
         """
-        threshold = self.model.config.threshold if threshold is None else threshold
-        threshold_mode = threshold_mode or self.model.config.threshold_mode
-        check_threshold(threshold, threshold_mode)
+        threshold, threshold_mode = self.model.config.thresholding(threshold, threshold_mode)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if support is None:
@@ -182,20 +237,14 @@ class DiffewSPipeline:
         bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
         for indices in tqdm(batches, **bar_config):
             originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
-            batch = torch.stack([resize_image(t, (size, size)) for t in originals]).to(self.device, self.dtype)
-            if self.speed.static_batch and len(indices) < batch_size:
-                batch = torch.cat([batch, batch[-1:].expand(batch_size - len(indices), -1, -1, -1)])
-            with self.speed.context(self.device):
-                mask_latents = self.model.predict_mask_latents(self.model.encode_images(batch), support)
-                decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_probabilities
-                probabilities = decode(mask_latents)[: len(indices)]
+            prediction = self.predict(torch.stack([resize_image(t, (size, size)) for t in originals]), support, pad_to=batch_size)
             sizes = [tuple(t.shape[1:]) for t in originals]
-            for mask, probability, cut in masks_at_original_sizes(probabilities.float(), sizes, threshold, threshold_mode):
+            for mask, probability, cut in masks_at_original_sizes(prediction.probabilities, sizes, threshold, threshold_mode):
                 output.masks.append(mask)
                 output.probabilities.append(probability)
                 output.thresholds.append(cut)
             if output_latents:
-                latents_out.append(mask_latents[: len(indices)].float().cpu())
+                latents_out.append(prediction.mask_latents.float().cpu())
         if output_latents:
             output.mask_latents = torch.cat(latents_out)
         return output
@@ -214,6 +263,11 @@ def masks_at_original_sizes(
         for i, mask, probability, cut in zip(indices, masks.cpu().numpy(), full.cpu().numpy(), cuts.tolist()):
             results[i] = (mask, probability, cut)
     return results
+
+
+def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """`batch` ``(N, ...)`` lengthened to `size` by repeating its last entry."""
+    return torch.cat([batch, batch[-1:].expand(size - batch.shape[0], *batch.shape[1:])])
 
 
 def _as_list(items) -> list:

@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..modeling import DiffewSModel
-from ..processing.masks import binarize, mask_to_image
+from ..pipeline import DiffewSPipeline
+from ..processing.masks import mask_to_image
+
+EPISODE_KEYS = ("query_image", "query_mask", "support_images", "support_masks", "class_id")
 
 
 @dataclass
@@ -21,25 +24,26 @@ class ValidationResult:
 
 
 @torch.no_grad()
-def validate(model: DiffewSModel, dataset: Dataset, num_panels: int = 0) -> ValidationResult:
-    """Segment every episode of `dataset` (all its shots) with the model's default binarisation and score them."""
+def validate(model: DiffewSModel, dataset: Dataset, num_panels: int = 0, batch_size: int = 4) -> ValidationResult:
+    """Segment every episode of `dataset` (all its shots) with the model's default binarisation, at
+    the working resolution, and score them against ``"query_mask"``; `batch_size` episodes per call."""
+    from ..evaluation.evaluate import predict
     from ..evaluation.metrics import SegmentationMeter
+    from ..evaluation.predictors import ModelPredictor
 
-    predictions, targets, class_ids, panels = [], [], [], []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        support = model.encode_support(item["support_images"][None].to(model.device), item["support_masks"][None].to(model.device))
-        mask_latents = model.predict_mask_latents(model.encode_images(item["query_image"][None]), support)
-        probabilities = model.decode_probabilities(mask_latents).cpu()
-        predicted, _ = binarize(probabilities, model.config.threshold, model.config.threshold_mode)
-        predictions.append(predicted[0, 0])
-        targets.append(item["query_mask"][0].long())
-        class_ids.append(int(item["class_id"]))
-        if index < num_panels:
-            panels.append(_panel(item, predicted[0].float()))
-    meter = SegmentationMeter(sorted(set(class_ids)))
-    meter.update(torch.stack(predictions), torch.stack(targets), torch.tensor(class_ids))
+    predictor = ModelPredictor(DiffewSPipeline(model))
+    threshold, mode = model.config.thresholding()
+    items = [dataset[index] for index in range(len(dataset))]
+    predictions = []
+    for start in range(0, len(items), batch_size):
+        batch = default_collate([{key: item[key] for key in EPISODE_KEYS} for item in items[start : start + batch_size]])
+        predictions += predict(predictor, batch, threshold, mode, sizes=[tuple(batch["query_mask"].shape[-2:])] * len(batch["class_id"]))
+    targets = torch.stack([item["query_mask"][0].long() for item in items])
+    class_ids = torch.tensor([int(item["class_id"]) for item in items])
+    meter = SegmentationMeter(sorted(set(class_ids.tolist())))
+    meter.update(torch.stack(predictions), targets, class_ids)
     scores = meter.compute()
+    panels = [_panel(item, prediction[None].float()) for item, prediction in zip(items[:num_panels], predictions)]
     return ValidationResult({"miou": float(scores["miou"]), "fbiou": float(scores["fbiou"])}, panels)
 
 
