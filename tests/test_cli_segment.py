@@ -117,7 +117,7 @@ def test_truncated_query_jpeg_is_found_before_the_model_runs(files, capsys, monk
     """A JPEG cut in half passes a header check (PIL's verify); the pre-check decodes every image."""
     data = (files / "queries/a.jpg").read_bytes()
     (files / "queries/z.jpg").write_bytes(data[: len(data) // 2])
-    monkeypatch.setattr("diffews.cli.segment.load_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("diffews.cli.segment.load_inference_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
     expect_error(capsys, segment_args(files), f"{files}/queries/z.jpg: cannot read image (image file is truncated")
     assert not (files / "out").exists()
 

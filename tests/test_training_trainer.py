@@ -236,7 +236,7 @@ def test_full_disk_at_a_checkpoint_names_the_file_and_keeps_the_previous_one(tmp
 
     def disk_full_at_step_2(state, path):
         saves.append(path)
-        if ".tmp-step-00000002" in str(path):
+        if ".step-00000002." in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(state, path)
 
