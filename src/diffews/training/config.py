@@ -69,7 +69,7 @@ class DataOptions:
         if benchmark.num_folds:
             require(self.fold is None or 0 <= self.fold < benchmark.num_folds, "fold", f"null or 0..{benchmark.num_folds - 1} for {benchmark.title}", self.fold)
         else:
-            require(self.fold is None, "fold", f"null ({benchmark.title} has no folds)", self.fold)
+            require(self.fold is None, "fold", f"null ({benchmark.name} has no folds)", self.fold)
         require(self.train_split in benchmark.splits, "train_split", f"one of {', '.join(benchmark.splits)} for {benchmark.title}", self.train_split)
         require(self.shots >= 1, "shots", ">= 1", self.shots)
         require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
