@@ -39,6 +39,14 @@ def test_nested_state_round_trip_keeps_types(tmp_path):
     assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"])
 
 
+def test_a_damaged_state_file_is_a_one_line_error_naming_it(tmp_path):
+    path = tmp_path / "optimizer.safetensors"
+    save_nested({"optimizer": {"state": {0: torch.zeros(100)}}}, path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(InputError, match=f"^{path}: cannot read weights, the file is damaged or truncated"):
+        load_nested(path)
+
+
 def test_unstorable_values_are_refused(tmp_path):
     with pytest.raises(TypeError, match="cannot store a object"):
         save_nested({"x": object()}, tmp_path / "s.safetensors")

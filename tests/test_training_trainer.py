@@ -265,11 +265,10 @@ def test_full_disk_at_the_export_names_the_folder_and_leaves_no_partial_export(t
     assert latest_checkpoint(run).name == "step-00000001"
 
 
-@pytest.mark.parametrize("damaged", ["unet.safetensors", "optimizer.safetensors"])
-def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, monkeypatch, capsys, damaged):
+def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, monkeypatch, capsys):
     args = train_cli(tmp_path, monkeypatch, max_steps=1)
     assert main(args) == 0
-    broken = latest_checkpoint(tmp_path / "run") / damaged
+    broken = latest_checkpoint(tmp_path / "run") / "unet.safetensors"
     broken.write_bytes(broken.read_bytes()[:100])
     assert main([*args, "--resume", "latest", "--max-steps", "2"]) == 2
     assert only_error_line(capsys).startswith(f"error: {broken}: cannot read weights, the file is damaged or truncated")
