@@ -134,23 +134,13 @@ class Trainer:
 
     def setup(self) -> None:
         """Check the output folder, build the model, data, optimizer and `TrainState`; resume if asked."""
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
+        from accelerate.utils import set_seed
 
         config = self.config
         output_dir = Path(config.checkpointing.output_dir)
         check_output_dir(output_dir)
         resume_from = self._resume_point(output_dir)
-        try:
-            accelerator = Accelerator(
-                mixed_precision=config.precision.mixed_precision,
-                gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
-                log_with=self._tracker(),
-                project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-            )
-        except ValueError as error:
-            raise InputError(f"mixed_precision {config.precision.mixed_precision}: {error}") from None
-        self.accelerator = accelerator
+        accelerator = self.accelerator = self._accelerator(output_dir)
         set_seed(config.run.seed)
 
         model = self.model = load_start_model(config.model, config.run.seed)
@@ -180,17 +170,7 @@ class Trainer:
         )
         if resume_from is not None:
             self._resume(resume_from)
-
-        micro_batches = config.optim.batch_size * config.optim.gradient_accumulation_steps
-        sampler = EpisodeSampler(
-            len(train_data), config.run.seed, accelerator.process_index, accelerator.num_processes, start=state.step * micro_batches
-        )
-        loader = DataLoader(
-            train_data, batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.data.num_workers,
-            collate_fn=collate_training,
-            pin_memory=accelerator.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
-        )
-        self._batches = iter(loader)
+        self._batches = iter(self._loader(train_data, state.step))
         if accelerator.is_main_process:
             accelerator.init_trackers(config.run.project, config=_flat_config(config))
         self._window_losses: list[float] = []
@@ -283,6 +263,34 @@ class Trainer:
         return exported if exported is not None else Path(config.checkpointing.output_dir) / MODEL_DIR
 
     # ------------------------------------------------------------------ set-up helpers
+
+    def _accelerator(self, output_dir: Path):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        config = self.config
+        try:
+            return Accelerator(
+                mixed_precision=config.precision.mixed_precision,
+                gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
+                log_with=self._tracker(),
+                project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+            )
+        except ValueError as error:
+            raise InputError(f"mixed_precision {config.precision.mixed_precision}: {error}") from None
+
+    def _loader(self, train_data: Dataset, step: int) -> DataLoader:
+        """This process's endless batches of `train_data`, from where `step` optimizer steps left off."""
+        config, accelerator = self.config, self.accelerator
+        micro_batches = config.optim.batch_size * config.optim.gradient_accumulation_steps
+        sampler = EpisodeSampler(
+            len(train_data), config.run.seed, accelerator.process_index, accelerator.num_processes, start=step * micro_batches
+        )
+        return DataLoader(
+            train_data, batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.data.num_workers,
+            collate_fn=collate_training,
+            pin_memory=accelerator.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
+        )
 
     def _resume_point(self, output_dir: Path) -> Path | None:
         resume = self.config.checkpointing.resume
