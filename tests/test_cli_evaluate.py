@@ -252,3 +252,12 @@ def test_evaluate_refuses_a_mask_decoder_that_does_not_fit_the_model(benchmarks,
         f"error: {decoder_file}: mask decoder takes 3 latent channels but the model's VAE has 4"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_data_splits_writes_nothing_when_a_split_cannot_be_generated(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    shutil.copytree(root / "COCO2014", tmp_path / "data" / "COCO2014")
+    (tmp_path / "data" / "COCO2014" / "annotations" / "instances_val2014.json").unlink()  # trn generates, val cannot
+    assert main(["data", "splits", "coco", str(tmp_path / "data"), "--out", str(tmp_path / "lists")]) == 2
+    assert "instances_val2014.json: file not found" in capsys.readouterr().err
+    assert not (tmp_path / "lists").exists()

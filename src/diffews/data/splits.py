@@ -67,13 +67,12 @@ def write_pair_lists(pairs_by_fold: dict[int, list[Pair]], folder: Path) -> list
 
 def write_generated_lists(generate: Callable[[str], dict[int, list[Pair]]], splits: Sequence[str], out: Path) -> list[str]:
     """Write ``out/<split>/fold<i>.txt`` for every split from ``generate(split) -> {fold: pairs}``;
-    returns one summary line per split."""
-    lines = []
-    for split in splits:
-        pairs = generate(split)
+    returns one summary line per split. Every split is generated before anything is written, so a
+    bad annotation file leaves no partial set of lists."""
+    generated = {split: generate(split) for split in splits}
+    for split, pairs in generated.items():
         write_pair_lists(pairs, out / split)
-        lines.append(f"{split}: " + ", ".join(f"fold{f} {len(p)} pairs" for f, p in sorted(pairs.items())))
-    return lines
+    return [f"{split}: " + ", ".join(f"fold{f} {len(p)} pairs" for f, p in sorted(pairs.items())) for split, pairs in generated.items()]
 
 
 def list_files(folder: Path, splits: Sequence[str], num_folds: int) -> list[Path]:
