@@ -119,3 +119,13 @@ def test_file_paths_are_accepted(tmp_path, tiny_pipeline, support, queries):
     Image.new("L", (8, 8)).save(tmp_path / "empty.png")
     with pytest.raises(InputError, match=r"support mask 1 \(.*empty\.png\) is empty"):
         tiny_pipeline(tmp_path / "q.png", [tmp_path / "s.png"], [tmp_path / "empty.png"])
+
+
+@pytest.mark.parametrize("resolution", [100000, 2056, 12, 0, -64])
+def test_working_resolution_out_of_range_is_an_input_error(tiny_pipeline, support, queries, resolution):
+    images, masks = support
+    message = f"resolution must be a multiple of 8 from 8 to 2048, got {resolution}"
+    with pytest.raises(InputError, match=message):
+        tiny_pipeline(queries, images, masks, resolution=resolution)
+    with pytest.raises(InputError, match=message):
+        tiny_pipeline.encode_support(images, masks, resolution=resolution)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
+from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import MaskDecoder
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
 from ..processing.masks import binarize
@@ -119,6 +120,15 @@ class DiffewSPipeline:
     def resolution(self) -> int:
         return self.model.config.resolution
 
+    def _working_resolution(self, resolution: int | None) -> int:
+        """`resolution`, or the model's if None; `InputError` unless a multiple of 8 in 8..MAX_RESOLUTION."""
+        size = self.resolution if resolution is None else resolution
+        try:
+            check_resolution(size)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        return size
+
     def set_progress_bar_config(self, **kwargs) -> None:
         """Options for the tqdm bar shown over query batches (e.g. ``disable=True``)."""
         self._progress_bar_config = kwargs
@@ -188,7 +198,7 @@ class DiffewSPipeline:
             raise InputError("no support images given: DiffewS needs at least one support image and mask")
         if len(images) != len(masks):
             raise InputError(f"{len(images)} support images but {len(masks)} support masks")
-        size = resolution or self.resolution
+        size = self._working_resolution(resolution)
         labels = list(sources) if sources is not None else [None] * len(images)
         pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
         return self.encode_support_tensors(torch.stack([p[0] for p in pairs])[None], torch.stack([p[1] for p in pairs])[None])
@@ -229,7 +239,7 @@ class DiffewSPipeline:
         elif support_images is not None or support_masks is not None:
             raise ValueError("give either a support context or support images and masks, not both")
         queries = _as_list(query_images)
-        size = resolution or self.resolution
+        size = self._working_resolution(resolution)
 
         output = DiffewSOutput(masks=[], probabilities=[], thresholds=[])
         latents_out = []
