@@ -145,6 +145,10 @@ def test_query_paths_errors(tmp_path):
     broken.write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(InputError, match=r"broken\.jpg: cannot read image"):
         callbacks.query_paths([str(QUERIES[0]), str(broken)])
+    half = tmp_path / "half.jpg"  # a real JPEG cut in half: its header is fine, decoding it is not
+    half.write_bytes(QUERIES[0].read_bytes()[: QUERIES[0].stat().st_size // 2])
+    with pytest.raises(InputError, match=r"half\.jpg: cannot read image \(image file is truncated"):
+        callbacks.query_paths([str(half), str(QUERIES[0])])
     (tmp_path / "sub").mkdir()
     twin = tmp_path / "sub" / QUERIES[0].name
     twin.write_bytes(QUERIES[0].read_bytes())
