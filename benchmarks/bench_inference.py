@@ -37,7 +37,7 @@ from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
 from diffews.modeling.config import TORCH_DTYPES as DTYPES
 from diffews.modeling.mask_decoder import MaskDecoder
 from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model
-from diffews.pipeline.pipeline import masks_at_original_sizes
+from diffews.processing.thresholds import masks_at_sizes
 
 SEGGPT_RESOLUTION = 448
 TINY_SEGGPT = dict(hidden_size=32, num_hidden_layers=5, num_attention_heads=2, image_size=(128, 64),
@@ -144,7 +144,7 @@ class Bench:
                 support = model.encode_support(images, masks)
                 latents = model.encode_images(query)
                 mask_latents = model.predict_mask_latents(latents, support)
-                probabilities = model.decode_probabilities(mask_latents)
+                mask_images = model.decode_mask_images(mask_latents)
                 image_latents = model.encode_images(images.flatten(0, 1))[None]
                 mask_image_latents = model.encode_masks(masks.flatten(0, 1))[None]
             stages = {
@@ -152,8 +152,8 @@ class Bench:
                 "support UNet pass": lambda: model.support_context(image_latents, mask_image_latents),
                 "query VAE encode": lambda: model.encode_images(query),
                 "query UNet pass": lambda: model.predict_mask_latents(latents, support),
-                "VAE decode": lambda: model.decode_probabilities(mask_latents),
-                "post-processing": lambda: masks_at_original_sizes(probabilities.float(), [(size, size)], 0.25, "relative"),
+                "VAE decode": lambda: model.decode_mask_images(mask_latents),
+                "post-processing": lambda: masks_at_sizes(mask_images, [(size, size)], 0.25, "relative"),
             }
             total_query = 0.0
             for stage, fn in stages.items():

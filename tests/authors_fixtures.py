@@ -38,6 +38,19 @@ def write_unet(folder: Path, config: dict, state: dict, pickled: bool = False) -
     return folder
 
 
+def write_authors_checkpoint(root: Path) -> dict:
+    """A tiny checkpoint in the authors' layout under `root`: ``base/`` (SD-2.1-shaped VAE, text encoder
+    and tokenizer), ``unet/`` (safetensors) and ``unet_bin/`` (pickled); with the UNet's config and state."""
+    config, state = authors_unet_state()
+    return {
+        "base": tiny_base(root),
+        "unet": write_unet(root / "unet", config, state),
+        "unet_bin": write_unet(root / "unet_bin", config, state, pickled=True),
+        "config": config,
+        "state": state,
+    }
+
+
 CLONE_MODELS = {
     # folder: (seed, pickled, nested unet/unet/ as their evaluation script's subfolder="unet" reads it)
     "coco_fold0": (10, False, False),
@@ -76,5 +89,5 @@ def write_hub_snapshot(cache: Path, repo_id: str, source: Path) -> Path:
 
 
 def tiny_base(root: Path) -> Path:
-    """A tiny Stable Diffusion folder (vae/, unet/, text_encoder/, scheduler/) under `root`."""
+    """A tiny Stable Diffusion folder (vae/, unet/, text_encoder/, tokenizer/, scheduler/) under `root`."""
     return save_tiny_stable_diffusion(root / "sd", seed=5)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from diffews import DiffewSPipeline, InputError, build_tiny_model
 from diffews.app import callbacks
 from diffews.processing.images import load_image, load_mask
-from diffews.processing.masks import binarize
+from diffews.processing.thresholds import masks_at_sizes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SUPPORT_IMAGE = EXAMPLES / "support" / "ladybird_1.jpg"
@@ -171,14 +170,15 @@ def test_support_key_changes_with_pixels_masks_order_and_resolution(pair):
 
 
 def test_segment_matches_the_pipeline_and_encodes_the_support_once(pipe, pair):
-    reference = pipe([load_image(q) for q in QUERIES], [load_image(SUPPORT_IMAGE)], [load_mask(SUPPORT_MASK)], batch_size=2)
+    reference = pipe([load_image(q) for q in QUERIES], [load_image(SUPPORT_IMAGE)], [load_mask(SUPPORT_MASK)], batch_size=2,
+                     output_mask_images=True)
     session = callbacks.Session()
     steps = []
     callbacks.segment(pipe, session, [pair], QUERIES, batch_size=2, progress=lambda f, d: steps.append((f, d)))
     assert session.support_encodings == 1
     assert [r.stem for r in session.results] == ["meadow_1", "meadow_2", "meadow_3"]
-    for result, probability in zip(session.results, reference.probabilities):
-        np.testing.assert_allclose(result.probability, probability, atol=1e-6)
+    for result, mask_image in zip(session.results, reference.mask_images):
+        np.testing.assert_allclose(result.mask_image, mask_image, atol=1e-6)
     assert [f for f, _ in steps] == [0.0, 0.0, 2 / 3, 1.0]
     assert steps[0][1] == "encoding the support set" and steps[-1][1] == "done"
 
@@ -186,7 +186,7 @@ def test_segment_matches_the_pipeline_and_encodes_the_support_once(pipe, pair):
     assert session.support_encodings == 1, "an unchanged support set must not be encoded again"
     assert [r.stem for r in session.results] == ["meadow_1"]
     # A batch of 1 instead of 2 sums in another order: equal up to float32 rounding.
-    np.testing.assert_allclose(session.results[0].probability, reference.probabilities[0], atol=1e-5)
+    np.testing.assert_allclose(session.results[0].mask_image, reference.mask_images[0], atol=1e-5)
 
     flipped = callbacks.SupportPair(pair.image.transpose(Image.FLIP_LEFT_RIGHT), np.ascontiguousarray(pair.mask[:, ::-1]), "flipped")
     callbacks.segment(pipe, session, [flipped], QUERIES[:1])
@@ -195,7 +195,7 @@ def test_segment_matches_the_pipeline_and_encodes_the_support_once(pipe, pair):
 
 def test_render_equals_the_pipeline_masks_and_writes_pngs_and_zip(pipe, pair, tmp_path):
     session = callbacks.segment(pipe, callbacks.Session(), [pair], QUERIES[:2])
-    for threshold, mode in [(0.25, "relative"), (0.5, "absolute"), (0.9, "relative")]:
+    for threshold, mode in [(0.25, "relative"), (0.5, "absolute"), (0.9, "relative"), (0.25, "authors"), (0.6, "authors")]:
         reference = pipe([load_image(q) for q in QUERIES[:2]], [load_image(SUPPORT_IMAGE)], [load_mask(SUPPORT_MASK)],
                          threshold=threshold, threshold_mode=mode)
         folder = tmp_path / f"{mode}-{threshold}"
@@ -214,13 +214,15 @@ def test_render_equals_the_pipeline_masks_and_writes_pngs_and_zip(pipe, pair, tm
 
 def test_render_at_the_extremes(pipe, pair, tmp_path):
     session = callbacks.segment(pipe, callbacks.Session(), [pair], QUERIES[:1])
-    probability = session.results[0].probability
+    result = session.results[0]
+    _, probability, _ = masks_at_sizes(result.mask_image[None], [(result.image.height, result.image.width)], 0.0, "absolute")[0]
     everything = callbacks.render(session, 0.0, "absolute", tmp_path / "a")
     np.testing.assert_array_equal(np.asarray(Image.open(everything.mask_files[0])) > 0, probability > 0)
     nothing = callbacks.render(session, 1.0, "relative", tmp_path / "b")
     assert not np.asarray(Image.open(nothing.mask_files[0])).any()
-    masks, _ = binarize(torch.from_numpy(probability)[None], 0.25, "relative")
-    assert masks.any(), "the default threshold keeps at least the maximum's neighbourhood"
+    assert np.asarray(Image.open(callbacks.render(session, 0.25, "relative", tmp_path / "c").mask_files[0])).any(), (
+        "the default threshold keeps at least the maximum's neighbourhood"
+    )
 
 
 def test_render_needs_results_and_a_valid_threshold(pipe, pair, tmp_path):

@@ -103,7 +103,7 @@ def test_truncated_stable_diffusion_base_for_training(saved, tmp_path, capsys, d
 
 
 def test_truncated_base_for_convert(saved, tmp_path, capsys):
-    from test_convert import authors_unet_state, write_unet
+    from authors_fixtures import authors_unet_state, write_unet
 
     config, state = authors_unet_state()
     unet = write_unet(tmp_path / "unet", config, state)
@@ -146,7 +146,7 @@ def test_busy_port_names_the_flag(capsys):
 
 
 def test_pickled_unet_refusal_advises_converting_never_disabling_the_check(tmp_path, saved, capsys):
-    from test_convert import authors_unet_state, write_unet
+    from authors_fixtures import authors_unet_state, write_unet
 
     config, state = authors_unet_state()
     unet = write_unet(tmp_path / "unet", config, {**state, "extra": torch.nn.Linear(1, 1)}, pickled=True)

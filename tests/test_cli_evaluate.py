@@ -261,3 +261,42 @@ def test_data_splits_writes_nothing_when_a_split_cannot_be_generated(benchmarks,
     assert main(["data", "splits", "coco", str(tmp_path / "data"), "--out", str(tmp_path / "lists")]) == 2
     assert "instances_val2014.json: file not found" in capsys.readouterr().err
     assert not (tmp_path / "lists").exists()
+
+
+def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatch, capsys, tiny_model):
+    root, _ = benchmarks
+    tiny_model.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model/diffews_config.json").read_text())
+    (tmp_path / "model/diffews_config.json").write_text(json.dumps({**config, "timestep": 5, "threshold": 0.6}))
+    seen = []
+
+    def record(predictor, batch, threshold, threshold_mode, sizes=None):
+        seen.append((predictor.pipe.model.config.timestep, threshold_mode, batch["query_image"].shape[-1], batch["query_target"].shape[-1]))
+        return perfect_predictions(predictor, batch, threshold, threshold_mode)
+
+    monkeypatch.setattr(evaluate_module, "predict", record)
+    out = tmp_path / "authors.json"
+    args = ["evaluate", "--model", str(tmp_path / "model"), "--workers", "0", "--root", str(root), "--out", str(out)]
+    assert main([*args, "--benchmark", "pascal", "--fold", "0", "--episodes", "2", "--protocol", "authors"]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    expected = {"resolution": 512, "score_size": 512, "threshold": 0.25, "threshold_mode": "authors", "preprocessing": "authors"}
+    assert {key: settings[key] for key in expected} == expected
+    timestep, mode, image_size, target_size = seen[0]
+    assert timestep == 1 and mode == "authors" and image_size == 512 and target_size == 512
+    assert "threshold 0.25 (authors); working resolution 512, authors preprocessing; t = 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--resolution", "256"], "--resolution 256: --protocol authors uses --resolution 512; leave --resolution out"),
+        (["--threshold-mode", "relative"], "--threshold-mode relative: --protocol authors uses --threshold-mode authors"),
+        (["--score-size", "original"], "--score-size original: --protocol authors uses --score-size 512"),
+    ],
+)
+def test_authors_protocol_refuses_options_it_fixes(benchmarks, tmp_path, capsys, option, message):
+    root, _ = benchmarks
+    assert evaluate(root, tmp_path / "r.json", "--benchmark", "pascal", "--fold", "0", "--protocol", "authors", *option) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "r.json").exists()

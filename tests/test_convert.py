@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from authors_fixtures import authors_unet_state, write_unet
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from authors_fixtures import write_authors_checkpoint, write_unet
+from authors_reference import AuthorsReference
 from helpers import random_batch, random_masks
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from diffews import DiffewSModel, DiffewSPipeline, InputError
+from diffews import DiffewSModel, DiffewSPipeline
 from diffews.cli.main import main
 from diffews.modeling.convert import convert_authors_checkpoint, load_authors_unet
 from diffews.modeling.tiny import TINY_TEXT_CONFIG, save_tiny_stable_diffusion
@@ -21,92 +21,26 @@ R = 64
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("authors")
-    config, state = authors_unet_state()
-    return {
-        "base": save_tiny_stable_diffusion(root / "base", seed=5),
-        "unet": write_unet(root / "unet", config, state),
-        "unet_bin": write_unet(root / "unet_bin", config, state, pickled=True),
-        "config": config,
-        "state": state,
-    }
+    return write_authors_checkpoint(tmp_path_factory.mktemp("authors"))
 
 
-# ---------------------------------------------------------------- the independent reference
-
-
-class BankingAttention:
-    """Reference self-attention: banks K/V while writing, attends over [own, banked...] while reading."""
-
-    def __init__(self, bank: list, mode: dict) -> None:
-        self.bank, self.mode = bank, mode
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
-        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        if self.mode["write"]:
-            self.bank.append((k, v))
-        else:
-            k = torch.cat([k] + [bk.expand(k.shape[0], -1, -1) for bk, _ in self.bank], dim=1)
-            v = torch.cat([v] + [bv.expand(v.shape[0], -1, -1) for _, bv in self.bank], dim=1)
-        batch, heads = q.shape[0], attn.heads
-        dim = q.shape[-1] // heads
-        qh, kh, vh = (t.reshape(batch, -1, heads, dim).permute(0, 2, 1, 3) for t in (q, k, v))
-        weights = torch.softmax(qh @ kh.transpose(-1, -2) / dim**0.5, dim=-1)
-        out = (weights @ vh).permute(0, 2, 1, 3).reshape(batch, -1, heads * dim)
-        return attn.to_out[1](attn.to_out[0](out))
+# ---------------------------------------------------------------- against the independent reference
 
 
 @torch.no_grad()
-def reference_mask_latents(checkpoint, support_images, support_masks, queries) -> torch.Tensor:
-    """The authors' procedure, written independently: per-shot support passes through conv_in_ref
-    that bank K/V in every attn1, then one query pass through conv_in reading them; mask latent = -v."""
-    base = checkpoint["base"]
-    vae = AutoencoderKL.from_pretrained(base / "vae")
-    text_encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
-    ids = torch.tensor([[49406, 49407] + [0] * 75])
-    text = text_encoder(ids).last_hidden_state
-
-    config = {k: v for k, v in checkpoint["config"].items() if not k.startswith("_") and k != "in_channels_ref"}
-    unet = UNet2DConditionModel.from_config(config)
-    state = dict(checkpoint["state"])
-    ref_weight, ref_bias = state.pop("conv_in_ref.weight"), state.pop("conv_in_ref.bias")
-    unet.load_state_dict(state)
-    conv_in = unet.conv_in
-    conv_in_ref = torch.nn.Conv2d(8, conv_in.out_channels, 3, padding=1)
-    conv_in_ref.weight.copy_(ref_weight)
-    conv_in_ref.bias.copy_(ref_bias)
-
-    def latent(x):
-        return vae.encode(x).latent_dist.mean * vae.config.scaling_factor
-
-    mode = {"write": True}
-    processors = {}
-    for name in unet.attn_processors:
-        processors[name] = BankingAttention([], mode) if name.endswith("attn1.processor") else unet.attn_processors[name]
-    unet.set_attn_processor(processors)
-
-    unet.conv_in = conv_in_ref
-    for image, mask in zip(support_images, support_masks):
-        mask_image = (mask * 2 - 1).expand(3, -1, -1)
-        sample = torch.cat([latent(image[None]), latent(mask_image[None])], dim=1)
-        unet(sample, 1, encoder_hidden_states=text)
-    unet.conv_in = conv_in
-    mode["write"] = False
-    velocity = unet(latent(queries), 1, encoder_hidden_states=text.expand(len(queries), -1, -1)).sample
-    return -velocity
-
-
-@torch.no_grad()
-@pytest.mark.parametrize("shots", [1, 5])
-def test_converted_model_matches_the_reference_procedure(tmp_path, checkpoint, shots):
-    assert main(["convert", "--unet", str(checkpoint["unet"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R)]) == 0
+@pytest.mark.parametrize(("shots", "prompt"), [(1, None), (5, None), (2, "padded")])
+def test_converted_model_matches_the_reference_procedure(tmp_path, checkpoint, shots, prompt):
+    options = ["--prompt", prompt] if prompt else []
+    assert main(["convert", "--unet", str(checkpoint["unet"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R), *options]) == 0
     model = DiffewSPipeline.from_pretrained(tmp_path / "m").model
+    assert model.config.prompt == (prompt or "authors-eval")
+    assert model.prompt_embedding.shape[1] == (77 if prompt == "padded" else 2)
     images, masks = random_batch(shots, (shots, 3, R, R)), random_masks(shots + 1, (shots, 1, R, R))
     queries = random_batch(shots + 2, (2, 3, R, R))
     ours = model.predict_mask_latents(model.encode_images(queries), model.encode_support(images[None], masks[None]))
-    reference = reference_mask_latents(checkpoint, images, masks, queries)
-    difference = (ours - reference).abs().max().item()
-    print(f"\n{shots}-shot max |ours - reference| = {difference:.3e}")
+    reference = AuthorsReference(checkpoint["base"], checkpoint["config"], checkpoint["state"], padded_prompt=prompt == "padded")
+    difference = (ours - reference.mask_latents(images, masks, queries)).abs().max().item()
+    print(f"\n{shots}-shot, prompt {model.config.prompt}: max |ours - reference| = {difference:.3e}")
     assert difference <= 1e-5
 
 

@@ -176,6 +176,20 @@ def test_episode_item_tensors(benchmarks):
     np.testing.assert_array_equal(original["query_target"].numpy(), full)
 
 
+def test_the_authors_preprocessing_reaches_the_episodes(benchmarks):
+    """PIL's 8-bit bilinear resize for images; F.interpolate's "nearest" (source floor(i x in / out)) for masks and targets."""
+    root, written = benchmarks
+    dataset = build_episode_dataset("pascal", root, "val", 0, 1, resolution=32, episodes=4, preprocessing="authors")
+    item = dataset[2]
+    full = expected_pascal_target(written["pascal"]["val"], item["query_key"], item["class_id"])
+    rows, cols = (np.arange(32) * HEIGHT / 32).astype(int), (np.arange(32) * WIDTH / 32).astype(int)
+    np.testing.assert_array_equal(item["query_target"].numpy(), full[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(item["query_mask"][0].numpy(), (full[np.ix_(rows, cols)] == 1).astype(np.float32))
+    image = Image.open(dataset.split.image_path(item["query_key"])).convert("RGB").resize((32, 32), Image.BILINEAR)
+    expected = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255 * 2 - 1
+    assert torch.equal(item["query_image"], expected)
+
+
 def test_five_shot_supports_are_distinct(benchmarks):
     root, _ = benchmarks
     dataset = build_episode_dataset("custom", root / "custom", "val", None, 2, resolution=32)

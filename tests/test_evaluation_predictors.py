@@ -26,7 +26,7 @@ def test_colour_histogram_back_projects_the_support_colours():
     mask[..., :4] = 1
     query = _paint([BLUE, RED, GREEN])
     batch = {"support_images": support[None, None], "support_masks": mask[None, None], "query_image": query[None]}
-    probabilities = ColourHistogram(bins=4, prior=1.0).probabilities(batch)
+    probabilities = ColourHistogram(bins=4, prior=1.0).mask_images(batch)
     assert probabilities.shape == (1, 1, 4, 12)
     red, blue, green = (probabilities[0, 0, 0, 4 * i].item() for i in (1, 0, 2))
     assert red == pytest.approx((16 + 1 / 3) / 17)
@@ -39,8 +39,8 @@ def test_simple_baselines_are_what_they_say():
     masks[:, 0, :, :4] = 1
     masks[:, 1, :, :2] = 1
     batch = {"support_masks": masks, "query_image": torch.zeros(2, 3, 8, 8)}
-    assert torch.equal(SupportMask().probabilities(batch), masks.mean(dim=1))
-    assert torch.equal(AllForeground().probabilities(batch), torch.ones(2, 1, 8, 8))
+    assert torch.equal(SupportMask().mask_images(batch), masks.mean(dim=1))
+    assert torch.equal(AllForeground().mask_images(batch), torch.ones(2, 1, 8, 8))
 
 
 def test_other_class_supports_come_from_another_class_and_are_fixed(benchmarks):
@@ -83,6 +83,11 @@ def test_all_foreground_scores_the_share_of_foreground(benchmarks, tmp_path, cap
     assert other["settings"]["support"] == "other-class"
     assert other["results"]["0"]["miou"] == pytest.approx(report["results"]["0"]["miou"])  # supports do not matter to it
     assert "supports of another class" in capsys.readouterr().out
+    without_resolution = args[:3] + args[5:-1]  # the authors' protocol sets it (512)
+    assert main([*without_resolution, str(tmp_path / "authors.json"), "--protocol", "authors"]) == 0
+    authors = json.loads((tmp_path / "authors.json").read_text())
+    assert authors["settings"]["resolution"] == 512 and authors["settings"]["threshold_mode"] == "authors"
+    assert "model_settings" not in authors and "prompt" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -98,3 +103,4 @@ def test_baseline_argument_errors(benchmarks, tmp_path, capsys, args, message):
     assert main(["evaluate", "--benchmark", "pascal", "--root", str(root), "--fold", "0", "--out", str(tmp_path / "r.json"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+

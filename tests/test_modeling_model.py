@@ -11,9 +11,9 @@ from helpers import random_batch, random_masks
 
 from diffews import DiffewSModel, InputError, build_tiny_model
 from diffews.modeling.oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
-from diffews.modeling.prompt import empty_prompt_ids, encode_empty_prompt
+from diffews.modeling.prompt import empty_prompt_embedding, empty_prompt_ids
 from diffews.modeling.support_conv import RoutedInputConv
-from diffews.modeling.tiny import save_tiny_stable_diffusion, tiny_stable_diffusion
+from diffews.modeling.tiny import save_tiny_stable_diffusion, tiny_clip_tokenizer, tiny_stable_diffusion
 
 R = 64
 
@@ -149,9 +149,13 @@ def test_from_stable_diffusion_folder(tmp_path):
     save_tiny_stable_diffusion(tmp_path / "sd", seed=4)
     model = DiffewSModel.from_stable_diffusion(tmp_path / "sd")
     vae, unet, text_encoder = tiny_stable_diffusion(seed=4)
-    expected = encode_empty_prompt(text_encoder)
+    # The folder's tokenizer is used (its BOS/EOS ids are not SD's), padded to 77 as the authors trained.
+    ids = torch.tensor([[188, 189] + [0] * 75])
+    with torch.no_grad():
+        expected = text_encoder(ids).last_hidden_state
     assert torch.equal(model.prompt_embedding, expected)
     assert model.prompt_embedding.shape == (1, 77, unet.config.cross_attention_dim)
+    assert model.config.prompt == "padded"
     assert torch.equal(model.unet.conv_in.weight, unet.conv_in.weight)
     assert torch.equal(model.unet.conv_in_ref.weight, torch.cat([unet.conv_in.weight] * 2, dim=1) / 2)
     assert torch.equal(model.unet.conv_in_ref.bias, unet.conv_in.bias)
@@ -162,6 +166,40 @@ def test_empty_prompt_ids_are_sd21s():
     ids = empty_prompt_ids()
     assert ids.shape == (1, 77)
     assert ids[0, :2].tolist() == [49406, 49407] and ids[0, 2:].eq(0).all()
+    assert empty_prompt_ids(padded=False).tolist() == [[49406, 49407]]
+
+
+def test_unpadded_prompt_embedding_is_the_padded_ones_first_two_rows():
+    """CLIP's text encoder is causal: [BOS, EOS] alone gives the first 2 rows of the padded embedding."""
+    _, _, text_encoder = tiny_stable_diffusion(seed=2)
+    tokenizer = tiny_clip_tokenizer()
+    padded = empty_prompt_embedding(tokenizer, text_encoder, padded=True)
+    unpadded = empty_prompt_embedding(tokenizer, text_encoder, padded=False)
+    assert padded.shape == (1, 77, 32) and unpadded.shape == (1, 2, 32)
+    torch.testing.assert_close(unpadded, padded[:, :2], rtol=0, atol=1e-5)
+    without_tokenizer = empty_prompt_embedding(None, text_encoder, padded=False)
+    with torch.no_grad():
+        assert torch.equal(without_tokenizer, text_encoder(torch.tensor([[49406, 49407]])).last_hidden_state)
+
+
+def test_the_prompt_setting_must_fit_the_stored_embedding(tmp_path, tiny_model):
+    two_tokens = tiny_model.prompt_embedding[:, :2]
+    with pytest.raises(ValueError, match="prompt embedding has 2 tokens, which does not fit prompt 'padded'"):
+        DiffewSModel(tiny_model.vae, tiny_model.unet, two_tokens, config=tiny_model.config)
+    tiny_model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m/diffews_config.json").read_text())
+    (tmp_path / "m/diffews_config.json").write_text(json.dumps({**config, "prompt": "authors-eval"}))
+    with pytest.raises(InputError, match=r"prompt_embedding.safetensors: prompt embedding has 77 tokens, which does not fit prompt 'authors-eval'"):
+        DiffewSModel.from_pretrained(tmp_path / "m")
+
+
+def test_a_folder_written_before_the_prompt_setting_loads_as_padded(tmp_path, tiny_model):
+    tiny_model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m/diffews_config.json").read_text())
+    del config["prompt"]
+    (tmp_path / "m/diffews_config.json").write_text(json.dumps(config))
+    loaded = DiffewSModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.prompt == "padded" and torch.equal(loaded.prompt_embedding, tiny_model.prompt_embedding)
 
 
 def test_from_stable_diffusion_names_missing_subfolders(tmp_path):

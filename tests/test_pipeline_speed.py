@@ -5,11 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
-from diffews.pipeline.pipeline import masks_at_original_sizes
-from diffews.processing.masks import binarize
 
 SIZE = 64
 
@@ -81,19 +78,6 @@ def test_compile_keeps_state_dict_keys():
 def test_invalid_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SpeedOptions(**kwargs)
-
-
-def test_batched_postprocessing_matches_per_query_reference():
-    generator = torch.Generator().manual_seed(0)
-    probabilities = torch.rand(4, 1, 16, 16, generator=generator)
-    sizes = [(20, 30), (11, 7), (20, 30), (16, 16)]
-    results = masks_at_original_sizes(probabilities, sizes, 0.25, "relative")
-    for probability, size, (mask, full, cut) in zip(probabilities, sizes, results):
-        expected = F.interpolate(probability[None], size=size, mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
-        expected_mask, expected_cut = binarize(expected[None], 0.25, "relative")
-        np.testing.assert_array_equal(full, expected.numpy())
-        np.testing.assert_array_equal(mask, expected_mask[0].numpy())
-        assert cut == pytest.approx(float(expected_cut[0]))
 
 
 def test_model_dtype_follows_the_weights():

@@ -1,15 +1,17 @@
-"""Inputs to tensors: the mask binarisation rule, image types, EXIF, resizing, thresholds."""
+"""Inputs to tensors: the mask binarisation rule, image types, EXIF, resizing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import authors_reference
 import torch
+from helpers import random_image
 from PIL import Image
 
 from diffews import InputError
-from diffews.processing.images import image_to_tensor, load_image, load_mask, prepare_support, resize_mask
-from diffews.processing.masks import binarize, mask_image_to_probability, mask_to_image, to_binary_mask
+from diffews.processing.images import MASK_NEAREST, image_to_tensor, load_image, load_mask, prepare_support, preprocess_image, resize_mask
+from diffews.processing.masks import mask_to_image, to_binary_mask
 
 # ---------------------------------------------------------------- mask rule
 
@@ -150,18 +152,13 @@ def test_mask_image_is_white_foreground_on_black():
     assert image[0, :, 0, 0].tolist() == [-1, -1, -1] and image[0, :, 0, 1].tolist() == [1, 1, 1]
 
 
-def test_decoded_mask_image_to_probability_clips_maps_and_averages():
-    decoded = torch.tensor([[[[2.0]], [[0.0]], [[-0.5]]]])  # channels: clipped to 1, 0, -0.5
-    assert mask_image_to_probability(decoded).item() == pytest.approx((1.0 + 0.5 + 0.25) / 3)
 
 
-def test_relative_threshold_is_a_fraction_of_each_maps_maximum():
-    probabilities = torch.tensor([[0.1, 0.2, 0.8], [0.05, 0.1, 0.4]])
-    masks, cuts = binarize(probabilities, 0.25, "relative")
-    assert cuts.tolist() == pytest.approx([0.2, 0.1])
-    assert masks.tolist() == [[False, False, True], [False, False, True]]  # strictly greater than the cut
-
-
-def test_absolute_threshold():
-    masks, cuts = binarize(torch.tensor([[0.1, 0.5, 0.8]]), 0.5, "absolute")
-    assert masks.tolist() == [[False, False, True]] and cuts.tolist() == [0.5]
+def test_the_authors_preprocessing_is_pils_8_bit_bilinear_resize_and_nearest_masks(rng):
+    image = random_image(rng, 37, 53)
+    mask = rng.random((37, 53)) < 0.5
+    ours = preprocess_image(image, (64, 64), "authors")
+    assert torch.equal(ours, authors_reference.preprocess_image(image, 64))
+    assert torch.equal(resize_mask(mask, (64, 64), MASK_NEAREST["authors"]), authors_reference.preprocess_mask(mask, 64))
+    float_path = preprocess_image(image, (64, 64))
+    assert (ours - float_path).abs().max() > 1 / 255, "the two preprocessings must differ, or choosing one means nothing"

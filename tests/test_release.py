@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def test_convert_authors_converts_all_five_models_in_one_command(tmp_path, capsy
     single = convert_authors_checkpoint(root / "weight/incontext/unet", root / "weight" / AUTHORS_BASE)
     batch = DiffewSModel.from_pretrained(tmp_path / "models/incontext")
     assert torch.equal(single.prompt_embedding, batch.prompt_embedding)
+    assert batch.config.prompt == "authors-eval" and batch.prompt_embedding.shape[1] == 2  # the paper's embedding
+    assert "Prompt embedding: authors-eval" in (tmp_path / "models/incontext/README.md").read_text()
     assert all(torch.equal(v, batch.vae.state_dict()[k]) for k, v in single.vae.state_dict().items())
 
 
@@ -86,12 +89,13 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys, clone, 
     assert status == 0 and "[1/1] incontext:" in lines[0] and "exists (a diffews model), skipped" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
-    # New weights for incontext: --overwrite replaces that model, and only it.
+    # New weights for incontext: --overwrite replaces that model, and only it (--prompt applies as with --unet).
     changed = tmp_path / "changed"
     config, state = authors_unet_state(seed=99)
     write_unet(changed / "incontext" / "unet", config, state)
-    assert main(["convert", "--authors", str(changed), "--base", str(base), "--out", str(out), "--overwrite"]) == 0
+    assert main(["convert", "--authors", str(changed), "--base", str(base), "--out", str(out), "--overwrite", "--prompt", "padded"]) == 0
     assert_converted(out / "incontext", state)
+    assert json.loads((out / "incontext/diffews_config.json").read_text())["prompt"] == "padded"
     assert_converted(out / "coco_fold1", states["coco_fold1"])
     assert sorted(p.name for p in out.iterdir()) == ["coco_fold1", "incontext"]  # no staging or retired folders
 
@@ -245,6 +249,7 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
     assert fake_fetch == ["incontext"]
     assert lines[-1] == f"incontext: ready; use it with --model {home / 'models/incontext'}"
     assert_converted(home / "models/incontext", authors_unet_state(CLONE_MODELS["incontext"][0])[1])
+    assert json.loads((home / "models/incontext/diffews_config.json").read_text())["prompt"] == "authors-eval"
     assert downloaded_model("incontext") == home / "models/incontext"
     assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock", "incontext"]
 

@@ -77,7 +77,8 @@ def test_export_loads_and_carries_a_model_card(tmp_path):
     assert any(not torch.equal(trained[k], start[k]) for k in trained)
     card = (folder / "README.md").read_text()
     assert "fine-tuned from `tiny-random`" in card and "2 optimizer steps" in card and "max_steps: 2" in card
-    assert model.config.resolution == config.model.resolution
+    assert "Prompt embedding: padded (77 tokens" in card
+    assert model.config.resolution == config.model.resolution and model.config.prompt == "padded"
 
 
 def test_fine_tuning_starts_from_a_diffews_folder(tmp_path):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .modeling import DiffewSModel
 from .modeling.mask_decoder import MaskDecoder, MaskDecoderConfig
-from .processing.masks import binarize
+from .processing.thresholds import channel_mean, threshold_mask_images
 
 
 def random_masks(count: int, size: int, generator: torch.Generator, max_shapes: int = 4) -> torch.Tensor:
@@ -41,14 +41,14 @@ def random_masks(count: int, size: int, generator: torch.Generator, max_shapes: 
 def teacher_pairs(
     model: DiffewSModel, masks: torch.Tensor, generator: torch.Generator, latent_noise: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask latents ``(N, 4, h, w)``, full-decoder probabilities ``(N, 1, H, W)``) for binary `masks`.
+    """(mask latents ``(N, 4, h, w)``, full-decoder mask images ``(N, 3, H, W)`` in [0, 1]) for binary `masks`.
 
     `latent_noise` is the standard deviation of the added noise relative to the latents' own.
     """
     latents = model.encode_masks(masks.to(model.device)).float()
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     latents = latents + latent_noise * latents.std() * noise
-    return latents, model.decode_probabilities(latents).float()
+    return latents, model.decode_mask_images(latents)
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ def distill_mask_decoder(
     bar = tqdm(range(steps), desc="distilling", unit="step", disable=not progress)
     for _ in bar:
         latents, targets = teacher_pairs(model, random_masks(batch_size, resolution, generator), generator, latent_noise)
-        loss = F.binary_cross_entropy_with_logits(decoder.logits(latents).float(), targets)
+        loss = F.binary_cross_entropy_with_logits(decoder.logits(latents).float(), channel_mean(targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -111,10 +111,10 @@ def evaluate_mask_decoder(
     latents, teacher = teacher_pairs(model, random_masks(count, resolution, generator), generator, latent_noise)
     student = decoder(latents)
     threshold, mode = model.config.threshold, model.config.threshold_mode
-    iou = mask_iou(binarize(student, threshold, mode)[0], binarize(teacher, threshold, mode)[0])
+    iou = mask_iou(threshold_mask_images(student, threshold, mode)[0], threshold_mask_images(teacher, threshold, mode)[0])
     return {
         "iou_vs_vae_decoder": float(iou.mean()),
         "min_iou_vs_vae_decoder": float(iou.min()),
-        "mean_abs_probability_error": float((student - teacher).abs().mean()),
+        "mean_abs_probability_error": float((student - channel_mean(teacher)).abs().mean()),
         "eval_masks": count,
     }

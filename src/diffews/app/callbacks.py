@@ -2,7 +2,7 @@
 
 The UI module wires these to widgets; tests call them directly. Flow: `support_pair` per panel ->
 `collect_support`; `query_paths` from the uploads; `segment` (encodes the support set only when it
-changed, keeps each query's probability map); `render` (threshold -> overlays, mask PNGs, zip),
+changed, keeps each query's decoded mask image); `render` (threshold -> overlays, mask PNGs, zip),
 which the threshold controls call again without running the model.
 """
 
@@ -23,11 +23,11 @@ from ..modeling.tiny import TINY_RANDOM
 from ..errors import InputError
 from ..io import OutputFolder, output_stems
 from ..modeling import SupportContext
-from ..modeling.config import check_threshold
 from ..pipeline import DiffewSPipeline
 from ..processing.images import IMAGE_SUFFIXES, check_image_file, load_image, load_mask
-from ..processing.masks import binarize, to_binary_mask
+from ..processing.masks import to_binary_mask
 from ..processing.overlay import mask_image, overlay_mask
+from ..processing.thresholds import check_threshold, masks_at_sizes
 
 MAX_SHOTS = 5
 ZIP_NAME = "masks.zip"
@@ -46,11 +46,12 @@ class SupportPair:
 
 @dataclass
 class QueryResult:
-    """One segmented query: its name stem, RGB image and probability map ``(H, W)`` float32 in [0, 1]."""
+    """One segmented query: its name stem, RGB image and decoded mask image ``(C, R, R)`` in [0, 1]
+    at the working resolution (binarised by `render` at any threshold and mode)."""
 
     stem: str
     image: Image.Image
-    probability: np.ndarray
+    mask_image: torch.Tensor
 
 
 @dataclass
@@ -187,19 +188,19 @@ def segment(
     for start in range(0, len(queries), batch_size):
         report(start / len(queries), f"segmenting {start + 1}-{min(start + batch_size, len(queries))} of {len(queries)}")
         images = [load_image(path) for path in queries[start : start + batch_size]]
-        output = pipe(images, support=session.support, batch_size=batch_size)
-        results.extend(QueryResult(stem, image, probability) for stem, image, probability in zip(stems[start:], images, output.probabilities))
+        output = pipe(images, support=session.support, batch_size=batch_size, output_mask_images=True)
+        results.extend(QueryResult(stem, image, decoded) for stem, image, decoded in zip(stems[start:], images, output.mask_images))
     report(1.0, "done")
     session.results = results
     return session
 
 
 def render(session: Session, threshold: float, mode: str, folder: Path) -> Rendered:
-    """Binarise the session's probability maps at (`threshold`, `mode`) and write the masks into `folder`.
+    """Binarise the session's mask images at (`threshold`, `mode`) and write the masks into `folder`.
 
     Writes ``<stem>_mask.png`` (0/255) per query and ``masks.zip`` holding them all. Same rule as
-    `DiffewSPipeline` (`diffews.processing.masks.binarize`), so the masks equal the pipeline's at
-    that threshold.
+    `DiffewSPipeline` (`diffews.processing.thresholds.masks_at_sizes`), so the masks equal the
+    pipeline's at that threshold.
     """
     check_threshold(threshold, mode)
     if not session.results:
@@ -207,8 +208,7 @@ def render(session: Session, threshold: float, mode: str, folder: Path) -> Rende
     gallery, mask_files = [], []
     with OutputFolder(folder) as out:
         for result in session.results:
-            masks, _ = binarize(torch.from_numpy(result.probability)[None], threshold, mode)
-            mask = masks[0].numpy()
+            mask = masks_at_sizes(result.mask_image[None], [(result.image.height, result.image.width)], threshold, mode)[0][0]
             mask_files.append(out.save_image(mask_image(mask), f"{result.stem}_mask.png"))
             gallery.append((overlay_mask(result.image, mask), f"{result.stem} ({mask.mean():.1%} foreground)"))
         with out.write(ZIP_NAME) as staged, zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -15,7 +15,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
-from ..modeling.config import THRESHOLD_MODES  # noqa: E402
+from ..processing.thresholds import THRESHOLD_MODES  # noqa: E402
 from ..pipeline import DiffewSPipeline  # noqa: E402
 from . import callbacks  # noqa: E402
 
@@ -91,7 +91,8 @@ def build_app(
                 segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
                 mode = gr.Radio(
                     list(THRESHOLD_MODES), value=config.threshold_mode, label="Threshold mode",
-                    info="relative: foreground where p > T x max(p) of that image (authors' evaluation); absolute: p > T",
+                    info="relative: foreground where p > T x max(p) of that image; absolute: p > T; "
+                    "authors: the authors' evaluation rule (8-bit, channel mean > T x the largest channel value)",
                 )
                 threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=0.01, label="Threshold T")
         gr.Markdown("## Results")

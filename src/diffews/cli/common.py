@@ -9,11 +9,13 @@ import torch
 
 from ..errors import InputError
 from ..modeling import DiffewSModel
-from ..modeling.config import THRESHOLD_MODES, check_resolution
 from ..modeling.config import TORCH_DTYPES as DTYPES
+from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import load_mask_decoder
+from ..modeling.prompt import describe_prompt
 from ..modeling.tiny import TINY_RANDOM
 from ..pipeline import DiffewSPipeline, SpeedOptions
+from ..processing.thresholds import THRESHOLD_MODES
 
 
 logger = logging.getLogger("diffews")
@@ -55,7 +57,8 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threshold-mode", choices=THRESHOLD_MODES, default=None,
-        help="relative: foreground where p > T x max(p) (the authors' evaluation); absolute: p > T; default: the model's",
+        help="relative: foreground where p > T x max(p); absolute: p > T; authors: the authors' evaluation rule "
+        "(8-bit truncation, channel mean > T x the largest channel value); default: the model's",
     )
 
 
@@ -109,8 +112,23 @@ def load_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
     return DiffewSPipeline(load_model_from_args(args))
 
 
+def describe_model(model: DiffewSModel) -> str:
+    """The settings that decide a model's output, in one line (logged with --verbose)."""
+    config = model.config
+    return (
+        f"resolution {config.resolution}, t = {config.timestep}, prompt {describe_prompt(config.prompt, model.prompt_embedding.shape[1])}, "
+        f"default threshold {config.threshold:g} ({config.threshold_mode}), {model.dtype} on {model.device}"
+    )
+
+
 def load_model_from_args(args: argparse.Namespace) -> DiffewSModel:
-    """The model named by --model on --device/--dtype."""
+    """The model named by --model on --device/--dtype; its settings are logged (seen with --verbose)."""
+    model = _load_model(args)
+    logger.info("model %s: %s", args.model, describe_model(model))
+    return model
+
+
+def _load_model(args: argparse.Namespace) -> DiffewSModel:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if args.model == TINY_RANDOM:

@@ -7,7 +7,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..modeling.config import DiffewSConfig
-from ..modeling.convert import convert_authors_checkpoint, save_new_folder
+from ..modeling.convert import convert_authors_checkpoint, converted_model_card, save_new_folder
+from ..modeling.prompt import PROMPT_AUTHORS_EVAL, PROMPT_MODES
 from ..modeling.weights import SD21_HUB_ID
 from ..release import convert_clone
 from ..release.layout import AUTHORS_BASE_FOLDER
@@ -15,8 +16,10 @@ from ..release.layout import AUTHORS_BASE_FOLDER
 DESCRIPTION = f"""\
 Convert the authors' DiffewS checkpoints (fine-tuned unet/ folders with conv_in_ref) into diffews
 model folders, safetensors only, that DiffewSPipeline.from_pretrained and every diffews command load.
-The VAE and the empty-prompt embedding come from the base (Stable Diffusion 2.1). A pickled .bin UNet
-is read with torch.load(weights_only=True) and refused unless it holds tensors only.
+The VAE and the empty-prompt embedding come from the base (Stable Diffusion 2.1). The stored embedding
+is, by default, the one the authors' evaluation used (the empty prompt without padding, 2 tokens):
+with --threshold-mode authors the model then computes what their evaluation computes. A pickled .bin
+UNet is read with torch.load(weights_only=True) and refused unless it holds tensors only.
 
 --unet converts one unet/ folder. --authors converts a clone of the authors' weights: every folder
 holding unet/ (their incontext/, coco_fold0/ ... coco_fold3/; the UNet in unet/ or unet/unet/) becomes
@@ -53,7 +56,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", action="append", metavar="NAME", help="with --authors: convert only this model folder (e.g. incontext; repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="with --authors: replace existing OUT/<name> model folders (default: skip them)")
     parser.add_argument("--resolution", type=int, default=512, metavar="R", help="working resolution stored with the model (default 512, the authors')")
+    add_prompt_option(parser)
     parser.set_defaults(run=run)
+
+
+def add_prompt_option(parser: argparse.ArgumentParser) -> None:
+    """--prompt: which empty-prompt embedding a converted model stores."""
+    parser.add_argument(
+        "--prompt", choices=PROMPT_MODES, default=PROMPT_AUTHORS_EVAL,
+        help="empty-prompt embedding to store: authors-eval (default; unpadded, 2 tokens, as the authors evaluated: "
+        "reproduces the paper) or padded (77 tokens, as they trained)",
+    )
 
 
 def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,7 +76,7 @@ def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
         config = DiffewSConfig(resolution=args.resolution)
     except ValueError as error:
         raise InputError(f"--resolution: {error}") from None
-    return {"config": config}
+    return {"config": config, "prompt": args.prompt}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     if args.variant or args.overwrite:
         raise InputError("--variant and --overwrite apply to --authors only")
     model = convert_authors_checkpoint(args.unet, args.base, **options)
-    out = save_new_folder(model, args.out)
-    print(f"wrote {out} ({len(model.fsa_layers)} FSA layers); load it with DiffewSPipeline.from_pretrained({str(out)!r})")
+    out = save_new_folder(model, args.out, card=converted_model_card(model))
+    tokens = model.prompt_embedding.shape[1]
+    print(f"wrote {out} ({len(model.fsa_layers)} FSA layers, prompt {model.config.prompt}: {tokens} tokens); load it with DiffewSPipeline.from_pretrained({str(out)!r})")
     return 0
 
 

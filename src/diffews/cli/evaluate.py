@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import BENCHMARKS, ORIGINAL, get_benchmark
 from ..errors import InputError
-from ..evaluation.evaluate import DEFAULT_SCORE_SIZE, EvaluationSettings, format_table, progress_path, run_evaluation
+from ..evaluation.evaluate import (
+    AUTHORS_PROTOCOL,
+    DEFAULT_SCORE_SIZE,
+    EvaluationSettings,
+    authors_protocol,
+    format_table,
+    progress_path,
+    run_evaluation,
+)
 from ..evaluation.predictors import BASELINES, SUPPORT_KINDS
 from ..modeling import DiffewSConfig
 from ..modeling.config import MAX_RESOLUTION
+from ..modeling.oi2m import OI2M_TIMESTEP
+from ..processing.images import PREPROCESSING
 from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
 
 DESCRIPTION = """\
@@ -19,6 +30,11 @@ Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated
 episodes of a fold, mIoU over the fold's classes, FB-IoU; pixels labelled 255 are ignored.
 Prints a table and writes a JSON report. Rerun with the same --out to continue an interrupted run.
 Data layouts and split lists: 'Benchmark data' in the README.
+
+--protocol authors sets everything the authors' evaluation fixes: 512x512 inputs resized in 8 bits
+with PIL's bilinear filter (masks: nearest), their thresholding (8-bit truncation, channel mean
+> 0.25 x the largest channel value), scores at 512x512, t = 1. With a model converted by
+'diffews convert' (default --prompt authors-eval) it computes what their evaluation computes.
 """
 
 EPILOG = """\
@@ -26,6 +42,7 @@ examples:
   diffews evaluate --model ./diffews-coco --benchmark pascal --root data --fold 0 --shots 1
   diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all --shots 5 --out coco5.json
   diffews evaluate --model ./diffews-coco --benchmark fss --root data --shots 1 --save-vis 8
+  diffews evaluate --model models/coco20i-fold0 --benchmark coco --root data --fold 0 --protocol authors
 """
 
 
@@ -56,11 +73,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes per fold (default 1000; FSS-1000 and custom folders: every image once)")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
     parser.add_argument(
-        "--score-size", default=str(DEFAULT_SCORE_SIZE), metavar="S",
+        "--protocol", choices=["diffews", "authors"], default="diffews",
+        help="authors: the authors' evaluation exactly (fixes --resolution, --score-size, --threshold, --threshold-mode "
+        "and --preprocessing; see above); diffews (default): the options below",
+    )
+    parser.add_argument(
+        "--score-size", default=None, metavar="S",
         help=f"score at SxS against the nearest-resized ground truth (default {DEFAULT_SCORE_SIZE}, the authors' choice), "
         "or 'original' for each image's own size",
     )
     add_threshold_options(parser)
+    parser.add_argument(
+        "--preprocessing", choices=PREPROCESSING, default=None,
+        help="diffews (default): antialiased bilinear resize of float images, masks nearest-exact; "
+        "authors: PIL bilinear on 8-bit images, masks nearest",
+    )
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="episodes per model call (default 4)")
     add_inference_options(parser)
@@ -103,9 +130,27 @@ def parse_score_size(text: str) -> int | str:
     return int(text)
 
 
+def check_protocol(args: argparse.Namespace) -> None:
+    """`InputError` when --protocol authors meets an option it fixes, set to something else."""
+    if args.protocol != "authors":
+        return
+    given = {
+        "resolution": args.resolution,
+        "score_size": None if args.score_size is None else parse_score_size(args.score_size),
+        "threshold": args.threshold,
+        "threshold_mode": args.threshold_mode,
+        "preprocessing": args.preprocessing,
+    }
+    for name, value in given.items():
+        if value is not None and value != AUTHORS_PROTOCOL[name]:
+            option = "--" + name.replace("_", "-")
+            raise InputError(f"{option} {value}: --protocol authors uses {option} {AUTHORS_PROTOCOL[name]}; leave {option} out")
+
+
 def run(args: argparse.Namespace) -> int:
     folds = parse_folds(args.benchmark, args.fold)
-    score_size = parse_score_size(args.score_size)
+    check_protocol(args)
+    score_size = parse_score_size(args.score_size or str(DEFAULT_SCORE_SIZE))
     for name in ("shots", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -119,19 +164,24 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise InputError(f"--threshold: {error}") from None
     if args.baseline is not None:
-        if args.resolution is None:
+        if args.resolution is None and args.protocol != "authors":
             raise InputError("--baseline needs --resolution (the working resolution of the model it is compared with)")
-        predictor, name, resolution = BASELINES[args.baseline](), f"baseline {args.baseline}", args.resolution
+        predictor, name = BASELINES[args.baseline](), f"baseline {args.baseline}"
+        resolution = args.resolution or AUTHORS_PROTOCOL["resolution"]
     else:
         pipe = load_inference_pipeline(args)
+        if args.protocol == "authors":
+            pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP)
         predictor, name, resolution = pipe, args.model, args.resolution or pipe.resolution
     split = args.split or get_benchmark(args.benchmark).default_split
     fold_label = args.fold if args.fold is not None else "all"
     out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")
     settings = EvaluationSettings(
         args.benchmark, args.root, split, args.shots, args.episodes, args.seed, resolution, score_size,
-        args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits, args.support,
+        args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits, args.support, args.preprocessing or "diffews",
     )
+    if args.protocol == "authors":
+        settings = authors_protocol(settings)
     try:
         report = run_evaluation(predictor, settings, folds, out, name, args.batch_size, args.workers, args.save_vis)
     except KeyboardInterrupt:

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_parser(subparsers)
     distill_decoder.add_parser(subparsers)
     app.add_parser(subparsers)
+    for command in subparsers.choices.values():  # also after the command: `diffews segment --verbose`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="same as diffews --verbose")
     return parser
 
 

@@ -91,6 +91,7 @@ def build_episode_dataset(
     splits: str | Path | None = None,
     trust_pickle: bool = False,
     target_size: int | str | None = None,
+    preprocessing: str = "diffews",
 ) -> Dataset:
     """Episodes of a benchmark split as a torch Dataset (item i a pure function of (seed, i)).
 
@@ -106,6 +107,8 @@ def build_episode_dataset(
         seed: episode seed.
         splits, trust_pickle: see `open_split`.
         target_size: size of the ``"query_target"`` scoring mask: an int, ``"original"``, or R.
+        preprocessing: how images and masks are resized, ``"diffews"`` or ``"authors"`` (see
+            `diffews.processing.images`).
 
     Items: see `EpisodeDataset`.
     """
@@ -113,6 +116,6 @@ def build_episode_dataset(
     if episodes is None:
         episodes = get_benchmark(benchmark).default_episodes(fewshot)
     try:
-        return EpisodeDataset(fewshot, shots, resolution, episodes, seed, target_size)
+        return EpisodeDataset(fewshot, shots, resolution, episodes, seed, target_size, preprocessing)
     except ValueError as error:
         raise InputError(str(error)) from None

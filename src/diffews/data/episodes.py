@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..modeling.config import check_resolution
-from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
+from ..processing.images import MASK_NEAREST, PREPROCESSING, open_image_file, preprocess_image, resize_mask
 from .source import FewShotSplit
 
 ORIGINAL = "original"
@@ -27,7 +28,8 @@ class EpisodeDataset(Dataset):
 
     Every item holds (collatable with torch's default collate):
 
-    - ``"query_image"``: ``(3, R, R)`` float32 in [-1, 1] (bilinear resize, aspect ratio not kept);
+    - ``"query_image"``: ``(3, R, R)`` float32 in [-1, 1] (bilinear resize, aspect ratio not kept;
+      `preprocessing` picks how, see `diffews.processing.images`);
     - ``"query_mask"``: ``(1, R, R)`` float32 in {0, 1} (nearest; ignore pixels are 0);
     - ``"support_images"``: ``(K, 3, R, R)`` float32 in [-1, 1];
     - ``"support_masks"``: ``(K, 1, R, R)`` float32 in {0, 1};
@@ -46,12 +48,15 @@ class EpisodeDataset(Dataset):
         episodes: int | None = None,
         seed: int = 0,
         target_size: int | str | None = None,
+        preprocessing: str = "diffews",
     ) -> None:
         if shots < 1:
             raise ValueError(f"shots must be at least 1, got {shots}")
         check_resolution(resolution)
         if episodes is not None and episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {episodes}")
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESSING)}, got {preprocessing!r}")
         split.require_shots(shots)
         self.split = split
         self.shots = shots
@@ -59,6 +64,7 @@ class EpisodeDataset(Dataset):
         self.episodes = episodes if episodes is not None else len(split.pairs)
         self.seed = seed
         self.target_size = resolution if target_size is None else target_size
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return self.episodes
@@ -85,7 +91,8 @@ class EpisodeDataset(Dataset):
         if self.target_size == ORIGINAL:
             target = torch.from_numpy(query_target)
         else:
-            target = resize_mask(query_target, (self.target_size, self.target_size))[0].to(torch.uint8)
+            size = (self.target_size, self.target_size)
+            target = resize_mask(query_target, size, MASK_NEAREST[self.preprocessing])[0].to(torch.uint8)
         return {
             **dict(zip(("query_image", "query_mask"), self._resize(query_image, query_target))),
             "support_images": torch.stack([image for image, _ in support_pairs]),
@@ -101,17 +108,16 @@ class EpisodeDataset(Dataset):
         """Image `key` ``(3, R, R)`` in [-1, 1] and its mask of `class_id` ``(1, R, R)`` in {0, 1} (ignore = 0)."""
         return self._resize(*self._load(key, class_id))
 
-    def _resize(self, image: torch.Tensor, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _resize(self, image: Image.Image, target: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         size = (self.resolution, self.resolution)
-        return resize_image(image, size), resize_mask(target == 1, size)
+        return preprocess_image(image, size, self.preprocessing), resize_mask(target == 1, size, MASK_NEAREST[self.preprocessing])
 
-    def _load(self, key: str, class_id: int) -> tuple[torch.Tensor, np.ndarray]:
-        """Image ``(3, H, W)`` in [0, 1] and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""
-        path = self.split.image_path(key)
-        image = image_to_tensor(open_image_file(path).convert("RGB"), str(path))
+    def _load(self, key: str, class_id: int) -> tuple[Image.Image, np.ndarray]:
+        """RGB image and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""
+        image = open_image_file(self.split.image_path(key)).convert("RGB")
         target = self.split.target(key, class_id)
-        if target.shape != tuple(image.shape[1:]):
-            target = resize_mask(target, tuple(image.shape[1:]))[0].to(torch.uint8).numpy()
+        if target.shape != (image.height, image.width):
+            target = resize_mask(target, (image.height, image.width))[0].to(torch.uint8).numpy()
         return image, target
 
 

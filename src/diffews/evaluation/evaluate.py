@@ -2,10 +2,11 @@
 
 Predictions come from `DiffewSPipeline.predict`, the computation `diffews segment` runs (with the
 pipeline's mask decoder and speed options). Scoring follows the authors' evaluation by default:
-probabilities (decoded at the working resolution) are resized bilinearly to 512 x 512 and
-binarised with the model's threshold (relative 0.25 unless its config says otherwise); the
-ground truth is nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``).
-``score_size="original"`` scores at each query's original size instead (HSNet's other option).
+predictions (decoded at the working resolution) are brought to 512 x 512 and binarised with the
+model's threshold (relative 0.25 unless its config says otherwise); the ground truth is
+nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``). ``score_size="original"``
+scores at each query's original size instead (HSNet's other option). `authors_protocol` gives the
+settings of the authors' evaluation exactly (their preprocessing and thresholding, 512 x 512).
 
 An evaluation keeps its progress in ``<report>.partial.json`` after every batch; rerun with the
 same report path and settings, it continues from there and gives the same numbers as an
@@ -31,8 +32,8 @@ from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_epis
 from ..errors import InputError
 from ..io import OutputFolder, write_text
 from ..pipeline import DiffewSPipeline
-from ..pipeline.pipeline import masks_at_original_sizes
 from ..processing.overlay import overlay_mask
+from ..processing.thresholds import masks_at_sizes
 from .metrics import SegmentationMeter
 from .predictors import ModelPredictor, OtherClassSupport, Predictor
 
@@ -50,11 +51,14 @@ class EvaluationSettings:
         seed: episode seed.
         resolution: working resolution of the model.
         score_size: side of the square scoring size, or "original".
-        threshold, threshold_mode: binarisation; None: the model's (`DiffewSConfig.thresholding`).
+        threshold, threshold_mode: binarisation (see `diffews.processing.thresholds`); None: the
+            model's (`DiffewSConfig.thresholding`).
         splits: folder of split lists, "hsnet" (published lists), or None (generated; FSS-1000: HSNet's).
         trust_pickle: allow pickle split lists in `splits`.
         support: "same-class" (the protocol), or "other-class": every support set comes from
             another class (`OtherClassSupport`), the control that a few-shot segmenter must fail.
+        preprocessing: how images and masks are resized, "diffews" or "authors" (see
+            `diffews.processing.images`).
     """
 
     benchmark: str
@@ -70,12 +74,14 @@ class EvaluationSettings:
     splits: str | None = None
     trust_pickle: bool = False
     support: str = "same-class"
+    preprocessing: str = "diffews"
 
     def dataset(self, fold: int | None) -> EpisodeDataset | OtherClassSupport:
         """The episodes of `fold` (with other-class supports if `support` says so); `InputError` for bad data."""
         episodes = build_episode_dataset(
             self.benchmark, self.root, self.split, fold, self.shots, self.resolution, self.episodes, self.seed,
             splits=self.splits, trust_pickle=self.trust_pickle, target_size=self.score_size,
+            preprocessing=self.preprocessing,
         )
         if self.support == "same-class":
             return episodes
@@ -83,6 +89,19 @@ class EvaluationSettings:
             return OtherClassSupport(episodes)
         except ValueError as error:
             raise InputError(str(error)) from None
+
+
+AUTHORS_PROTOCOL = {
+    "resolution": 512, "score_size": 512, "threshold": 0.25, "threshold_mode": "authors", "preprocessing": "authors",
+}
+"""What the authors' evaluation fixes besides the data: 512 x 512 inputs resized in 8 bits by PIL,
+scores at 512 x 512, their 8-bit thresholding at 0.25 (with t = 1 and VAE posterior means, which
+every diffews model uses)."""
+
+
+def authors_protocol(settings: EvaluationSettings) -> EvaluationSettings:
+    """`settings` with everything the authors' evaluation fixes (`AUTHORS_PROTOCOL`) set to theirs."""
+    return replace(settings, **AUTHORS_PROTOCOL)
 
 
 @torch.no_grad()
@@ -98,9 +117,9 @@ def predict(
 
     Each episode uses its own support set (for a model: a support context with S = B).
     """
-    probabilities = predictor.probabilities(batch).float()
+    mask_images = predictor.mask_images(batch)
     sizes = sizes if sizes is not None else [tuple(target.shape) for target in batch["query_target"]]
-    return [torch.from_numpy(mask) for mask, _, _ in masks_at_original_sizes(probabilities, list(sizes), threshold, threshold_mode)]
+    return [torch.from_numpy(mask) for mask, _, _ in masks_at_sizes(mask_images, list(sizes), threshold, threshold_mode)]
 
 
 def evaluate_fold(
@@ -286,13 +305,15 @@ def _side_by_side(images: list[Image.Image], gap: int = 4) -> Image.Image:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table, with the settings that define the numbers."""
-    s = report["settings"]
+    s, m = report["settings"], report.get("model_settings")
     lines = [
         f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']}"
         + (" with its distilled mask decoder" if report.get("mask_decoder") else "")
         + f" ({report['device']}, {report['dtype']})"
         + (", supports of another class" if s["support"] == "other-class" else ""),
-        f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}",
+        f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}, "
+        f"{s['preprocessing']} preprocessing"
+        + (f"; t = {m['timestep']}, prompt {m['prompt']} ({m['prompt_tokens']} tokens)" if m else ""),
         f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",
     ]
     for name, r in report["results"].items():

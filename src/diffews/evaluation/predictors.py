@@ -1,8 +1,10 @@
 """What the evaluator scores: a DiffewS model, or a baseline that maps the same episodes to probabilities.
 
 A predictor takes a collated batch of episodes (`diffews.data.EpisodeDataset` items) and returns
-foreground probabilities ``(B, 1, R, R)`` in [0, 1] at the working resolution; the evaluator
-resizes, binarises and scores every predictor's maps the same way. Baselines (``--baseline``):
+mask images ``(B, C, R, R)`` in [0, 1] at the working resolution: a model's decoded images (C = 3),
+or a baseline's foreground probabilities (C = 1, a grey image); the evaluator resizes, binarises
+(`diffews.processing.thresholds`) and scores every predictor's images the same way.
+Baselines (``--baseline``):
 
 - ``all-foreground``: every pixel is the class;
 - ``support-mask``: the support masks themselves, averaged over the K shots, pasted as the
@@ -29,11 +31,11 @@ from ..pipeline import DiffewSPipeline
 
 
 class Predictor(Protocol):
-    """Episodes -> foreground probabilities.
+    """Episodes -> mask images.
 
     Attributes:
         device, dtype: where it runs (for reports).
-        config: whose threshold and mode binarise its maps unless the evaluation sets them.
+        config: whose threshold and mode binarise its images unless the evaluation sets them.
         record: what else a report records about it.
     """
 
@@ -42,24 +44,30 @@ class Predictor(Protocol):
     config: DiffewSConfig
     record: dict[str, Any]
 
-    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
-        """``(B, 1, R, R)`` float32 in [0, 1] for a collated batch of B episodes at resolution R."""
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``(B, C, R, R)`` float32 in [0, 1], C = 3 or 1, for a collated batch of B episodes at resolution R."""
 
 
 class ModelPredictor:
     """A DiffewS pipeline, through `DiffewSPipeline.predict` (its mask decoder and speed options
-    included): one support context per episode (S = B). `pad_to`: see `DiffewSPipeline.predict`."""
+    included): one support context per episode (S = B), decoded mask images out. `pad_to`: see
+    `DiffewSPipeline.predict`."""
 
     def __init__(self, pipe: DiffewSPipeline, pad_to: int | None = None) -> None:
         self.pipe, self.pad_to = pipe, pad_to
         self.device = str(pipe.device)
         self.dtype = str(pipe.dtype).removeprefix("torch.")
         self.config = pipe.model.config
-        self.record = {"mask_decoder": pipe.mask_decoder is not None, "speed": asdict(pipe.speed)}
+        model = pipe.model
+        self.record = {
+            "mask_decoder": pipe.mask_decoder is not None,
+            "speed": asdict(pipe.speed),
+            "model_settings": {"timestep": model.config.timestep, "prompt": model.config.prompt, "prompt_tokens": model.prompt_embedding.shape[1]},
+        }
 
-    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
         context = self.pipe.encode_support_tensors(batch["support_images"], batch["support_masks"])
-        return self.pipe.predict(batch["query_image"], context, self.pad_to).probabilities
+        return self.pipe.predict(batch["query_image"], context, self.pad_to).mask_images
 
 
 class Baseline:
@@ -74,14 +82,14 @@ class Baseline:
 class AllForeground(Baseline):
     """Probability 1 everywhere."""
 
-    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
         return torch.ones_like(batch["query_image"][:, :1], dtype=torch.float32)
 
 
 class SupportMask(Baseline):
     """The mean of the K support masks, as if the object sat where it sat in the supports."""
 
-    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["support_masks"].float().mean(dim=1)
 
 
@@ -102,7 +110,7 @@ class ColourHistogram(Baseline):
         levels = ((images.float().clamp(-1, 1) + 1) / 2 * self.bins).long().clamp(max=self.bins - 1)
         return (levels[:, 0] * self.bins + levels[:, 1]) * self.bins + levels[:, 2]
 
-    def probabilities(self, batch: dict[str, Any]) -> torch.Tensor:
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
         size = self.bins**3
         maps = []
         for support_images, support_masks, query in zip(batch["support_images"], batch["support_masks"], batch["query_image"]):

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 import torch
 
+from ..processing.thresholds import check_threshold
 from .oi2m import OI2M_TIMESTEP
+from .prompt import PROMPT_MODES, PROMPT_PADDED
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """dtype names accepted by the command line, configs and benchmarks."""
@@ -16,8 +18,8 @@ MAX_RESOLUTION = 2048
 """Largest working resolution accepted (4x the authors' 512; latents of 256 x 256). Attention over
 ``(K + 1) x (R / 8)^2`` tokens grows with R^4, so larger values only end in out-of-memory errors."""
 
-ThresholdMode = Literal["relative", "absolute"]
-THRESHOLD_MODES: tuple[str, ...] = ("relative", "absolute")
+ThresholdMode = Literal["relative", "absolute", "authors"]
+PromptMode = Literal["authors-eval", "padded"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,14 @@ class DiffewSConfig:
         timestep: timestep fed to the UNet in both passes (OI2M: 1).
         threshold: default binarisation threshold, see `threshold_mode`.
         threshold_mode: ``"relative"``: foreground where probability > threshold x the map's
-            maximum (the authors' evaluation, 0.25); ``"absolute"``: probability > threshold.
+            maximum; ``"absolute"``: probability > threshold; ``"authors"``: the authors'
+            evaluation rule exactly (8-bit truncation, channel mean > threshold x the largest
+            channel value), see `diffews.processing.thresholds`.
+        prompt: which empty-prompt embedding ``prompt_embedding.safetensors`` holds (see
+            `diffews.modeling.prompt`): ``"padded"`` (77 tokens, the authors' training; what
+            `DiffewSModel.from_stable_diffusion` and training use) or ``"authors-eval"`` (2 tokens,
+            the authors' evaluation; what ``diffews convert`` stores by default). Folders written
+            before this setting existed hold the padded embedding, the default.
         base_model: where the weights came from (hub id or folder), for the record.
     """
 
@@ -38,11 +47,14 @@ class DiffewSConfig:
     timestep: int = OI2M_TIMESTEP
     threshold: float = 0.25
     threshold_mode: ThresholdMode = "relative"
+    prompt: PromptMode = PROMPT_PADDED
     base_model: str | None = None
 
     def __post_init__(self) -> None:
         check_resolution(self.resolution)
         check_threshold(self.threshold, self.threshold_mode)
+        if self.prompt not in PROMPT_MODES:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPT_MODES)}, got {self.prompt!r}")
 
     def thresholding(self, threshold: float | None = None, threshold_mode: str | None = None) -> tuple[float, str]:
         """(threshold, mode) with this config's value for each one not given; the one place
@@ -75,10 +87,3 @@ def check_resolution(resolution: int) -> None:
     if not 0 < resolution <= MAX_RESOLUTION or resolution % 8:
         raise ValueError(f"resolution must be a multiple of 8 from 8 to {MAX_RESOLUTION}, got {resolution}")
 
-
-def check_threshold(threshold: float, mode: str) -> None:
-    """Raise `ValueError` unless `mode` is known and `threshold` lies in [0, 1]."""
-    if mode not in THRESHOLD_MODES:
-        raise ValueError(f"threshold mode must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")

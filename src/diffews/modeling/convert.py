@@ -4,9 +4,11 @@ Their checkpoints hold a fine-tuned UNet saved by diffusers from a customised
 `UNet2DConditionModel`: ``unet/config.json`` (standard keys plus ``in_channels_ref``; its
 ``_class_name`` may not be a diffusers class) and weights (safetensors, or a pickled ``.bin``)
 with every standard key plus ``conv_in_ref.weight`` / ``conv_in_ref.bias``. The VAE and the text
-encoder come from a base Stable Diffusion 2.1 folder. Their inference (t = 1, empty prompt,
-support K/V banked on every ``attn1`` and concatenated in the query pass, relative threshold 0.25)
-is what `DiffewSModel` computes, so conversion is a matter of reading and checking the parts.
+encoder come from a base Stable Diffusion 2.1 folder. Their inference (t = 1, the empty prompt
+tokenised without padding, support K/V banked on every ``attn1`` and concatenated in the query pass)
+is what `DiffewSModel` computes, so conversion is a matter of reading and checking the parts and
+storing the prompt embedding their evaluation used (``prompt="authors-eval"``, 2 tokens; or the
+padded 77-token one of their training, ``"padded"``). Their thresholding is ``threshold_mode="authors"``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError
 from ..io import atomic_write
+from .card import render_card
 from .config import DiffewSConfig
 from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
-from .prompt import base_prompt_embedding
+from .prompt import PROMPT_AUTHORS_EVAL, PROMPT_PADDED, base_prompt_embedding, describe_prompt
 from .support_conv import CONFIG_KEY
 from .weights import (
     SD21_ALTERNATIVES,
@@ -112,9 +115,16 @@ def resolve_base(base: str | Path) -> Path:
     return root
 
 
-def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: DiffewSConfig | None = None) -> DiffewSModel:
+def convert_authors_checkpoint(
+    unet: str | Path, base: str | Path, config: DiffewSConfig | None = None, prompt: str = PROMPT_AUTHORS_EVAL
+) -> DiffewSModel:
     """A `DiffewSModel` from the authors' ``unet/`` folder and a base SD 2.1 (hub id or folder with
-    ``vae/`` and ``text_encoder/``, safetensors)."""
+    ``vae/`` and ``text_encoder/``, safetensors; ``tokenizer/`` used when present).
+
+    `prompt` picks the stored empty-prompt embedding (see `diffews.modeling.prompt`):
+    ``"authors-eval"`` (default; 2 tokens, what their evaluation and the paper's numbers use) or
+    ``"padded"`` (77 tokens, their training's). It is recorded as ``config.prompt``.
+    """
     model_unet = load_authors_unet(unet)
     root = resolve_base(base)
     vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
@@ -122,10 +132,30 @@ def convert_authors_checkpoint(unet: str | Path, base: str | Path, config: Diffe
         raise InputError(
             f"{root}: the VAE has {vae.config.latent_channels} latent channels but the UNet takes {model_unet.config.in_channels}"
         )
-    embedding = base_prompt_embedding(root, model_unet.config.cross_attention_dim)
+    embedding = base_prompt_embedding(root, model_unet.config.cross_attention_dim, padded=prompt == PROMPT_PADDED)
     settings = config if config is not None else DiffewSConfig()
-    settings = DiffewSConfig.from_dict({**settings.to_dict(), "base_model": f"{unet} + {base}"})
+    settings = DiffewSConfig.from_dict({**settings.to_dict(), "base_model": f"{unet} + {base}", "prompt": prompt})
     return DiffewSModel(vae, model_unet, embedding, config=settings).eval()
+
+
+def converted_model_card(model: DiffewSModel) -> str:
+    """Markdown model card of a converted model: where it came from and how to reproduce the paper with it."""
+    config = model.config
+    tokens = model.prompt_embedding.shape[1]
+    reproduces = (
+        "This is the embedding the authors' evaluation used: with `threshold_mode=\"authors\"` (or\n  "
+        "`diffews evaluate --protocol authors`) the model computes what their evaluation computes."
+        if config.prompt == PROMPT_AUTHORS_EVAL
+        else "The authors' evaluation used the 2-token embedding instead (`diffews convert --prompt authors-eval`);\n  "
+        "this folder does not reproduce the paper's numbers."
+    )
+    summary = f"""The authors' released DiffewS weights, converted by `diffews convert` from `{config.base_model}`.
+
+- Prompt embedding: {describe_prompt(config.prompt, tokens)}.
+  {reproduces}
+- Working resolution {config.resolution}, timestep {config.timestep}; default threshold {config.threshold:g} ({config.threshold_mode}).
+"""
+    return render_card("DiffewS model (converted)", summary)
 
 
 def is_model_folder(path: Path) -> bool:
@@ -133,9 +163,10 @@ def is_model_folder(path: Path) -> bool:
     return (path / CONFIG_NAME).is_file()
 
 
-def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False) -> Path:
-    """`save_pretrained` into `out` atomically: written to a temporary folder beside it and renamed, so a
-    failure or an interruption leaves nothing behind and a reader never sees a half-written model.
+def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False, card: str | None = None) -> Path:
+    """`save_pretrained` (and a model `card` as ``README.md``) into `out` atomically: written to a
+    temporary folder beside it and renamed, so a failure or an interruption leaves nothing behind and
+    a reader never sees a half-written model.
 
     `out` must not exist or be empty; with `replace`, an existing diffews model folder there is replaced
     (only once the new one is complete). Anything else at `out` is never touched.
@@ -150,6 +181,8 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False)
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(out, folder=True) as staged:
             model.save_pretrained(staged)
+            if card is not None:
+                (staged / "README.md").write_text(card)
     except OSError as error:
         raise InputError(f"{out}: cannot write here ({error.strerror or error})") from None
     return out

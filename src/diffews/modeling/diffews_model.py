@@ -12,11 +12,12 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from ..errors import InputError
-from ..processing.masks import mask_image_to_probability, mask_to_image
+from ..processing.masks import decoded_to_mask_image, mask_to_image
+from ..processing.thresholds import channel_mean
 from .config import DiffewSConfig
 from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
-from .prompt import base_prompt_embedding
+from .prompt import PROMPT_PADDED, base_prompt_embedding, check_prompt_embedding
 from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
 from .weights import (
     SD21_ALTERNATIVES,
@@ -49,6 +50,8 @@ class DiffewSModel(nn.Module):
 
     Tensor conventions: images ``(N, 3, H, W)`` in [-1, 1]; masks ``(N, 1, H, W)`` in {0, 1};
     latents ``(N, 4, H/8, W/8)``, already multiplied by the VAE scaling factor.
+    `prompt_embedding` ``(1, T, D)`` is the constant text conditioning of both passes; T must fit
+    ``config.prompt`` (2 for ``"authors-eval"``, the padded length, 77, for ``"padded"``).
     """
 
     def __init__(
@@ -67,11 +70,12 @@ class DiffewSModel(nn.Module):
                 f"prompt embedding width {prompt_embedding.shape[-1]} does not match the UNet's "
                 f"cross-attention width {unet.config.cross_attention_dim}"
             )
+        self.config = config if config is not None else DiffewSConfig()
+        check_prompt_embedding(prompt_embedding, self.config.prompt)
         self.vae = vae
         self.unet = unet
         self.register_buffer(PROMPT_KEY, prompt_embedding, persistent=False)
         self.scheduler = scheduler if scheduler is not None else oi2m_scheduler()
-        self.config = config if config is not None else DiffewSConfig()
         self.fsa_layers = install_fsa(unet)
         self.vae.requires_grad_(False)
 
@@ -101,7 +105,8 @@ class DiffewSModel(nn.Module):
         """Build from a Stable Diffusion 2.1 checkpoint: a hub id or a local diffusers folder.
 
         Reads ``vae/``, ``unet/`` and ``text_encoder/`` (safetensors weights) and, if present,
-        ``tokenizer/``. The text encoder runs once, for the empty-prompt embedding, and is freed.
+        ``tokenizer/``. The text encoder runs once, for the empty-prompt embedding padded to 77
+        tokens as the authors trained (``prompt="padded"``; `config.prompt` is overridden), and is freed.
         """
         root = resolve_model_dir(name_or_path, SD_PATTERNS, SD21_ALTERNATIVES)
         require_subfolders(root, ["vae", "unet", "text_encoder"])
@@ -109,9 +114,9 @@ class DiffewSModel(nn.Module):
             check_safetensors(root / name)
         vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
         unet = UNet2DConditionModel.from_pretrained(root / "unet", use_safetensors=True)
-        embedding = base_prompt_embedding(root, unet.config.cross_attention_dim)
+        embedding = base_prompt_embedding(root, unet.config.cross_attention_dim, padded=True)
         config = config if config is not None else DiffewSConfig()
-        config = DiffewSConfig.from_dict({**config.to_dict(), "base_model": str(name_or_path)})
+        config = DiffewSConfig.from_dict({**config.to_dict(), "base_model": str(name_or_path), "prompt": PROMPT_PADDED})
         return cls.from_components(vae, unet, embedding, config=config)
 
     @classmethod
@@ -132,7 +137,10 @@ class DiffewSModel(nn.Module):
         unet = _load_weights(UNet2DConditionModel, root / "unet")
         prompt_embedding = read_safetensors(root / PROMPT_NAME)[PROMPT_KEY]
         scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
-        model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
+        try:
+            model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
+        except ValueError as error:
+            raise InputError(f"{root / PROMPT_NAME}: {error}") from None
         return model.to(device=device, dtype=torch_dtype)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -207,10 +215,14 @@ class DiffewSModel(nn.Module):
         velocity = self._run_unet(query_latents, KVFusion(context))
         return mask_latents_from_velocity(self.scheduler, query_latents, velocity, self.config.timestep)
 
-    def decode_probabilities(self, mask_latents: torch.Tensor) -> torch.Tensor:
-        """Decode mask latents to foreground probabilities ``(B, 1, H, W)`` in [0, 1]."""
+    def decode_mask_images(self, mask_latents: torch.Tensor) -> torch.Tensor:
+        """Decode mask latents to mask images ``(B, 3, H, W)`` in [0, 1], float32 (clipped, x 0.5 + 0.5)."""
         latents = mask_latents.to(self.vae_dtype) / self.vae.config.scaling_factor
-        return mask_image_to_probability(self.vae.decode(latents).sample.float())
+        return decoded_to_mask_image(self.vae.decode(latents).sample.float())
+
+    def decode_probabilities(self, mask_latents: torch.Tensor) -> torch.Tensor:
+        """Decode mask latents to foreground probabilities ``(B, 1, H, W)`` in [0, 1]: the mask images' channel mean."""
+        return channel_mean(self.decode_mask_images(mask_latents))
 
     def training_loss(
         self,

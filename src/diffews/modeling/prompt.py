@@ -1,8 +1,21 @@
-"""The constant text conditioning: the text encoder's embedding of the empty prompt."""
+"""The constant text conditioning: the text encoder's embedding of the empty prompt.
+
+Two variants, both the authors' (see "Backbone" in the method notes):
+
+- ``"padded"``: the empty prompt padded to the tokenizer's maximum length, ``[BOS, EOS, pad x 75]``,
+  (1, 77, D) for SD 2.1. Their training uses it; so do `DiffewSModel.from_stable_diffusion` and
+  ``diffews train``.
+- ``"authors-eval"``: the empty prompt tokenised without padding, ``[BOS, EOS]``, (1, 2, D). Their
+  evaluation uses it, so the paper's numbers come from it; ``diffews convert`` stores it by default.
+
+The UNet's cross-attention attends over every stored token, so the two give different outputs even
+though (CLIP's text encoder being causal) the 2 rows equal the first 2 rows of the padded embedding.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,27 +26,62 @@ from .weights import check_safetensors
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
 """CLIP token ids; SD 2.1's tokenizer pads with id 0."""
 
+PROMPT_PADDED, PROMPT_AUTHORS_EVAL = "padded", "authors-eval"
+PROMPT_MODES: tuple[str, ...] = (PROMPT_AUTHORS_EVAL, PROMPT_PADDED)
+"""Names of the stored empty-prompt embeddings (recorded as ``prompt`` in ``diffews_config.json``)."""
+UNPADDED_TOKENS = 2
+"""Tokens of the unpadded empty prompt: BOS and EOS."""
 
-def empty_prompt_ids(length: int = 77) -> torch.Tensor:
-    """Token ids of the empty prompt as SD 2.1's tokenizer writes them: ``[BOS, EOS, 0, ...]``, shape (1, length)."""
-    return torch.tensor([[BOS_TOKEN, EOS_TOKEN] + [PAD_TOKEN] * (length - 2)])
+
+def empty_prompt_ids(length: int = 77, padded: bool = True) -> torch.Tensor:
+    """Token ids of the empty prompt as SD 2.1's tokenizer writes them, without a tokenizer at hand:
+    ``[BOS, EOS, 0, ...]`` of shape (1, length) when `padded`, else ``[BOS, EOS]`` (1, 2)."""
+    pads = [PAD_TOKEN] * (length - UNPADDED_TOKENS) if padded else []
+    return torch.tensor([[BOS_TOKEN, EOS_TOKEN] + pads])
+
+
+def tokenize_empty_prompt(tokenizer: Any, padded: bool) -> torch.Tensor:
+    """Ids ``(1, T)`` of the empty prompt from a CLIP tokenizer: padded to ``tokenizer.model_max_length``
+    (T = 77), or unpadded (T = 2), as the authors' training and evaluation call it."""
+    padding = "max_length" if padded else "do_not_pad"
+    return tokenizer("", padding=padding, truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
 
 
 @torch.no_grad()
-def encode_empty_prompt(text_encoder: nn.Module, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Last hidden state of `text_encoder` for the empty prompt, shape (1, 77, D), float32.
+def empty_prompt_embedding(tokenizer: Any | None, text_encoder: nn.Module, padded: bool) -> torch.Tensor:
+    """Last hidden state of `text_encoder` for the empty prompt, shape (1, T, D), float32 on the CPU.
 
-    `token_ids` defaults to `empty_prompt_ids`; pass the base model's own tokenizer output to
-    follow a tokenizer that pads differently.
+    Args:
+        tokenizer: a CLIP tokenizer (its ids are used), or None for `empty_prompt_ids` (SD 2.1's).
+        text_encoder: a transformers CLIP text model.
+        padded: T = the tokenizer's maximum length (77, ``"padded"``) instead of 2 (``"authors-eval"``).
     """
-    if token_ids is None:
-        token_ids = empty_prompt_ids(text_encoder.config.max_position_embeddings)
+    if tokenizer is not None:
+        token_ids = tokenize_empty_prompt(tokenizer, padded)
+    else:
+        token_ids = empty_prompt_ids(text_encoder.config.max_position_embeddings, padded)
     device = next(text_encoder.parameters()).device
     return text_encoder(token_ids.to(device)).last_hidden_state.float().cpu()
 
 
-def base_prompt_embedding(root: Path, width: int) -> torch.Tensor:
-    """Empty-prompt embedding of a Stable Diffusion folder's ``text_encoder/`` (safetensors), shape (1, 77, D).
+def check_prompt_embedding(embedding: torch.Tensor, prompt: str) -> None:
+    """Raise `ValueError` unless `embedding` (1, T, D) fits the `prompt` variant that names it."""
+    if embedding.ndim != 3 or embedding.shape[0] != 1:
+        raise ValueError(f"prompt embedding must have shape (1, T, D), got {tuple(embedding.shape)}")
+    tokens = embedding.shape[1]
+    if (prompt == PROMPT_AUTHORS_EVAL) != (tokens == UNPADDED_TOKENS):
+        raise ValueError(f"prompt embedding has {tokens} tokens, which does not fit prompt {prompt!r}")
+
+
+def describe_prompt(prompt: str, tokens: int) -> str:
+    """One phrase for model cards and logs, e.g. "authors-eval (2 tokens: the empty prompt unpadded)"."""
+    how = "the empty prompt unpadded, as the authors evaluated" if prompt == PROMPT_AUTHORS_EVAL else "the empty prompt padded, as the authors trained"
+    return f"{prompt} ({tokens} tokens: {how})"
+
+
+def base_prompt_embedding(root: Path, width: int, padded: bool = True) -> torch.Tensor:
+    """Empty-prompt embedding of a Stable Diffusion folder's ``text_encoder/`` (safetensors), (1, T, D);
+    see `empty_prompt_embedding`.
 
     Uses the folder's ``tokenizer/`` when present, else `empty_prompt_ids`. The text encoder is
     loaded for this one call and freed.
@@ -45,11 +93,8 @@ def base_prompt_embedding(root: Path, width: int) -> torch.Tensor:
 
     check_safetensors(root / "text_encoder")
     text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
-    token_ids = None
-    if (root / "tokenizer").is_dir():
-        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
-        token_ids = tokenizer("", padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-    embedding = encode_empty_prompt(text_encoder, token_ids)
+    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer") if (root / "tokenizer").is_dir() else None
+    embedding = empty_prompt_embedding(tokenizer, text_encoder, padded)
     if embedding.shape[-1] != width:
         raise InputError(
             f"{root}: text encoder width {embedding.shape[-1]} does not match the UNet's cross-attention "

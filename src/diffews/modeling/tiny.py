@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from .config import DiffewSConfig
 from .diffews_model import DiffewSModel
 from .oi2m import oi2m_scheduler
-from .prompt import encode_empty_prompt
+from .prompt import empty_prompt_embedding
 
 TINY_RANDOM = "tiny-random"
 """The name under which commands and configs build the tiny random model instead of loading weights."""
@@ -73,13 +73,26 @@ def tiny_stable_diffusion(seed: int = 0) -> tuple[AutoencoderKL, UNet2DCondition
     return vae.eval(), unet.eval(), text_encoder.eval()
 
 
+def tiny_clip_tokenizer():
+    """A CLIP tokenizer built offline: printable ASCII symbols (``"!"`` first, id 0), the same with
+    ``</w>``, then BOS (188) and EOS (189); no merges; pads with ``"!"`` to 77 tokens, as SD 2.1's does.
+    Its BOS/EOS ids differ from SD's on purpose, so tests see whether a tokenizer's ids are used."""
+    from transformers import CLIPTokenizer
+
+    symbols = [chr(code) for code in range(33, 127)]
+    vocab = symbols + [symbol + "</w>" for symbol in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=[], pad_token="!", model_max_length=77)
+
+
 def save_tiny_stable_diffusion(path: str | Path, seed: int = 0) -> Path:
-    """Write a tiny SD-2.1-layout diffusers folder (``vae/``, ``unet/``, ``text_encoder/``, ``scheduler/``)."""
+    """Write a tiny SD-2.1-layout diffusers folder (``vae/``, ``unet/``, ``text_encoder/``,
+    ``tokenizer/``, ``scheduler/``)."""
     root = Path(path)
     vae, unet, text_encoder = tiny_stable_diffusion(seed)
     vae.save_pretrained(root / "vae", safe_serialization=True)
     unet.save_pretrained(root / "unet", safe_serialization=True)
     text_encoder.save_pretrained(root / "text_encoder", safe_serialization=True)
+    tiny_clip_tokenizer().save_pretrained(root / "tokenizer")
     oi2m_scheduler().save_pretrained(root / "scheduler")
     return root
 
@@ -91,4 +104,4 @@ def build_tiny_model(seed: int = 0, resolution: int = TINY_RESOLUTION) -> Diffew
     """
     vae, unet, text_encoder = tiny_stable_diffusion(seed)
     config = DiffewSConfig(resolution=resolution, base_model=f"tiny-random (seed {seed})")
-    return DiffewSModel.from_components(vae, unet, encode_empty_prompt(text_encoder), config=config).eval()
+    return DiffewSModel.from_components(vae, unet, empty_prompt_embedding(None, text_encoder, padded=True), config=config).eval()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError
@@ -16,7 +15,7 @@ from ..modeling import DiffewSModel, SupportContext
 from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import MaskDecoder
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
-from ..processing.masks import binarize
+from ..processing.thresholds import channel_mean, masks_at_sizes
 from .speed import SpeedOptions
 
 
@@ -25,12 +24,18 @@ class Prediction:
     """What the model predicts for a batch of B queries at the working resolution R.
 
     Attributes:
-        probabilities: foreground probabilities ``(B, 1, R, R)`` float32 in [0, 1].
+        mask_images: the decoded mask images ``(B, C, R, R)`` float32 in [0, 1] (C = 3 from the VAE,
+            1 from a mask decoder); `diffews.processing.thresholds` turns them into masks by any rule.
         mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's latents).
     """
 
-    probabilities: torch.Tensor
+    mask_images: torch.Tensor
     mask_latents: torch.Tensor
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        """Foreground probabilities ``(B, 1, R, R)`` in [0, 1]: the mask images' channel mean."""
+        return channel_mean(self.mask_images)
 
 
 @dataclass
@@ -41,15 +46,20 @@ class DiffewSOutput:
         masks: binary masks, ``(H_i, W_i)`` bool.
         probabilities: foreground probability maps, ``(H_i, W_i)`` float32 in [0, 1].
         thresholds: the absolute probability threshold applied to each query (for a relative
-            threshold, threshold x that map's maximum).
+            threshold, threshold x that map's maximum; for ``"authors"``, threshold x the largest
+            8-bit channel value / 255).
         mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's
             latents), on request (``output_latents=True``), else None.
+        mask_images: the decoded mask images ``(B, C, R, R)`` in [0, 1] at the working resolution
+            (C = 3; 1 with a mask decoder), on request (``output_mask_images=True``), else None;
+            `diffews.processing.thresholds.masks_at_sizes` binarises them again at any threshold.
     """
 
     masks: list[np.ndarray]
     probabilities: list[np.ndarray]
     thresholds: list[float]
     mask_latents: torch.Tensor | None = None
+    mask_images: torch.Tensor | None = None
 
 
 class DiffewSPipeline:
@@ -69,7 +79,7 @@ class DiffewSPipeline:
     `mask_decoder` (see `diffews distill-decoder`) replaces the VAE decoder for the masks.
 
     Every prediction (this call, `diffews evaluate`, validation during training, the app) runs
-    through one primitive, `predict`: query tensors and a support context in, probabilities out.
+    through one primitive, `predict`: query tensors and a support context in, mask images out.
     """
 
     def __init__(
@@ -146,7 +156,7 @@ class DiffewSPipeline:
 
     @torch.no_grad()
     def predict(self, query_images: torch.Tensor, support: SupportContext, pad_to: int | None = None) -> Prediction:
-        """The inference primitive: a batch of queries and a support context -> probabilities.
+        """The inference primitive: a batch of queries and a support context -> decoded mask images.
 
         Runs the query pass under the speed options and decodes with the mask decoder when one is
         set (else the VAE decoder).
@@ -169,9 +179,9 @@ class DiffewSPipeline:
                 )
         with self.speed.context(self.device):
             mask_latents = self.model.predict_mask_latents(self.model.encode_images(self.speed.prepare_images(images)), support)
-            decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_probabilities
-            probabilities = decode(mask_latents)
-        return Prediction(probabilities[:count].float(), mask_latents[:count])
+            decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_mask_images
+            mask_images = decode(mask_latents)
+        return Prediction(mask_images[:count].float(), mask_latents[:count])
 
     @torch.no_grad()
     def encode_support(
@@ -216,6 +226,7 @@ class DiffewSPipeline:
         resolution: int | None = None,
         batch_size: int = 4,
         output_latents: bool = False,
+        output_mask_images: bool = False,
     ) -> DiffewSOutput:
         """Segment query images.
 
@@ -223,11 +234,15 @@ class DiffewSPipeline:
             query_images: one image or a list (any sizes; see `diffews.processing.images`).
             support_images, support_masks: the support set, encoded for this call; or
             support: a context from `encode_support`, reused as is.
-            threshold, threshold_mode: binarisation; default to the model config's
-                (relative 0.25: foreground where p > 0.25 x max p, the authors' evaluation).
+            threshold, threshold_mode: binarisation; default to the model config's (relative
+                0.25: foreground where p > 0.25 x max p). ``"authors"`` applies the authors'
+                evaluation rule exactly (8-bit truncation, channel mean > 0.25 x the largest channel
+                value; probabilities are then the 8-bit channel means): see
+                `diffews.processing.thresholds`.
             resolution: working resolution; defaults to the model's (must match `support`'s).
             batch_size: queries per UNet call.
             output_latents: also return the generated mask latents.
+            output_mask_images: also return the decoded mask images.
         """
         threshold, threshold_mode = self.model.config.thresholding(threshold, threshold_mode)
         if batch_size < 1:
@@ -242,37 +257,26 @@ class DiffewSPipeline:
         size = self._working_resolution(resolution)
 
         output = DiffewSOutput(masks=[], probabilities=[], thresholds=[])
-        latents_out = []
+        latents_out, images_out = [], []
         batches = list(_chunks(range(len(queries)), batch_size))
         bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
         for indices in tqdm(batches, **bar_config):
             originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
             prediction = self.predict(torch.stack([resize_image(t, (size, size)) for t in originals]), support, pad_to=batch_size)
             sizes = [tuple(t.shape[1:]) for t in originals]
-            for mask, probability, cut in masks_at_original_sizes(prediction.probabilities, sizes, threshold, threshold_mode):
+            for mask, probability, cut in masks_at_sizes(prediction.mask_images, sizes, threshold, threshold_mode):
                 output.masks.append(mask)
                 output.probabilities.append(probability)
                 output.thresholds.append(cut)
             if output_latents:
                 latents_out.append(prediction.mask_latents.float().cpu())
+            if output_mask_images:
+                images_out.append(prediction.mask_images.cpu())
         if output_latents:
             output.mask_latents = torch.cat(latents_out)
+        if output_mask_images:
+            output.mask_images = torch.cat(images_out)
         return output
-
-
-def masks_at_original_sizes(
-    probabilities: torch.Tensor, sizes: list[tuple[int, int]], threshold: float, threshold_mode: str
-) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """Resize probabilities ``(B, 1, R, R)`` to each query's size (bilinear) and binarise them on
-    their device, queries of one size as one batch; returns (mask, probability, threshold) per query."""
-    results: list[tuple[np.ndarray, np.ndarray, float]] = [None] * len(sizes)  # type: ignore[list-item]
-    for size in dict.fromkeys(sizes):
-        indices = [i for i, s in enumerate(sizes) if s == size]
-        full = F.interpolate(probabilities[indices], size=size, mode="bilinear", align_corners=False)[:, 0].clamp(0, 1)
-        masks, cuts = binarize(full, threshold, threshold_mode)
-        for i, mask, probability, cut in zip(indices, masks.cpu().numpy(), full.cpu().numpy(), cuts.tolist()):
-            results[i] = (mask, probability, cut)
-    return results
 
 
 def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:

@@ -9,6 +9,11 @@ Accepted image inputs (one image each):
 Images are resized to ``resolution x resolution`` (bilinear, antialiased, aspect ratio not kept,
 as in the authors' evaluation); masks with nearest neighbour (``nearest-exact``, as PIL does),
 whatever their size relative to their image.
+
+Benchmarks can instead resize exactly as the authors' evaluation does (`PREPROCESSING` ``"authors"``):
+the 8-bit PIL image with PIL's bilinear filter (what torchvision's ``Resize`` does to a PIL image),
+then / 255 and scaled to [-1, 1]; masks with ``F.interpolate``'s ``"nearest"`` (source pixel
+floor(i x in / out), not the centred ``"nearest-exact"``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from .masks import to_binary_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 """File suffixes read as images when a folder or glob is expanded."""
+
+PREPROCESSING: tuple[str, ...] = ("diffews", "authors")
+"""How benchmark images and masks reach the working resolution (see the module docstring)."""
+MASK_NEAREST = {"diffews": "nearest-exact", "authors": "nearest"}
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
@@ -104,10 +113,25 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.clamp(0, 1) * 2 - 1
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) bool -> ``(1, *size)`` float in {0, 1}, nearest neighbour."""
-    tensor = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
-    return F.interpolate(tensor, size=size, mode="nearest-exact")[0]
+def resize_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "nearest-exact") -> torch.Tensor:
+    """(H, W) labels (bool, or uint8 such as {0, 1, 255}) -> ``(1, *size)`` float, nearest neighbour
+    (`mode`: ``"nearest-exact"`` or ``"nearest"``, see the module docstring)."""
+    tensor = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, size=size, mode=mode)[0]
+
+
+def resize_pil_image(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """The authors' preprocessing: an RGB PIL image -> ``(3, *size)`` in [-1, 1], resized in 8 bits
+    with PIL's bilinear filter, then / 255, x 2 - 1."""
+    resized = np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255 * 2 - 1
+
+
+def preprocess_image(image: Image.Image, size: tuple[int, int], preprocessing: str = "diffews") -> torch.Tensor:
+    """A benchmark image (RGB PIL) at `size`, ``(3, *size)`` in [-1, 1], by `preprocessing` (`PREPROCESSING`)."""
+    if preprocessing == "authors":
+        return resize_pil_image(image, size)
+    return resize_image(image_to_tensor(image), size)
 
 
 def prepare_support(

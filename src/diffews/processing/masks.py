@@ -1,4 +1,4 @@
-"""Masks: user formats -> binary, binary <-> 3-channel mask images, decoded images -> probabilities.
+"""Masks: user formats -> binary, binary <-> 3-channel mask images (thresholding: `.thresholds`).
 
 Binarisation rule (documented in the README), applied to every mask the package reads:
 
@@ -76,23 +76,6 @@ def mask_to_image(masks: torch.Tensor) -> torch.Tensor:
     return (masks * 2 - 1).expand(-1, 3, -1, -1)
 
 
-def mask_image_to_probability(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoded mask images ``(N, 3, H, W)`` (nominally [-1, 1]) -> probabilities ``(N, 1, H, W)`` in [0, 1].
-
-    Clip to [-1, 1], map to [0, 1], average the three channels.
-    """
-    return ((decoded.clamp(-1, 1) + 1) / 2).mean(dim=1, keepdim=True)
-
-
-def binarize(probabilities: torch.Tensor, threshold: float, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Threshold probability maps ``(N, ...)``; returns (masks, absolute thresholds ``(N,)``).
-
-    ``"relative"``: foreground where p > threshold * max(p) of that map; ``"absolute"``: p > threshold.
-    """
-    flat = probabilities.flatten(1)
-    if mode == "relative":
-        cut = threshold * flat.amax(dim=1)
-    else:
-        cut = torch.full((flat.shape[0],), threshold, dtype=flat.dtype, device=flat.device)
-    masks = probabilities > cut.view(-1, *([1] * (probabilities.ndim - 1)))
-    return masks, cut
+def decoded_to_mask_image(decoded: torch.Tensor) -> torch.Tensor:
+    """Decoded mask images ``(N, 3, H, W)`` (nominally [-1, 1]) -> ``(N, 3, H, W)`` in [0, 1]: clip, then x 0.5 + 0.5."""
+    return (decoded.clamp(-1, 1) + 1) / 2

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..modeling.convert import convert_authors_checkpoint, is_model_folder, resolve_base, save_new_folder
+from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from .layout import clone_base, scan_clone, select_models, unet_folder
 
 
@@ -54,6 +54,6 @@ def convert_clone(
             continue
         start = time.perf_counter()
         model = convert_authors_checkpoint(unets[name], base_root, **options)
-        save_new_folder(model, target, replace=overwrite)
+        save_new_folder(model, target, replace=overwrite, card=converted_model_card(model))
         report(f"{prefix} {unets[name]} -> {target} ({time.perf_counter() - start:.1f} s)")
     return targets

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError
 from ..home import diffews_home
-from ..modeling.convert import convert_authors_checkpoint, is_model_folder, resolve_base, save_new_folder
+from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from ..modeling.weights import SD21_HUB_ID, first_line
 from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
 from .layout import scan_clone, select_models, unet_folder
@@ -93,7 +93,7 @@ def download_model(
         unet = _authors_unet(chosen, authors)
         report(f"{chosen.name}: converting {unet} with the base {base}")
         model = convert_authors_checkpoint(unet, resolve_base(base))
-        save_new_folder(model, target)
+        save_new_folder(model, target, card=converted_model_card(model))
     finally:
         lock.release()
     report(f"{chosen.name}: ready; use it with --model {target}")

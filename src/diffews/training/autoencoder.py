@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..modeling.config import check_resolution
 from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
-from ..processing.masks import mask_image_to_probability, mask_to_image
 from ..data import BENCHMARKS
+from ..processing.masks import decoded_to_mask_image, mask_to_image
+from ..processing.thresholds import channel_mean
 from .config import SectionedConfig, option, require
 from .export import replace_folder
 
@@ -167,7 +168,7 @@ def evaluate_autoencoder(vae: AutoencoderKL, images: torch.Tensor, masks: torch.
         decoded = vae.decode(vae.encode(torch.cat([image, mask_image])).latent_dist.mean).sample
         image_out, mask_out = decoded.chunk(2)
         squared_error += float(((image_out.clamp(-1, 1) - image) / 2).pow(2).sum())
-        predicted = mask_image_to_probability(mask_out) > 0.5
+        predicted = channel_mean(decoded_to_mask_image(mask_out)) > 0.5
         truth = masks[start : start + batch_size]
         intersection += int((predicted & truth).sum())
         union += int((predicted | truth).sum())

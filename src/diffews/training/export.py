@@ -10,6 +10,8 @@ from safetensors import SafetensorError
 from ..errors import InputError
 from ..io import atomic_write
 from ..modeling import DiffewSModel
+from ..modeling.card import render_card
+from ..modeling.prompt import describe_prompt
 from .config import TrainConfig
 
 MODEL_DIR = "model"
@@ -27,7 +29,7 @@ def export_model(
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
-        (folder / "README.md").write_text(model_card(config, steps, metrics, val_episodes))
+        (folder / "README.md").write_text(model_card(model, config, steps, metrics, val_episodes))
 
     target = Path(config.checkpointing.output_dir) / MODEL_DIR
     return replace_folder(target, write, "export the model", "; the checkpoints hold the trained weights")
@@ -51,7 +53,9 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
     return target
 
 
-def model_card(config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0) -> str:
+def model_card(
+    model: DiffewSModel, config: TrainConfig, steps: int, metrics: dict[str, float] | None, val_episodes: int = 0
+) -> str:
     """Markdown model card: what was trained, on what, how, and its scores on `val_episodes` validation episodes."""
     data, optim = config.data, config.optim
     setting = "in-context (all classes)" if data.fold is None else f"strict few-shot, held-out fold {data.fold}"
@@ -64,32 +68,15 @@ def model_card(config: TrainConfig, steps: int, metrics: dict[str, float] | None
     else:
         validation = "No validation was run (validation.val_every = 0).\n"
     ema = " EMA weights (decay {:g}).".format(config.ema.ema_decay) if config.ema.use_ema else ""
-    return f"""---
-library_name: diffews
-tags:
-- few-shot-segmentation
-- diffusion
----
-
-# DiffewS model
-
-DiffewS few-shot segmenter fine-tuned from `{config.model.pretrained}` with `diffews train`.
+    summary = f"""DiffewS few-shot segmenter fine-tuned from `{config.model.pretrained}` with `diffews train`.
 
 - Data: {data.benchmark}, {setting}, trained with K in 1..{data.shots} shot(s) per step.
+- Prompt embedding: {describe_prompt(model.config.prompt, model.prompt_embedding.shape[1])}; inference uses the same.
 - Training: {steps} optimizer steps of {optim.batch_size} x {optim.gradient_accumulation_steps} episodes per process,
   AdamW ({optim.optimizer}) lr {optim.learning_rate:g} ({optim.lr_scheduler} schedule), weight decay {optim.weight_decay:g},
   {config.precision.mixed_precision} mixed precision, seed {config.run.seed}.{ema}
-
-## Use
-
-```python
-from diffews import DiffewSPipeline
-
-pipe = DiffewSPipeline.from_pretrained("path/to/this/folder")
-result = pipe(query_images, support_images, support_masks)
-```
-
-## Validation
+"""
+    sections = f"""## Validation
 
 {validation}
 ## Training configuration
@@ -97,3 +84,4 @@ result = pipe(query_images, support_images, support_masks)
 ```yaml
 {config.to_yaml()}```
 """
+    return render_card("DiffewS model", summary, sections)
