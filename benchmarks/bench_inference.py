@@ -33,7 +33,8 @@ from _common import (
 )
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
+from diffews import DiffewSPipeline, SpeedOptions
+from diffews._testing import build_tiny_model
 from diffews.modeling.config import TORCH_DTYPES as DTYPES
 from diffews.modeling.mask_decoder import MaskDecoder
 from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from _common import box_masks, measure_alternating, random_images, write_json
 
-from diffews import DiffewSPipeline, build_tiny_model
+from diffews import DiffewSPipeline
+from diffews._testing import build_tiny_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

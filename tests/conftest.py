@@ -13,7 +13,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from diffews import DiffewSPipeline, build_tiny_model  # noqa: E402
+from diffews import DiffewSPipeline  # noqa: E402
+from diffews._testing import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffews import DiffewSPipeline, InputError, build_tiny_model
+from diffews import DiffewSPipeline, InputError
+from diffews._testing import build_tiny_model
 from diffews.app import callbacks
 from diffews.processing.images import load_image, load_mask
 from diffews.processing.thresholds import masks_at_sizes

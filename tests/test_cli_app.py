@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from diffews import DiffewSPipeline, build_tiny_model
+from diffews import DiffewSPipeline
+from diffews._testing import build_tiny_model
 from diffews.cli.main import build_parser, main
 
 gr = pytest.importorskip("gradio")

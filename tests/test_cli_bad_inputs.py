@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffews import build_tiny_model
+from diffews._testing import build_tiny_model, save_tiny_stable_diffusion
 from diffews.cli.main import main
 from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
-from diffews.modeling.tiny import save_tiny_stable_diffusion
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SUPPORT = ["--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png")]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 import diffews.evaluation.evaluate as evaluate_module
-from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
+from diffews import DiffewSPipeline, SpeedOptions
+from diffews._testing import build_tiny_model
 from diffews.cli.main import main
 from diffews.data import collate_episodes
 from diffews.data.splits import read_pair_lists

@@ -15,7 +15,8 @@ import pytest
 from helpers import box_mask, random_image
 from PIL import Image
 
-from diffews import DiffewSPipeline, build_tiny_model
+from diffews import DiffewSPipeline
+from diffews._testing import build_tiny_model
 from diffews.io import OutputFolder
 from diffews.cli.main import main
 from diffews.processing.images import load_image, load_mask

@@ -14,7 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from diffews import DiffewSModel, DiffewSPipeline
 from diffews.cli.main import main
 from diffews.modeling.convert import convert_authors_checkpoint, load_authors_unet
-from diffews.modeling.tiny import TINY_TEXT_CONFIG, save_tiny_stable_diffusion
+from diffews._testing import TINY_TEXT_CONFIG, save_tiny_stable_diffusion
 
 R = 64
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffews import DiffewSPipeline, InputError, build_tiny_model
+from diffews import DiffewSPipeline, InputError
+from diffews._testing import build_tiny_model
 from diffews.distillation import distill_mask_decoder, evaluate_mask_decoder, mask_iou, random_masks
 from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, load_mask_decoder, save_mask_decoder
 

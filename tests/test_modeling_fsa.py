@@ -7,7 +7,7 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from diffews.modeling import build_tiny_model
+from diffews._testing import build_tiny_model
 from diffews.modeling.fsa import (
     CrossAttnProcessor,
     KVFusion,

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from helpers import random_batch, random_masks
 
-from diffews import DiffewSModel, InputError, build_tiny_model
+from diffews import DiffewSModel, InputError
+from diffews._testing import build_tiny_model, save_tiny_stable_diffusion, tiny_clip_tokenizer, tiny_stable_diffusion
 from diffews.modeling.oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
 from diffews.modeling.prompt import empty_prompt_embedding, empty_prompt_ids
 from diffews.modeling.support_conv import RoutedInputConv
-from diffews.modeling.tiny import save_tiny_stable_diffusion, tiny_clip_tokenizer, tiny_stable_diffusion
 
 R = 64
 

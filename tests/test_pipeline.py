@@ -8,7 +8,8 @@ import torch
 from helpers import box_mask, random_image
 from PIL import Image
 
-from diffews import DiffewSPipeline, InputError, build_tiny_model
+from diffews import DiffewSPipeline, InputError
+from diffews._testing import build_tiny_model
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffews import DiffewSPipeline, SpeedOptions, build_tiny_model
+from diffews import DiffewSPipeline, SpeedOptions
+from diffews._testing import build_tiny_model
 
 SIZE = 64
 
@@ -85,3 +86,12 @@ def test_model_dtype_follows_the_weights():
     assert model.dtype == torch.bfloat16 and model.vae_dtype == torch.bfloat16
     model.vae.to(torch.float32)
     assert model.dtype == torch.bfloat16 and model.vae_dtype == torch.float32
+
+
+def test_inference_and_training_choose_from_one_list_of_attention_kernels():
+    from diffews.modeling.kernels import SDPA_KERNELS
+    from diffews.training.config import load_config
+
+    for name in SDPA_KERNELS:
+        assert SpeedOptions(sdpa_backend=name).sdpa_backend == name
+        assert load_config(None, {"sdpa_backend": name}).precision.sdpa_backend == name

@@ -14,7 +14,8 @@ from training_fixtures import SquaresEpisodes, tiny_config
 
 from diffews.cli.main import main
 from diffews.errors import InputError
-from diffews.modeling import DiffewSModel, build_tiny_model
+from diffews.modeling import DiffewSModel
+from diffews._testing import build_tiny_model
 from diffews.training import Trainer
 from diffews.training.checkpoints import latest_checkpoint
 from diffews.training.ema import EMAWeights

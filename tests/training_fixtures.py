@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from diffews.modeling.tiny import TINY_RESOLUTION
+from diffews._testing import TINY_RESOLUTION
 from diffews.training import TrainConfig
 
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [1.0, 1.0, -1.0]])

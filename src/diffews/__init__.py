@@ -1,8 +1,9 @@
 """diffews: few-shot semantic segmentation with a one-step latent diffusion model (DiffewS)."""
 
 from .errors import InputError
-from .modeling import DiffewSConfig, DiffewSModel, SupportContext, build_tiny_model
+from .modeling import DiffewSConfig, DiffewSModel, SupportContext
 from .pipeline import DiffewSOutput, DiffewSPipeline, SpeedOptions
+from .registry import load_model
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,6 @@ __all__ = [
     "InputError",
     "SpeedOptions",
     "SupportContext",
-    "build_tiny_model",
+    "load_model",
     "__version__",
 ]

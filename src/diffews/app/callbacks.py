@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..modeling.tiny import TINY_RANDOM
 from ..errors import InputError
 from ..io import OutputFolder, output_stems
 from ..modeling import SupportContext
 from ..pipeline import DiffewSPipeline
+from ..registry import named_model
 from ..processing.images import IMAGE_SUFFIXES, check_image_file, load_image, load_mask
 from ..processing.masks import to_binary_mask
 from ..processing.overlay import mask_image, overlay_mask
@@ -78,13 +78,9 @@ class Rendered:
 
 
 def model_notice(model: str) -> str | None:
-    """A warning for models whose masks mean nothing, else None."""
-    if model == TINY_RANDOM:
-        return (
-            f"Model '{TINY_RANDOM}' has random weights: its masks are meaningless. "
-            "It only shows that the app works; start the app with a trained DiffewS model for real segmentations."
-        )
-    return None
+    """The warning of a named model whose masks mean nothing (`diffews.registry.NamedModel.warning`), else None."""
+    named = named_model(model)
+    return None if named is None or named.warning is None else f"Model '{named.name}': {named.warning}"
 
 
 def painted_mask(layers: Iterable[Image.Image | None]) -> np.ndarray | None:

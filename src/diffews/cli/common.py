@@ -13,9 +13,9 @@ from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import load_mask_decoder
 from ..modeling.prompt import describe_prompt
-from ..modeling.tiny import TINY_RANDOM
 from ..pipeline import DiffewSPipeline, SpeedOptions
 from ..processing.thresholds import THRESHOLD_MODES
+from ..registry import MODELS, load_model
 
 
 logger = logging.getLogger("diffews")
@@ -27,9 +27,8 @@ def add_model_options(parser: argparse.ArgumentParser, required: bool = True) ->
         "--model",
         required=required,
         metavar="M",
-        help="DiffewS model: a folder written by DiffewSPipeline.save_pretrained, or a hub repository id. "
-        f"'{TINY_RANDOM}' builds a tiny random-weight model that only checks the installation "
-        "(its masks are meaningless).",
+        help="DiffewS model: a folder written by DiffewSPipeline.save_pretrained, a hub repository id, or a name: "
+        + "; ".join(f"'{model.name}' ({model.summary})" for model in MODELS.values()),
     )
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument(
@@ -130,14 +129,4 @@ def load_model_from_args(args: argparse.Namespace) -> DiffewSModel:
 
 def _load_model(args: argparse.Namespace) -> DiffewSModel:
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-    if args.model == TINY_RANDOM:
-        from ..modeling import build_tiny_model
-
-        logger.warning(
-            "%s: random weights, the masks are meaningless; this only checks that diffews runs. "
-            "See the README for the weights a real run needs.",
-            TINY_RANDOM,
-        )
-        return build_tiny_model().to(device, dtype)
-    return DiffewSModel.from_pretrained(args.model, torch_dtype=dtype, device=device)
+    return load_model(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)

@@ -46,7 +46,7 @@ class DiffewSModel(nn.Module):
     """DiffewS: Stable Diffusion's VAE and UNet, with KV-fusion self-attention and a support input conv.
 
     Build one with `from_stable_diffusion` (fresh, for training), `from_pretrained` (a saved
-    DiffewS folder) or `diffews.build_tiny_model` (random tiny weights, for tests).
+    DiffewS folder), or by name with `diffews.load_model` (``tiny-random``: random tiny weights, for tests).
 
     Tensor conventions: images ``(N, 3, H, W)`` in [-1, 1]; masks ``(N, 1, H, W)`` in {0, 1};
     latents ``(N, 4, H/8, W/8)``, already multiplied by the VAE scaling factor.

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
 from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import MaskDecoder
+from ..registry import load_model
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
 from ..processing.thresholds import channel_mean, masks_at_sizes
 from .speed import SpeedOptions
@@ -104,8 +105,9 @@ class DiffewSPipeline:
         device: torch.device | str | None = None,
         speed: SpeedOptions | None = None,
     ) -> DiffewSPipeline:
-        """Load a saved DiffewS model folder or hub repository (safetensors only)."""
-        return cls(DiffewSModel.from_pretrained(name_or_path, torch_dtype=torch_dtype, device=device), speed)
+        """Load a DiffewS model by name, folder or hub repository id (`diffews.registry.load_model`;
+        safetensors only)."""
+        return cls(load_model(name_or_path, torch_dtype=torch_dtype, device=device), speed)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Save the model folder; `from_pretrained` reads it back bit-exactly."""

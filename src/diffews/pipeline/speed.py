@@ -10,17 +10,11 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..modeling import DiffewSModel
 from ..modeling.config import TORCH_DTYPES
+from ..modeling.kernels import attention_kernel, check_sdpa_kernel
 
-SDPA_BACKENDS = {
-    "flash": SDPBackend.FLASH_ATTENTION,
-    "efficient": SDPBackend.EFFICIENT_ATTENTION,
-    "cudnn": SDPBackend.CUDNN_ATTENTION,
-    "math": SDPBackend.MATH,
-}
 AUTOCAST_DTYPES = {name: TORCH_DTYPES[name] for name in ("float16", "bfloat16")}
 
 
@@ -31,8 +25,9 @@ class SpeedOptions:
     Attributes:
         channels_last: convolution activations and weights in NHWC layout (faster convolutions
             on GPUs with tensor cores).
-        sdpa_backend: force one scaled-dot-product-attention kernel (``"flash"``, ``"efficient"``,
-            ``"cudnn"``, ``"math"``); None lets torch choose.
+        sdpa_backend: force one scaled-dot-product-attention kernel (a name of
+            `diffews.modeling.kernels.SDPA_KERNELS`: ``"flash"``, ``"efficient"``, ``"cudnn"``,
+            ``"math"``); None (or ``"auto"``) lets torch choose.
         autocast: run the model under ``torch.autocast`` with this dtype (``"float16"`` or
             ``"bfloat16"``), weights kept in their dtype; None: no autocast.
         compile: compile the UNet and the VAE encoder/decoder with `torch.compile` (in place, so
@@ -53,8 +48,7 @@ class SpeedOptions:
     static_batch: bool = False
 
     def __post_init__(self) -> None:
-        if self.sdpa_backend is not None and self.sdpa_backend not in SDPA_BACKENDS:
-            raise ValueError(f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
+        check_sdpa_kernel(self.sdpa_backend)
         if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
             raise ValueError(f"autocast must be one of {', '.join(AUTOCAST_DTYPES)}, got {self.autocast!r}")
 
@@ -69,8 +63,7 @@ class SpeedOptions:
     def context(self, device: torch.device) -> contextlib.AbstractContextManager:
         """Context to run model calls under: the chosen attention kernel and autocast."""
         stack = contextlib.ExitStack()
-        if self.sdpa_backend is not None:
-            stack.enter_context(sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]))
+        stack.enter_context(attention_kernel(self.sdpa_backend))
         if self.autocast is not None:
             stack.enter_context(torch.autocast(device.type, dtype=AUTOCAST_DTYPES[self.autocast]))
         return stack

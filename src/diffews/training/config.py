@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..data import BENCHMARKS
 from ..errors import InputError
+from ..modeling.kernels import SdpaKernelChoice
 from ..modeling.config import MAX_RESOLUTION, check_resolution
 from ..modeling.weights import SD21_HUB_ID
 
@@ -36,7 +37,7 @@ class ModelOptions:
     pretrained: str = option(
         SD21_HUB_ID,
         "where training starts: a Stable Diffusion 2.1 checkpoint (hub id or diffusers folder), a DiffewS "
-        "folder (fine-tune further), or 'tiny-random' (a tiny random model for tests)",
+        "folder or model name (fine-tune further; see 'diffews segment --help'), or 'tiny-random' (a tiny random model for tests)",
     )
     pretrained_type: Literal["auto", "stable-diffusion", "diffews"] = option(
         "auto", "what --pretrained is; auto: a local folder with diffews_config.json is DiffewS, anything else SD"
@@ -114,7 +115,7 @@ class PrecisionOptions:
         "auto", "dtype of the frozen VAE; auto: the mixed-precision dtype (fp32 without mixed precision)"
     )
     gradient_checkpointing: bool = option(False, "recompute UNet activations in the backward pass (less memory, ~30%% slower)")
-    sdpa_backend: Literal["auto", "efficient", "flash", "math"] = option(
+    sdpa_backend: SdpaKernelChoice = option(
         "auto", "PyTorch scaled-dot-product-attention kernel; efficient/flash save memory on GPUs"
     )
     sample_latents: bool = option(True, "sample the VAE posterior for training latents (the authors' recipe) instead of its mean")

@@ -8,7 +8,6 @@ mixed precision, optional EMA, periodic validation, atomic resumable checkpoints
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -24,7 +23,8 @@ from ..errors import InputError
 from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.diffews_model import CONFIG_NAME
-from ..modeling.tiny import TINY_RANDOM
+from ..modeling.kernels import attention_kernel
+from ..registry import load_model, named_model
 from .checkpoints import (
     CHECKPOINTS,
     check_output_dir,
@@ -66,19 +66,17 @@ class TrainingStep(nn.Module):
         )
 
 
-def load_start_model(options: ModelOptions, seed: int) -> DiffewSModel:
-    """The model training starts from: SD 2.1 (new DiffewS), a DiffewS folder, or tiny random weights."""
+def load_start_model(options: ModelOptions) -> DiffewSModel:
+    """The model training starts from: SD 2.1 (new DiffewS), or a DiffewS model (a folder or a
+    registered name such as ``tiny-random``, see `diffews.registry`)."""
     settings = DiffewSConfig(resolution=options.resolution)
-    if options.pretrained == TINY_RANDOM:
-        from ..modeling import build_tiny_model
-
-        return build_tiny_model(seed=seed, resolution=options.resolution)
     kind = options.pretrained_type
     if kind == "auto":
-        kind = "diffews" if (Path(options.pretrained).expanduser() / CONFIG_NAME).is_file() else "stable-diffusion"
+        is_diffews = named_model(options.pretrained) is not None or (Path(options.pretrained).expanduser() / CONFIG_NAME).is_file()
+        kind = "diffews" if is_diffews else "stable-diffusion"
     if kind == "stable-diffusion":
         return DiffewSModel.from_stable_diffusion(options.pretrained, config=settings)
-    model = DiffewSModel.from_pretrained(options.pretrained)
+    model = load_model(options.pretrained)
     model.config = replace(model.config, resolution=options.resolution)
     return model
 
@@ -118,7 +116,7 @@ class Trainer:
             total=config.optim.max_steps, initial=state.step, desc="training", unit="step",
             disable=not self.accelerator.is_local_main_process,
         )
-        with bar, self._attention_kernels():  # the bar ends its line before an error is printed
+        with bar, attention_kernel(self.config.precision.sdpa_backend):  # the bar ends its line before an error is printed
             while state.step < config.optim.max_steps:
                 loss = self.step()
                 self.log(loss, bar)
@@ -143,7 +141,7 @@ class Trainer:
         accelerator = self.accelerator = self._accelerator(output_dir)
         set_seed(config.run.seed)
 
-        model = self.model = load_start_model(config.model, config.run.seed)
+        model = self.model = load_start_model(config.model)
         self._vae_fp32 = self._prepare_model(model)
         train_data = self._train_dataset if self._train_dataset is not None else build_dataset(
             config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed
@@ -381,18 +379,6 @@ class Trainer:
         name = "constant_with_warmup" if optim.lr_scheduler == "constant" else optim.lr_scheduler
         return get_scheduler(name, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=optim.max_steps)
 
-    @contextlib.contextmanager
-    def _attention_kernels(self):
-        backend = self.config.precision.sdpa_backend
-        if backend == "auto":
-            yield
-            return
-        from torch.nn.attention import sdpa_kernel
-
-        from ..pipeline.speed import SDPA_BACKENDS
-
-        with sdpa_kernel(SDPA_BACKENDS[backend]):
-            yield
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Tiny random-weight models with Stable Diffusion 2.1's structure, for tests, examples and benchmarks.
+"""Test-only builders, not public API: tiny random-weight models with Stable Diffusion 2.1's structure.
 
 Same block types, depth, attention layout (linear projections, ``upcast_attention``) and VAE
 downsampling factor (8) as SD 2.1, with widths small enough to run on a CPU in milliseconds.
-The weights are random: outputs exercise the machinery and are not segmentations.
+The weights are random: outputs exercise the machinery and are not segmentations. Users reach the
+tiny model by its registered name, ``tiny-random`` (`diffews.registry`), which checks an installation.
 """
 
 from __future__ import annotations
@@ -12,43 +13,34 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from .config import DiffewSConfig
-from .diffews_model import DiffewSModel
-from .oi2m import oi2m_scheduler
-from .prompt import empty_prompt_embedding
+from .modeling.config import DiffewSConfig
+from .modeling.diffews_model import DiffewSModel
+from .modeling.oi2m import oi2m_scheduler
+from .modeling.prompt import empty_prompt_embedding
+from .modeling.sd21 import SD21_UNET_CONFIG, SD21_VAE_CONFIG
 
-TINY_RANDOM = "tiny-random"
-"""The name under which commands and configs build the tiny random model instead of loading weights."""
 TINY_RESOLUTION = 64
 TINY_TEXT_WIDTH = 32
 
-TINY_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(8, 16, 16, 16),
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=4,
-    sample_size=TINY_RESOLUTION,
-    scaling_factor=0.18215,
-)
+TINY_VAE_CONFIG = {
+    **SD21_VAE_CONFIG,
+    "block_out_channels": (8, 16, 16, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "sample_size": TINY_RESOLUTION,
+}
+"""SD 2.1's VAE (`diffews.modeling.sd21`) with tiny widths: same blocks and downsampling factor 8."""
 
-TINY_UNET_CONFIG = dict(
-    sample_size=TINY_RESOLUTION // 8,
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    block_out_channels=(16, 16, 32, 32),
-    layers_per_block=1,
-    attention_head_dim=(2, 2, 4, 4),
-    cross_attention_dim=TINY_TEXT_WIDTH,
-    norm_num_groups=4,
-    use_linear_projection=True,
-    upcast_attention=True,
-)
+TINY_UNET_CONFIG = {
+    **SD21_UNET_CONFIG,
+    "sample_size": TINY_RESOLUTION // 8,
+    "block_out_channels": (16, 16, 32, 32),
+    "layers_per_block": 1,
+    "attention_head_dim": (2, 2, 4, 4),
+    "cross_attention_dim": TINY_TEXT_WIDTH,
+    "norm_num_groups": 4,
+}
+"""SD 2.1's UNet with tiny widths: same blocks, attention layout (linear projections, upcast attention)."""
 
 TINY_TEXT_CONFIG = dict(
     vocab_size=49408,
