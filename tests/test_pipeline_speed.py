@@ -95,3 +95,22 @@ def test_inference_and_training_choose_from_one_list_of_attention_kernels():
     for name in SDPA_KERNELS:
         assert SpeedOptions(sdpa_backend=name).sdpa_backend == name
         assert load_config(None, {"sdpa_backend": name}).precision.sdpa_backend == name
+
+
+def test_static_batch_pads_per_episode_support_sets_too():
+    """A short batch of episodes (one support set per query, as in evaluation) padded to the full
+    batch: the padding repeats the last query with its own support set and its outputs are dropped."""
+    from helpers import random_batch, random_masks
+
+    model = build_tiny_model(seed=0)
+    images, masks = random_batch(1, (3, 2, 3, SIZE, SIZE)), random_masks(2, (3, 2, 1, SIZE, SIZE))
+    queries = random_batch(3, (3, 3, SIZE, SIZE))
+    plain, padded = DiffewSPipeline(model), DiffewSPipeline(model, SpeedOptions(static_batch=True))
+    context = plain.encode_support_tensors(images, masks)
+    calls = []
+    hook = model.unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    expected = plain.predict(queries, context, pad_to=5).mask_images
+    result = padded.predict(queries, context, pad_to=5).mask_images
+    hook.remove()
+    assert calls == [3, 5]
+    assert result.shape == expected.shape and float((result - expected).abs().max()) <= 1e-5
