@@ -17,12 +17,11 @@ import torch
 from _common import box_masks, measure_alternating, random_images, write_json
 
 from diffews import DiffewSPipeline
-from diffews._testing import build_tiny_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="DiffewS folder; default: the tiny random model")
+    parser.add_argument("--model", default="tiny-random", help="DiffewS model name or folder (default: the tiny random model)")
     parser.add_argument("--queries", type=int, default=20)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--resolution", type=int, default=None, help="default: the model's")
@@ -39,9 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    model = build_tiny_model() if args.model is None else None
-    pipe = DiffewSPipeline(model) if model is not None else DiffewSPipeline.from_pretrained(args.model)
-    pipe.to(args.device, dtype)
+    pipe = DiffewSPipeline.from_pretrained(args.model, torch_dtype=dtype, device=args.device)
     pipe.set_progress_bar_config(disable=True)
     resolution = args.resolution or pipe.resolution
 
@@ -64,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = uncached_s / cached_s
 
     report = {
-        "model": args.model or "tiny-random",
+        "model": args.model,
         "device": str(device),
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
