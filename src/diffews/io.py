@@ -25,6 +25,7 @@ from types import TracebackType
 
 from PIL import Image
 
+from .distributed import Processes
 from .errors import InputError
 from .processing.images import IMAGE_SUFFIXES
 
@@ -152,10 +153,15 @@ class OutputFolder:
     restored exactly, and the folder goes too if this run created it. `save_image_later` moves
     rendering and PNG encoding onto one writer thread, off the caller's critical path; leaving the
     ``with`` waits for it, and a failed write fails the run.
+
+    Several `processes` (`diffews.distributed`) may fill one folder, each with its own files: each
+    keeps its writes until every process has written all of its files, and if any process fails,
+    all of them undo theirs (the folder goes too if the run created it).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, processes: Processes = Processes()) -> None:
         self.path = Path(path).expanduser()
+        self._processes = processes
         self._files = Transaction()
         self._created = False
         self._writer: ThreadPoolExecutor | None = None
@@ -169,8 +175,10 @@ class OutputFolder:
     def __enter__(self) -> OutputFolder:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path}: output folder is an existing file")
+        self._processes.barrier()  # every process looks before one of them creates the folder
+        self._created = not self.path.exists()
+        self._processes.barrier()
         try:
-            self._created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.path):
                 pass
@@ -212,7 +220,8 @@ class OutputFolder:
             return
         try:
             self._finish_writes()
-        except BaseException:  # a failed write, or an interrupt while waiting for the writes
+            self._processes.barrier()  # PeerFailed if another process failed: then nobody keeps their files
+        except BaseException:  # a failed write, a failed peer, or an interrupt while waiting
             self._undo()
             raise
         self._files.commit()
@@ -225,7 +234,8 @@ class OutputFolder:
         self._pending = []
         self._files.rollback()
         if self._created and self.path.is_dir() and not any(self.path.iterdir()):
-            self.path.rmdir()
+            with contextlib.suppress(OSError):  # another process of the run may have removed it, or filled it again
+                self.path.rmdir()
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:

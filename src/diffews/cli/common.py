@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import torch
 
+from ..distributed import Processes
 from ..errors import InputError
 from ..modeling import DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
@@ -19,6 +21,8 @@ from ..registry import MODELS, load_model
 
 
 logger = logging.getLogger("diffews")
+TRUE = ("1", "true", "yes")
+"""Values of ACCELERATE_USE_CPU (set by ``accelerate launch --cpu``) that keep a launched run on the CPU."""
 
 
 def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -74,10 +78,13 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
 
 
-def resolve_device(name: str) -> torch.device:
-    """`--device` value -> torch.device, checking that it exists."""
+def resolve_device(name: str, processes: Processes = Processes()) -> torch.device:
+    """`--device` value -> torch.device, checking that it exists. One of several launched
+    `processes` takes the GPU of its local rank for ``auto`` and ``cuda``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in TRUE else "cpu"
+    if name == "cuda" and processes.count > 1:
+        name = f"cuda:{processes.local_rank}"
     try:
         device = torch.device(name)
     except RuntimeError as error:
@@ -94,12 +101,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_inference_pipeline(args: argparse.Namespace) -> DiffewSPipeline:
-    """The pipeline named by --model with the options of `add_inference_options`; the mask decoder
-    file is read (and checked) before the model."""
+def load_inference_pipeline(args: argparse.Namespace, processes: Processes = Processes()) -> DiffewSPipeline:
+    """The pipeline named by --model with the options of `add_inference_options` (on the GPU of the
+    process's local rank, see `resolve_device`); the mask decoder file is read (and checked) before the model."""
     mask_decoder = load_mask_decoder(args.mask_decoder)[0] if args.mask_decoder else None
     speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, static_batch=args.compile)
-    model = load_model_from_args(args)
+    model = load_model_from_args(args, processes)
     try:
         return DiffewSPipeline(model, speed, mask_decoder)
     except ValueError as error:  # the decoder does not fit the model
@@ -120,13 +127,14 @@ def describe_model(model: DiffewSModel) -> str:
     )
 
 
-def load_model_from_args(args: argparse.Namespace) -> DiffewSModel:
-    """The model named by --model on --device/--dtype; its settings are logged (seen with --verbose)."""
-    model = _load_model(args)
+def load_model_from_args(args: argparse.Namespace, processes: Processes = Processes()) -> DiffewSModel:
+    """The model named by --model on --device/--dtype (see `resolve_device` for `processes`); its
+    settings are logged (seen with --verbose)."""
+    model = _load_model(args, processes)
     logger.info("model %s: %s", args.model, describe_model(model))
     return model
 
 
-def _load_model(args: argparse.Namespace) -> DiffewSModel:
-    device = resolve_device(args.device)
+def _load_model(args: argparse.Namespace, processes: Processes) -> DiffewSModel:
+    device = resolve_device(args.device, processes)
     return load_model(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)

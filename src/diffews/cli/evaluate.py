@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data import BENCHMARKS, ORIGINAL, get_benchmark
+from ..distributed import launched_processes
 from ..errors import InputError
 from ..evaluation.evaluate import (
     AUTHORS_PROTOCOL,
@@ -29,6 +30,8 @@ DESCRIPTION = """\
 Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
 episodes of a fold, mIoU over the fold's classes, FB-IoU; pixels labelled 255 are ignored.
 Prints a table and writes a JSON report. Rerun with the same --out to continue an interrupted run.
+Under `accelerate launch` (or torchrun) the episodes are shared among the processes and the report is
+the one a single process writes; see docs/scaling.md.
 Data layouts and split lists: 'Benchmark data' in the README.
 
 --protocol authors sets everything the authors' evaluation fixes: 512x512 inputs resized in 8 bits
@@ -43,6 +46,7 @@ examples:
   diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all --shots 5 --out coco5.json
   diffews evaluate --model ./diffews-coco --benchmark fss --root data --shots 1 --save-vis 8
   diffews evaluate --model models/coco20i-fold0 --benchmark coco --root data --fold 0 --protocol authors
+  accelerate launch --multi_gpu --num_processes 4 -m diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all
 """
 
 
@@ -163,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
         DiffewSConfig().thresholding(args.threshold, args.threshold_mode)
     except ValueError as error:
         raise InputError(f"--threshold: {error}") from None
+    processes = launched_processes()
     if args.baseline is not None:
         if args.resolution is None and args.protocol != "authors":
             raise InputError("--baseline needs --resolution (the working resolution of the model it is compared with)")
         predictor, name = BASELINES[args.baseline](), f"baseline {args.baseline}"
         resolution = args.resolution or AUTHORS_PROTOCOL["resolution"]
     else:
-        pipe = load_inference_pipeline(args)
+        pipe = load_inference_pipeline(args, processes)
         if args.protocol == "authors":
             pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP)
         predictor, name, resolution = pipe, args.model, args.resolution or pipe.resolution
@@ -183,11 +188,14 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol == "authors":
         settings = authors_protocol(settings)
     try:
-        report = run_evaluation(predictor, settings, folds, out, name, args.batch_size, args.workers, args.save_vis)
+        report = run_evaluation(
+            predictor, settings, folds, out, name, args.batch_size, args.workers, args.save_vis, processes=processes
+        )
     except KeyboardInterrupt:
-        if progress_path(out).is_file():
-            print(f"progress saved in {progress_path(out)}: rerun the same command to continue", file=sys.stderr)
+        if progress_path(out, processes).is_file():
+            print(f"progress saved in {progress_path(out, processes)}: rerun the same command to continue", file=sys.stderr)
         raise
-    print(format_table(report))
-    print(f"wrote {out}")
+    if processes.is_main:
+        print(format_table(report))
+        print(f"wrote {out}")
     return 0

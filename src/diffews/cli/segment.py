@@ -6,6 +6,7 @@ import argparse
 
 from tqdm.auto import tqdm
 
+from ..distributed import launched_processes
 from ..errors import InputError
 from ..io import OutputFolder, expand_image_paths, output_stems
 from ..modeling.config import MAX_RESOLUTION
@@ -20,12 +21,14 @@ Each --support gives one example image and its binary mask (white = the class; s
 for palette, 0/1 and RGBA masks). A mask need not match its image's size: masks are resized with
 nearest neighbour. For every query, writes
 <name>_mask.png (0/255) and <name>_overlay.png into --out. Nothing is written if any input is bad.
+Under `accelerate launch` (or torchrun) the queries are shared among the processes; see docs/scaling.md.
 """
 
 EPILOG = """\
 examples:
   diffews segment --model ./diffews-coco --support dog.jpg dog_mask.png --query photos/ --out masks/
   diffews segment --model ./diffews-coco --support a.jpg a.png --support b.jpg b.png --query 'shots/*.jpg' --out out/
+  accelerate launch --multi_gpu --num_processes 4 -m diffews segment --model ./diffews-coco --support dog.jpg dog_mask.png --query photos/ --out masks/
 """
 
 
@@ -62,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     support_images = [load_image(image) for image, _ in args.support]
     support_masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
 
-    with OutputFolder(args.out) as out:
-        pipe = load_inference_pipeline(args)
+    processes = launched_processes()
+    mine = processes.shard(len(queries), args.batch_size)  # whole batches: the batches of a one-process run
+    with OutputFolder(args.out, processes) as out:
+        pipe = load_inference_pipeline(args, processes)
         pipe.set_progress_bar_config(disable=True)
         try:
             pipe.model.config.thresholding(args.threshold, args.threshold_mode)
@@ -72,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as error:
             raise InputError(str(error)) from None
-        with tqdm(total=len(queries), desc="segmenting", unit="img") as bar:
-            for start in range(0, len(queries), args.batch_size):
+        with tqdm(total=len(mine), desc="segmenting", unit="img", disable=not processes.is_main) as bar:
+            for start in range(mine.start, mine.stop, args.batch_size):
                 paths = queries[start : start + args.batch_size]
                 images = [load_image(path) for path in paths]
                 try:
@@ -87,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
                     out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
                     out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
                 bar.update(len(paths))
-    print(f"wrote {len(queries)} masks and overlays to {out.path}")
+    if processes.is_main:
+        print(f"wrote {len(queries)} masks and overlays to {out.path}")
     return 0

@@ -11,11 +11,18 @@ settings of the authors' evaluation exactly (their preprocessing and thresholdin
 An evaluation keeps its progress in ``<report>.partial.json`` after every batch; rerun with the
 same report path and settings, it continues from there and gives the same numbers as an
 uninterrupted run.
+
+Launched as several processes (``accelerate launch``, see `diffews.distributed`), each process
+scores its own share of every fold's episodes (whole batches) and keeps its own progress file
+(``<report>.partial.<rank>-of-<N>.json``); at the end of a fold their intersections and unions are
+summed exactly, so the report is the one a single process writes (only its timings differ).
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +36,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_episodes
+from ..distributed import Processes
 from ..errors import InputError
 from ..io import OutputFolder, write_text
 from ..pipeline import DiffewSPipeline
@@ -133,14 +141,15 @@ def evaluate_fold(
     on_batch=None,
     progress: bool = True,
     description: str = "evaluating",
+    episodes: range | None = None,
 ) -> None:
-    """Score episodes ``start..len(dataset)-1`` into `meter`, calling ``on_batch(episodes_done)`` after each batch.
+    """Score `episodes` (default: all of `dataset`) from their ``start``-th on into `meter`, calling
+    ``on_batch(episodes_done)`` after each batch.
 
     `settings` must hold the threshold and mode to use (see `resolved`)."""
-    loader = DataLoader(
-        Subset(dataset, range(start, len(dataset))), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes
-    )
-    with tqdm(total=len(dataset), initial=start, desc=description, unit="episode", disable=not progress) as bar:
+    episodes = range(len(dataset)) if episodes is None else episodes
+    loader = DataLoader(Subset(dataset, episodes[start:]), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
+    with tqdm(total=len(episodes), initial=start, desc=description, unit="episode", disable=not progress) as bar:
         for batch in loader:
             predictions = predict(predictor, batch, settings.threshold, settings.threshold_mode)
             for prediction, target, class_id in zip(predictions, batch["query_target"], batch["class_id"]):
@@ -161,12 +170,15 @@ def run_evaluation(
     workers: int = 0,
     save_vis: int = 0,
     progress: bool = True,
+    processes: Processes = Processes(),
 ) -> dict[str, Any]:
     """Evaluate `folds` with `predictor` (a pipeline, with its mask decoder and speed options, or any
     `Predictor`), write the JSON report (and `save_vis` panels), return the report.
 
     All folds' data are checked before anything is written. Resumes from ``<report>.partial.json``
-    when it exists and was written with the same settings and model.
+    when it exists and was written with the same settings and model. With several `processes`
+    (every one of them calls this), each scores its shard of the episodes and resumes from its own
+    progress file; the main process writes the report and the panels; every process returns the report.
     """
     report_path = Path(report_path).expanduser()
     if isinstance(predictor, DiffewSPipeline):
@@ -181,8 +193,8 @@ def run_evaluation(
         **predictor.record,
         "folds": [_fold_name(f) for f in folds],
     }
-    partial_path = progress_path(report_path)
-    state = _resume_state(partial_path, header)
+    partial_path = progress_path(report_path, processes)
+    state = _resume_state(report_path, header, processes, batch_size)
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -201,11 +213,13 @@ def run_evaluation(
             fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
             write_text(partial_path, json.dumps(state))
 
+        shard = processes.shard(len(dataset), batch_size)
         evaluate_fold(
-            predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress,
-            f"{settings.benchmark} fold {name}",
+            predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress and processes.is_main,
+            f"{settings.benchmark} fold {name}" + (f" ({processes})" if processes.count > 1 else ""), shard,
         )
-        elapsed = prior + time.perf_counter() - run_start
+        elapsed = processes.max(prior + time.perf_counter() - run_start)
+        meter = meter.merged(processes.sum)
         scores = meter.compute()
         results[name] = {
             "miou": scores["miou"],
@@ -220,9 +234,11 @@ def run_evaluation(
         "results": results,
         "mean": {key: float(np.mean([r[key] for r in results.values()])) for key in ("miou", "fbiou")},
     }
-    write_text(report_path, json.dumps(report, indent=2) + "\n")
+    if processes.is_main:
+        write_text(report_path, json.dumps(report, indent=2) + "\n")
+    processes.barrier()  # every shard's progress stays until the report is written
     partial_path.unlink(missing_ok=True)
-    if save_vis:
+    if save_vis and processes.is_main:
         fold = folds[0]
         save_visualisations(predictor, datasets[fold], settings, save_vis, report_path.with_name(f"{report_path.stem}_vis"))
     return report
@@ -234,9 +250,20 @@ def resolved(settings: EvaluationSettings, predictor: Predictor) -> EvaluationSe
     return replace(settings, threshold=threshold, threshold_mode=mode)
 
 
-def progress_path(report_path: Path) -> Path:
-    """Where an evaluation writing `report_path` keeps its progress: ``<report>.partial.json``."""
-    return report_path.with_name(report_path.name + ".partial.json")
+def progress_path(report_path: Path, processes: Processes = Processes()) -> Path:
+    """Where an evaluation writing `report_path` keeps its progress: ``<report>.partial.json``;
+    with several processes, each its own: ``<report>.partial.<rank>-of-<count>.json``."""
+    suffix = ".partial.json" if processes.count == 1 else f".partial.{processes.rank}-of-{processes.count}.json"
+    return report_path.with_name(report_path.name + suffix)
+
+
+def _progress_process_count(report_path: Path, path: Path) -> int | None:
+    """The process count of the run that wrote the progress file `path` of `report_path`, None if it is not one."""
+    rest = path.name.removeprefix(report_path.name)
+    if rest == ".partial.json":
+        return 1
+    match = re.fullmatch(r"\.partial\.\d+-of-(\d+)\.json", rest)
+    return int(match.group(1)) if match else None
 
 
 def _fold_name(fold: int | None) -> str:
@@ -253,8 +280,18 @@ def _settings_record(settings: EvaluationSettings) -> dict[str, Any]:
     return record
 
 
-def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
-    """Saved progress for the same settings and model, or a fresh state."""
+def _resume_state(report_path: Path, header: dict[str, Any], processes: Processes, batch_size: int) -> dict[str, Any]:
+    """This process's saved progress for the same settings, model and process count (and with
+    several processes, batch size: it decides the shards), or a fresh state."""
+    for path in sorted(report_path.parent.glob(f"{glob.escape(report_path.name)}.partial.*json")):
+        count = _progress_process_count(report_path, path)
+        if count is not None and count != processes.count:
+            raise InputError(
+                f"{path}: saved progress of this evaluation run with {_processes(count)}, now run with {_processes(processes.count)}; "
+                f"rerun it with {_processes(count)} to continue, or delete it to start over"
+            )
+    partial_path = progress_path(report_path, processes)
+    header = {**header, "shards": {"processes": processes.count, "batch_size": batch_size}} if processes.count > 1 else header
     if not partial_path.is_file():
         return {**header, "progress": {}}
     try:
@@ -263,9 +300,14 @@ def _resume_state(partial_path: Path, header: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"{partial_path}: unreadable saved progress; delete it to start over") from None
     if {k: state.get(k) for k in header} != header:
         raise InputError(
-            f"{partial_path}: saved progress of an evaluation with other settings or model; delete it or choose another --out"
+            f"{partial_path}: saved progress of an evaluation with other settings, model"
+            + (" or --batch-size" if processes.count > 1 else "") + "; delete it or choose another --out"
         )
     return state
+
+
+def _processes(count: int) -> str:
+    return "1 process" if count == 1 else f"{count} processes"
 
 
 def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherClassSupport, settings: EvaluationSettings, count: int, folder: Path) -> list[Path]:

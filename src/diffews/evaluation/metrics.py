@@ -10,7 +10,7 @@ and for the background; pixels labelled 255 are ignored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -85,6 +85,17 @@ class SegmentationMeter:
             "fbiou": float(totals.mean() * 100),
             "per_class_iou": {c: float(v) for c, v in zip(self.class_ids, per_class)},
         }
+
+    def merged(self, total: Callable[[torch.Tensor], torch.Tensor]) -> SegmentationMeter:
+        """A meter holding ``total(counts)`` of this meter's int64 counts, e.g. summed over processes
+        (`diffews.distributed.Processes.sum`): intersections, unions and episodes in one tensor."""
+        counts = total(torch.cat([self.intersections.flatten(), self.unions.flatten(), torch.tensor([self.episodes])]))
+        classes = len(self.class_ids)
+        merged = SegmentationMeter(self.class_ids)
+        merged.intersections = counts[: 2 * classes].reshape(classes, 2)
+        merged.unions = counts[2 * classes : 4 * classes].reshape(classes, 2)
+        merged.episodes = int(counts[-1])
+        return merged
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready exact state, for resuming an interrupted evaluation."""
