@@ -12,7 +12,7 @@ from helpers import random_batch, random_masks
 from diffews import DiffewSModel, InputError
 from diffews._testing import build_tiny_model, save_tiny_stable_diffusion, tiny_clip_tokenizer, tiny_stable_diffusion
 from diffews.modeling.oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
-from diffews.modeling.prompt import empty_prompt_embedding, empty_prompt_ids
+from diffews.modeling.prompt import check_prompt_embedding, empty_prompt_embedding, empty_prompt_ids
 from diffews.modeling.support_conv import RoutedInputConv
 
 R = 64
@@ -186,6 +186,7 @@ def test_the_prompt_setting_must_fit_the_stored_embedding(tmp_path, tiny_model):
     two_tokens = tiny_model.prompt_embedding[:, :2]
     with pytest.raises(ValueError, match="prompt embedding has 2 tokens, which does not fit prompt 'padded'"):
         DiffewSModel(tiny_model.vae, tiny_model.unet, two_tokens, config=tiny_model.config)
+    check_prompt_embedding(two_tokens, "constant")  # a from-scratch model's fixed tensor may have any length
     tiny_model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m/diffews_config.json").read_text())
     (tmp_path / "m/diffews_config.json").write_text(json.dumps({**config, "prompt": "authors-eval"}))

@@ -91,6 +91,7 @@ def test_init_model_writes_a_loadable_from_scratch_model(trained, tmp_path, caps
     assert model.config.resolution == 32
     assert tuple(model.unet.config.block_out_channels) == (8, 8, 16, 16)
     assert torch.equal(model.prompt_embedding, constant_prompt_embedding(16, "random", 7))
+    assert model.config.prompt == "constant"  # no text encoder's prompt: neither the authors' padded nor unpadded one
     assert torch.equal(model.unet.conv_in_ref.weight[:, :4], model.unet.conv_in.weight / 2)
     vae_weights = load_file(out / "vae" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(model.vae.state_dict()[k], v) for k, v in vae_weights.items())

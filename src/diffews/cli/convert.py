@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import InputError
 from ..modeling.config import DiffewSConfig
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, save_new_folder
-from ..modeling.prompt import PROMPT_AUTHORS_EVAL, PROMPT_MODES
+from ..modeling.prompt import PROMPT_AUTHORS_EVAL, TEXT_PROMPTS
 from ..modeling.weights import SD21_HUB_ID
 from ..release import convert_clone
 from ..release.layout import AUTHORS_BASE_FOLDER
@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_prompt_option(parser: argparse.ArgumentParser) -> None:
     """--prompt: which empty-prompt embedding a converted model stores."""
     parser.add_argument(
-        "--prompt", choices=PROMPT_MODES, default=PROMPT_AUTHORS_EVAL,
+        "--prompt", choices=TEXT_PROMPTS, default=PROMPT_AUTHORS_EVAL,
         help="empty-prompt embedding to store: authors-eval (default; unpadded, 2 tokens, as the authors evaluated: "
         "reproduces the paper) or padded (77 tokens, as they trained)",
     )

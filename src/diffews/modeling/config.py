@@ -19,7 +19,7 @@ MAX_RESOLUTION = 2048
 ``(K + 1) x (R / 8)^2`` tokens grows with R^4, so larger values only end in out-of-memory errors."""
 
 ThresholdMode = Literal["relative", "absolute", "authors"]
-PromptMode = Literal["authors-eval", "padded"]
+PromptMode = Literal["authors-eval", "padded", "constant"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,9 @@ class DiffewSConfig:
         prompt: which empty-prompt embedding ``prompt_embedding.safetensors`` holds (see
             `diffews.modeling.prompt`): ``"padded"`` (77 tokens, the authors' training; what
             `DiffewSModel.from_stable_diffusion` and training use) or ``"authors-eval"`` (2 tokens,
-            the authors' evaluation; what ``diffews convert`` stores by default). Folders written
-            before this setting existed hold the padded embedding, the default.
+            the authors' evaluation; what ``diffews convert`` stores by default), or ``"constant"``
+            (a from-scratch model's fixed tensor). Folders written before this setting existed
+            hold the padded embedding, the default.
         base_model: where the weights came from (hub id or folder), for the record.
     """
 

@@ -10,6 +10,8 @@ Two variants, both the authors' (see "Backbone" in the method notes):
 
 The UNet's cross-attention attends over every stored token, so the two give different outputs even
 though (CLIP's text encoder being causal) the 2 rows equal the first 2 rows of the padded embedding.
+A model built from scratch (``diffews init-model``) has no text encoder: its ``"constant"``
+embedding is a fixed tensor of any length (`diffews.modeling.scratch`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from .weights import check_safetensors
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
 """CLIP token ids; SD 2.1's tokenizer pads with id 0."""
 
-PROMPT_PADDED, PROMPT_AUTHORS_EVAL = "padded", "authors-eval"
-PROMPT_MODES: tuple[str, ...] = (PROMPT_AUTHORS_EVAL, PROMPT_PADDED)
-"""Names of the stored empty-prompt embeddings (recorded as ``prompt`` in ``diffews_config.json``)."""
+PROMPT_PADDED, PROMPT_AUTHORS_EVAL, PROMPT_CONSTANT = "padded", "authors-eval", "constant"
+TEXT_PROMPTS: tuple[str, ...] = (PROMPT_AUTHORS_EVAL, PROMPT_PADDED)
+"""The text encoder's empty-prompt embeddings a conversion can store (``diffews convert --prompt``)."""
+PROMPT_MODES: tuple[str, ...] = (*TEXT_PROMPTS, PROMPT_CONSTANT)
+"""What ``prompt`` in ``diffews_config.json`` may name."""
 UNPADDED_TOKENS = 2
 """Tokens of the unpadded empty prompt: BOS and EOS."""
 
@@ -69,13 +73,17 @@ def check_prompt_embedding(embedding: torch.Tensor, prompt: str) -> None:
     if embedding.ndim != 3 or embedding.shape[0] != 1:
         raise ValueError(f"prompt embedding must have shape (1, T, D), got {tuple(embedding.shape)}")
     tokens = embedding.shape[1]
-    if (prompt == PROMPT_AUTHORS_EVAL) != (tokens == UNPADDED_TOKENS):
+    if prompt != PROMPT_CONSTANT and (prompt == PROMPT_AUTHORS_EVAL) != (tokens == UNPADDED_TOKENS):
         raise ValueError(f"prompt embedding has {tokens} tokens, which does not fit prompt {prompt!r}")
 
 
 def describe_prompt(prompt: str, tokens: int) -> str:
-    """One phrase for model cards and logs, e.g. "authors-eval (2 tokens: the empty prompt unpadded)"."""
-    how = "the empty prompt unpadded, as the authors evaluated" if prompt == PROMPT_AUTHORS_EVAL else "the empty prompt padded, as the authors trained"
+    """One phrase for model cards and logs, e.g. "authors-eval (2 tokens: the empty prompt unpadded, ...)"."""
+    how = {
+        PROMPT_AUTHORS_EVAL: "the empty prompt unpadded, as the authors evaluated",
+        PROMPT_PADDED: "the empty prompt padded, as the authors trained",
+        PROMPT_CONSTANT: "a fixed tensor, no text encoder",
+    }[prompt]
     return f"{prompt} ({tokens} tokens: {how})"
 
 

@@ -24,6 +24,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from ..errors import InputError
 from .config import DiffewSConfig
 from .diffews_model import DiffewSModel, _load_weights
+from .prompt import PROMPT_CONSTANT
 from .weights import read_json
 
 PromptKind = Literal["random", "zeros"]
@@ -72,6 +73,7 @@ def build_scratch_model(
         embedding = constant_prompt_embedding(unet.config.cross_attention_dim, prompt, prompt_seed)
         settings = DiffewSConfig(
             resolution=resolution,
+            prompt=PROMPT_CONSTANT,
             base_model=f"scratch: vae {vae_folder.name}, unet seed {seed}, {prompt} prompt embedding (seed {prompt_seed})",
         )
         return DiffewSModel.from_components(vae.eval(), unet.eval(), embedding, config=settings).eval()
