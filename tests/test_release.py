@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -230,23 +232,37 @@ def home(tmp_path, monkeypatch, base) -> Path:
     return tmp_path / "home"
 
 
+class FakeModelscope:
+    """Stands in for the `modelscope` package: its snapshot_download copies the files of a fake remote
+    repository (the `clone` fixture) that match `allow_patterns` into `local_dir`, as modelscope does."""
+
+    def __init__(self, remote: Path) -> None:
+        self.remote, self.calls = remote, []
+
+    def snapshot_download(self, model_id: str, local_dir: str, allow_patterns: list[str]) -> str:
+        self.calls.append((model_id, allow_patterns))
+        for path in self.remote.rglob("*"):
+            name = path.relative_to(self.remote).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
+                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, Path(local_dir) / name)
+        return local_dir
+
+
 @pytest.fixture
-def fake_fetch(monkeypatch) -> list:
-    """Replace the ModelScope download by a fake that writes the model's unet/ where modelscope would."""
-    calls = []
-
-    def fetch(folder: str, local_dir: Path) -> None:
-        calls.append(folder)
-        write_authors_clone(local_dir, None, models={folder: CLONE_MODELS[folder]}) if not local_dir.exists() else None
-
-    monkeypatch.setattr(download_module, "fetch_authors_files", fetch)
-    return calls
+def fake_fetch(monkeypatch, clone) -> list:
+    """Folders fetched from the (fake) ModelScope repository, in order."""
+    fake = FakeModelscope(clone[0])
+    monkeypatch.setitem(sys.modules, "modelscope", fake)
+    return fake.calls
 
 
 def test_download_fills_the_cache_once(capsys, home, fake_fetch):
     status, lines, err = run_cli(capsys, "download", "incontext")
     assert status == 0, err
-    assert fake_fetch == ["incontext"]
+    assert fake_fetch == [("zzzmmz/Diffews", ["incontext/unet/*", "*/incontext/unet/*"])]
+    fetched = sorted(p.relative_to(download_module.authors_download_dir()).as_posix() for p in download_module.authors_download_dir().rglob("*") if p.is_file())
+    assert fetched == ["weight/incontext/unet/config.json", "weight/incontext/unet/diffusion_pytorch_model.safetensors"]
     assert lines[-1] == f"incontext: ready; use it with --model {home / 'models/incontext'}"
     assert_converted(home / "models/incontext", authors_unet_state(CLONE_MODELS["incontext"][0])[1])
     assert json.loads((home / "models/incontext/diffews_config.json").read_text())["prompt"] == "authors-eval"
@@ -254,7 +270,7 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
     assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock", "incontext"]
 
     status, lines, _ = run_cli(capsys, "download", "incontext")
-    assert status == 0 and lines == [f"incontext: already in {home / 'models/incontext'}"] and fake_fetch == ["incontext"]
+    assert status == 0 and lines == [f"incontext: already in {home / 'models/incontext'}"] and len(fake_fetch) == 1
 
 
 def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):
@@ -285,13 +301,23 @@ def test_download_without_modelscope_says_how_to_place_the_files(capsys, home, m
 
 
 def test_download_refused_is_one_line(capsys, home, monkeypatch):
-    class FakeModelscope:
+    class Refusing:
         @staticmethod
         def snapshot_download(**kwargs):
             raise ConnectionError("Failed to resolve host\nretrying")
 
-    monkeypatch.setitem(sys.modules, "modelscope", FakeModelscope)
+    monkeypatch.setitem(sys.modules, "modelscope", Refusing)
     expect_error(capsys, ["download", "coco-fold2"], "downloading coco_fold2/unet/ of zzzmmz/Diffews from ModelScope failed (ConnectionError: Failed to resolve host); clone")
+
+
+def test_repository_with_another_layout_is_explained(capsys, home, monkeypatch, tmp_path):
+    write_authors_clone(tmp_path / "remote", None, models={"coco_fold0": CLONE_MODELS["coco_fold0"]})
+    monkeypatch.setitem(sys.modules, "modelscope", FakeModelscope(tmp_path / "remote"))
+    expect_error(
+        capsys,
+        ["download", "incontext"],
+        "zzzmmz--Diffews: the download holds no incontext/unet/; the repository's layout differs from what diffews expects, clone",
+    )
 
 
 def test_download_with_base_offline_and_not_cached(capsys, home, fake_fetch, tmp_path, monkeypatch):

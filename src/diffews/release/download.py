@@ -44,7 +44,7 @@ def fetch_authors_files(folder: str, local_dir: Path) -> None:
             f"pip install 'diffews[modelscope]', or {_by_hand(folder, local_dir)}"
         ) from None
     try:
-        snapshot_download(model_id=AUTHORS_REPOSITORY, local_dir=str(local_dir), allow_patterns=[f"*{folder}/unet/*"])
+        snapshot_download(model_id=AUTHORS_REPOSITORY, local_dir=str(local_dir), allow_patterns=[f"{folder}/unet/*", f"*/{folder}/unet/*"])
     except Exception as error:  # network, refusal, missing repository: all mean "place the files by hand"
         raise InputError(
             f"downloading {folder}/unet/ of {AUTHORS_REPOSITORY} from ModelScope failed ({type(error).__name__}: "
@@ -105,16 +105,21 @@ def _authors_unet(chosen: Release, clone: str | Path | None) -> Path:
     if clone is not None:
         return unet_folder(next(iter(select_models(scan_clone(clone), [chosen.folder]).values())))
     local_dir = authors_download_dir()
-    found = scan_clone(local_dir).models.get(chosen.folder) if local_dir.is_dir() else None
+    found = _downloaded(local_dir, chosen.folder)
     if found is None or not _has_unet(found):
         fetch_authors_files(chosen.folder, local_dir)
-        found = scan_clone(local_dir).models.get(chosen.folder)
+        found = _downloaded(local_dir, chosen.folder)
     if found is None:
         raise InputError(
             f"{local_dir}: the download holds no {chosen.folder}/unet/; the repository's layout differs from what "
             f"diffews expects, {_by_hand(chosen.folder, local_dir)}"
         )
     return unet_folder(found)
+
+
+def _downloaded(local_dir: Path, folder: str) -> Path | None:
+    """The model folder `folder` inside the download folder, if it is there."""
+    return scan_clone(local_dir).models.get(folder) if local_dir.is_dir() else None
 
 
 def _has_unet(model: Path) -> bool:
