@@ -17,6 +17,7 @@ from authors_fixtures import AUTHORS_BASE, CLONE_MODELS, authors_unet_state, tin
 
 from diffews import DiffewSModel
 from diffews.cli.main import main
+from diffews.io import temporary_path
 from diffews.modeling.convert import convert_authors_checkpoint
 from diffews.modeling.weights import SD21_HUB_ID
 from diffews.release import download as download_module
@@ -348,7 +349,7 @@ def test_interrupted_conversion_is_never_used(capsys, home, fake_fetch, monkeypa
         downloaded_model("incontext")
 
     # A process killed outright leaves its staging folder: never used, removed by the next download.
-    abandoned = models_dir() / ".incontext.k1ll3d"
+    abandoned = temporary_path(models_dir() / "incontext")
     (abandoned / "unet").mkdir(parents=True)
     with pytest.raises(Exception, match="not downloaded yet"):
         downloaded_model("incontext")

@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError
 from ..home import diffews_home
+from ..io import TEMP_SUFFIX
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from ..modeling.weights import SD21_HUB_ID, first_line
 from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
@@ -140,8 +141,8 @@ def _by_hand(folder: str, local_dir: Path) -> str:
 
 
 def _remove_abandoned_staging(name: str) -> None:
-    """Delete half-written conversions of `name` left by a killed process (called under the lock,
-    so no other process is writing one; only folders named as `save_new_folder` names them)."""
-    for staging in models_dir().glob(f".{name}.*"):
+    """Delete half-written conversions of `name` left by a killed process (called under the lock, so no
+    other process is writing one; only folders named as `diffews.io.temporary_path` names them)."""
+    for staging in models_dir().glob(f".{name}.*{TEMP_SUFFIX}"):
         if staging.is_dir():
             shutil.rmtree(staging, ignore_errors=True)
