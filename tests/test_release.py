@@ -15,7 +15,7 @@ import pytest
 import torch
 from authors_fixtures import AUTHORS_BASE, CLONE_MODELS, authors_unet_state, tiny_base, write_authors_clone, write_hub_snapshot, write_unet
 
-from diffews import DiffewSModel
+from diffews import DiffewSModel, load_model
 from diffews.cli.main import main
 from diffews.io import temporary_path
 from diffews.modeling.convert import convert_authors_checkpoint
@@ -24,6 +24,7 @@ from diffews.release import download as download_module
 from diffews.release.catalog import downloaded_model, models_dir
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,11 @@ def expect_error(capsys, args: list[str], message: str, nothing_in: Path | None 
 
 def assert_converted(folder: Path, state: dict) -> None:
     """`folder` is a diffews model whose UNet holds exactly the authors' weights `state`."""
-    converted = DiffewSModel.from_pretrained(folder).unet.state_dict()
+    assert_converted_model(DiffewSModel.from_pretrained(folder), state)
+
+
+def assert_converted_model(model: DiffewSModel, state: dict) -> None:
+    converted = model.unet.state_dict()
     assert torch.equal(converted["conv_in_ref.weight"], state["conv_in_ref.weight"])
     assert torch.equal(converted["conv_in.weight"], state["conv_in.weight"])
     assert all(torch.equal(converted[k], v) for k, v in state.items() if k in converted)
@@ -264,7 +269,7 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
     assert fake_fetch == [("zzzmmz/Diffews", ["incontext/unet/*", "*/incontext/unet/*"])]
     fetched = sorted(p.relative_to(download_module.authors_download_dir()).as_posix() for p in download_module.authors_download_dir().rglob("*") if p.is_file())
     assert fetched == ["weight/incontext/unet/config.json", "weight/incontext/unet/diffusion_pytorch_model.safetensors"]
-    assert lines[-1] == f"incontext: ready; use it with --model {home / 'models/incontext'}"
+    assert lines[-1] == f"incontext: ready in {home / 'models/incontext'}; use it with --model incontext"
     assert_converted(home / "models/incontext", authors_unet_state(CLONE_MODELS["incontext"][0])[1])
     assert json.loads((home / "models/incontext/diffews_config.json").read_text())["prompt"] == "authors-eval"
     assert downloaded_model("incontext") == home / "models/incontext"
@@ -272,6 +277,12 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
 
     status, lines, _ = run_cli(capsys, "download", "incontext")
     assert status == 0 and lines == [f"incontext: already in {home / 'models/incontext'}"] and len(fake_fetch) == 1
+
+    # The name now works everywhere: the library's resolver and the commands.
+    assert_converted_model(load_model("incontext"), authors_unet_state(CLONE_MODELS["incontext"][0])[1])
+    args = ["segment", "--model", "incontext", "--support", str(EXAMPLES / "support/ladybird_1.jpg"),
+            str(EXAMPLES / "support/ladybird_1_mask.png"), "--query", str(EXAMPLES / "query/meadow_1.jpg"), "--out", str(home / "masks")]
+    assert main(args) == 0 and (home / "masks/meadow_1_mask.png").is_file()
 
 
 def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):

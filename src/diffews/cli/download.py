@@ -10,8 +10,8 @@ from ..release import AUTHORS_REPOSITORY, RELEASES, download_model
 
 DESCRIPTION = f"""\
 Fetch one of the authors' released DiffewS models and convert it, once, into
-${HOME_ENV}/models/<name> (default ~/.cache/diffews/models/<name>), a model folder that
---model loads in every command. The fine-tuned UNet comes from the authors' ModelScope
+${HOME_ENV}/models/<name> (default ~/.cache/diffews/models/<name>); afterwards
+--model <name> loads it in every command. The fine-tuned UNet comes from the authors' ModelScope
 repository {AUTHORS_REPOSITORY} (needs pip install 'diffews[modelscope]'); the VAE and text
 encoder from Stable Diffusion 2.1 (--base, default {SD21_HUB_ID}, through
 huggingface_hub). Interrupted downloads resume; two processes never convert the same model

@@ -97,7 +97,7 @@ def download_model(
         save_new_folder(model, target, card=converted_model_card(model))
     finally:
         lock.release()
-    report(f"{chosen.name}: ready; use it with --model {target}")
+    report(f"{chosen.name}: ready in {target}; use it with --model {chosen.name}")
     return target
 
 
