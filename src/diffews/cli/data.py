@@ -1,4 +1,4 @@
-"""`diffews data`: check a benchmark's files, write its split lists."""
+"""`diffews data`: check a benchmark's files, write its split lists, build one from cut-outs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from pathlib import Path
 
 from ..data import BENCHMARKS, get_benchmark, split_lists_folder
 from ..errors import InputError
+from .data_build import add_commands as add_build_commands
 
-DESCRIPTION = "Benchmark data: check the folder layout, write split lists (layouts: 'Benchmark data' in the README)."
+DESCRIPTION = (
+    "Benchmark data: check the folder layout, write split lists (layouts: 'Benchmark data' in the README); "
+    "build a benchmark from cut-out objects (icons, backgrounds, composite)."
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("data", help="check benchmark folders, write split lists", description=DESCRIPTION)
+    parser = subparsers.add_parser("data", help="check benchmark folders, write split lists, build benchmarks from cut-outs", description=DESCRIPTION)
     commands = parser.add_subparsers(title="data commands", metavar="ACTION", required=True)
 
     check = commands.add_parser("check", help="report what a benchmark root holds and what is missing, with counts")
@@ -32,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     splits.add_argument("root", help="data root")
     splits.add_argument("--out", required=True, metavar="DIR", help="folder to write the lists into (pass it to --splits later)")
     splits.set_defaults(run=run_splits)
+    add_build_commands(commands)
 
 
 def run_check(args: argparse.Namespace) -> int:

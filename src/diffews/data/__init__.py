@@ -1,4 +1,4 @@
-"""Few-shot segmentation benchmarks: PASCAL-5i, COCO-20i, LVIS-92i, FSS-1000 and custom folders.
+"""Few-shot segmentation benchmarks: PASCAL-5i, COCO-20i, LVIS-92i, FSS-1000, custom folders, composites.
 
 Each reader module defines one `Benchmark` object; `BENCHMARKS` registers them by name, and
 `open_split` (a benchmark split of a fold) and `build_episode_dataset` (its episodes as a torch
@@ -12,14 +12,14 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from . import coco, custom, fss, lvis, pascal
+from . import coco, composite, custom, fss, lvis, pascal
 from .episodes import ORIGINAL, EpisodeDataset, collate_episodes
 from .published import PUBLISHED, published_splits
 from .source import Benchmark, CheckItem, FewShotSplit
 
 BENCHMARKS: dict[str, Benchmark] = {
     benchmark.name: benchmark
-    for benchmark in (pascal.BENCHMARK, coco.BENCHMARK, lvis.BENCHMARK, fss.BENCHMARK, custom.BENCHMARK)
+    for benchmark in (pascal.BENCHMARK, coco.BENCHMARK, lvis.BENCHMARK, fss.BENCHMARK, custom.BENCHMARK, composite.BENCHMARK)
 }
 """Every benchmark by name; a new dataset registers here with one line."""
 
@@ -96,7 +96,7 @@ def build_episode_dataset(
     """Episodes of a benchmark split as a torch Dataset (item i a pure function of (seed, i)).
 
     Args:
-        benchmark: a name in `BENCHMARKS` ("pascal", "coco", "lvis", "fss", "custom").
+        benchmark: a name in `BENCHMARKS` ("pascal", "coco", "lvis", "fss", "custom", "composite").
         root: the data root (see 'Benchmark data' in the README; for "custom", the class folders' parent).
         split: "trn", "val" or "test" (FSS-1000 only).
         fold: the fold; None = all classes (in-context training, FSS-1000, custom folders).

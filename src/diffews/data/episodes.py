@@ -4,7 +4,8 @@ Episode i is a pure function of (seed, i), drawn by a generator seeded with (see
 draws them: for PASCAL-5i, FSS-1000 and custom folders the query is pair ``i mod len(pairs)`` of
 the split (consecutive episodes cover the pairs in order); for COCO-20i and LVIS-92i
 (`FewShotSplit.class_balanced`) the class is drawn uniformly, then the query among its images.
-The supports are drawn without replacement from the class's other images.
+The supports are drawn without replacement from the class's other images (a split may rank them
+in pools, see `FewShotSplit.support_pools`: the first pool is used up before the next).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ class EpisodeDataset(Dataset):
             query = images[int(rng.integers(len(images)))]
         else:
             query, class_id = self.split.pairs[index % len(self.split.pairs)]
-        others = [key for key in self.split.images_of_class[class_id] if key != query]
-        chosen = rng.choice(len(others), size=self.shots, replace=False)
-        return query, class_id, [others[i] for i in sorted(chosen.tolist())]
+        supports: list[str] = []
+        for pool in self.split.support_pools(query, class_id, rng):
+            chosen = rng.choice(len(pool), size=min(self.shots - len(supports), len(pool)), replace=False)
+            supports += [pool[i] for i in sorted(chosen.tolist())]
+        return query, class_id, supports
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         query, class_id, supports = self.episode(index)

@@ -77,7 +77,7 @@ class FewShotSplit(ABC):
     """One split of a benchmark restricted to a fold: the classes episodes use and their images.
 
     Attributes:
-        benchmark: "pascal", "coco", "lvis", "fss" or "custom".
+        benchmark: "pascal", "coco", "lvis", "fss", "custom" or "composite".
         split: "trn", "val" or "test".
         fold: the fold, or None for all classes.
         class_ids: the classes of this fold (sorted); the metrics average over them.
@@ -116,6 +116,13 @@ class FewShotSplit(ABC):
     @abstractmethod
     def target(self, key: str, class_id: int) -> np.ndarray:
         """Ground truth of `class_id` in image `key` at the image's size: ``(H, W)`` uint8 in {0, 1, 255 = ignore}."""
+
+    def support_pools(self, query: str, class_id: int, rng: np.random.Generator) -> list[list[str]]:
+        """Candidate supports of an episode, in pools drawn in order: here one pool, the class's other images.
+
+        `rng` is the episode's generator; a split that ranks candidates may draw from it.
+        """
+        return [[key for key in self.images_of_class[class_id] if key != query]]
 
     def describe(self) -> str:
         """e.g. "pascal val fold 0"."""

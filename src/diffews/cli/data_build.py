@@ -1,0 +1,132 @@
+"""`diffews data icons | backgrounds | composite`: build a few-shot benchmark from cut-out objects."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.backgrounds import WALLPAPER_ROOTS, gather_backgrounds
+from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
+from ..data.synthesize import CompositeOptions, build_composite
+from ..errors import InputError
+
+DEFAULTS = CompositeOptions()
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the three build commands to `diffews data`."""
+    icons = commands.add_parser(
+        "icons",
+        help="gather cut-out objects from installed icon themes: one class per icon name drawn by several themes",
+        description="Gather cut-outs from freedesktop icon themes (Debian: the *-icon-theme packages). "
+        f"Themes {', '.join(RESERVED_THEMES)} are reserved for independent evaluation: used only when named in --themes.",
+    )
+    icons.add_argument("--out", required=True, metavar="DIR", help="new folder: <class>/<theme>__<name>.png, manifest.jsonl, classes.json")
+    icons.add_argument("--icon-root", default=str(ICON_ROOT), metavar="DIR", help="folder of icon themes (default %(default)s)")
+    icons.add_argument("--themes", default=None, metavar="A,B", help="theme folders to use (default: one theme per installed package)")
+    icons.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out before cropping (default %(default)s)")
+    icons.add_argument("--min-size", type=int, default=32, metavar="PX", help="skip icons designed smaller than this (default %(default)s)")
+    icons.add_argument("--min-themes", type=int, default=3, metavar="N", help="themes that must draw a name for it to be a class (default %(default)s)")
+    icons.add_argument(
+        "--min-silhouette-iou", type=float, default=0.0, metavar="X",
+        help="drop classes whose themes' silhouettes agree less than this mean pairwise IoU (default %(default)s: keep all)",
+    )
+    icons.add_argument(
+        "--exclude-contexts", default=",".join(EXCLUDED_CONTEXTS), metavar="A,B",
+        help="icon contexts to skip (default %(default)s; empty: none)",
+    )
+    icons.add_argument("--workers", type=int, default=1, metavar="N", help="rasterising processes (default %(default)s)")
+    icons.set_defaults(run=run_icons)
+
+    backgrounds = commands.add_parser(
+        "backgrounds", help="gather background photos from wallpaper folders and generate textures",
+        description="Background images for 'diffews data composite': wallpapers (Debian: gnome-backgrounds, ...) and generated textures.",
+    )
+    backgrounds.add_argument("--out", required=True, metavar="DIR", help="new folder of JPEG backgrounds with manifest.jsonl")
+    backgrounds.add_argument(
+        "--wallpapers", default=",".join(map(str, WALLPAPER_ROOTS)), metavar="A,B",
+        help="folders searched for wallpapers (default %(default)s; empty: none)",
+    )
+    backgrounds.add_argument("--textures", type=int, default=200, metavar="N", help="generated textures to add (default %(default)s)")
+    backgrounds.add_argument("--size", type=int, default=512, metavar="PX", help="shorter side of the written images (default %(default)s)")
+    backgrounds.add_argument("--seed", type=int, default=0, help="texture seed (default %(default)s)")
+    backgrounds.set_defaults(run=run_backgrounds)
+
+    composite = commands.add_parser(
+        "composite", help="build a few-shot benchmark by pasting cut-out objects onto backgrounds",
+        description="Paste cut-outs (<objects>/<class>/<source>__<name>.png, RGBA) onto backgrounds: a benchmark with "
+        "trn/val/test images, masks, 4 class folds and a manifest, read by --benchmark composite.",
+    )
+    composite.add_argument("--objects", required=True, metavar="DIR", help="cut-outs: <class>/<source>__<name>.png (RGBA; alpha = mask)")
+    composite.add_argument("--backgrounds", required=True, metavar="DIR", help="folder of background images")
+    composite.add_argument("--out", required=True, metavar="DIR", help="new folder for the benchmark")
+    composite.add_argument("--seed", type=int, default=DEFAULTS.seed, help="the same seed writes the same bytes (default %(default)s)")
+    composite.add_argument("--size", type=int, default=DEFAULTS.size, metavar="PX", help="image side (default %(default)s)")
+    composite.add_argument("--images-per-class", type=int, default=DEFAULTS.images_per_class, metavar="N", help="trn images per class (default %(default)s)")
+    composite.add_argument("--eval-images-per-class", type=int, default=DEFAULTS.eval_images_per_class, metavar="N", help="val and test images per class, each (default %(default)s)")
+    composite.add_argument("--instances", default=_span(DEFAULTS.instances), metavar="LOW-HIGH", help="instances of the class per image (default %(default)s)")
+    composite.add_argument("--distractors", default=_span(DEFAULTS.distractors), metavar="LOW-HIGH", help="objects of other classes per image (default %(default)s)")
+    composite.add_argument("--scale", default=_span(DEFAULTS.scale), metavar="LOW-HIGH", help="a lone instance's longer side, as a fraction of the image side; n instances: divided by sqrt(n) (default %(default)s)")
+    composite.add_argument("--max-rotation", type=float, default=DEFAULTS.max_rotation, metavar="DEG", help="rotation drawn from +-DEG (default %(default)s)")
+    composite.add_argument("--min-visible", type=float, default=DEFAULTS.min_visible, metavar="X", help="share of each instance that must stay unoccluded (default %(default)s)")
+    composite.add_argument("--any-source-distractors", action="store_true", help="draw distractors from any source (default: the image's source where it has other classes)")
+    composite.add_argument("--same-source-fraction", type=float, default=DEFAULTS.same_source_fraction, metavar="X", help="share of episodes whose supports come from the query's source (default %(default)s)")
+    composite.add_argument(
+        "--folds-from", default=None, metavar="DIR",
+        help="reuse the class folds of this composite benchmark (classes it lacks are left out): score the same held-out classes on other art",
+    )
+    composite.add_argument("--workers", type=int, default=1, metavar="N", help="compositing processes (default %(default)s)")
+    composite.set_defaults(run=run_composite)
+
+
+def _span(pair: tuple) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+def _parse_span(text: str, option: str, kind: type) -> tuple:
+    low, sep, high = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError
+        return kind(low), kind(high)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected LOW-HIGH, e.g. {'1-3' if kind is int else '0.3-0.6'}") from None
+
+
+def _names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def run_icons(args: argparse.Namespace) -> int:
+    summary = gather_icons(
+        Path(args.out).expanduser(), Path(args.icon_root).expanduser(), _names(args.themes) or None, args.size, args.min_size,
+        args.min_themes, args.min_silhouette_iou, _names(args.exclude_contexts), args.workers,
+    )
+    print(
+        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from {len(summary.themes)} themes "
+        f"({', '.join(summary.themes)}) to {args.out}; dropped {summary.dropped_disagreeing} classes with disagreeing silhouettes"
+    )
+    return 0
+
+
+def run_backgrounds(args: argparse.Namespace) -> int:
+    roots = [Path(p).expanduser() for p in _names(args.wallpapers)]
+    summary = gather_backgrounds(Path(args.out).expanduser(), roots, args.textures, args.size, args.seed)
+    print(f"wrote {summary.wallpapers} wallpapers and {summary.textures} textures to {args.out}")
+    return 0
+
+
+def run_composite(args: argparse.Namespace) -> int:
+    options = CompositeOptions(
+        size=args.size, images_per_class=args.images_per_class, eval_images_per_class=args.eval_images_per_class,
+        instances=_parse_span(args.instances, "--instances", int), distractors=_parse_span(args.distractors, "--distractors", int),
+        scale=_parse_span(args.scale, "--scale", float), max_rotation=args.max_rotation, min_visible=args.min_visible,
+        same_source_distractors=not args.any_source_distractors, same_source_fraction=args.same_source_fraction, seed=args.seed,
+    )
+    folds_from = Path(args.folds_from).expanduser() if args.folds_from else None
+    summary = build_composite(
+        Path(args.objects).expanduser(), Path(args.backgrounds).expanduser(), Path(args.out).expanduser(), options, args.workers, folds_from
+    )
+    counts = ", ".join(f"{split} {n}" for split, n in summary.images.items())
+    print(f"wrote {summary.classes} classes ({counts} images; folds of {', '.join(map(str, summary.folds))} classes) to {args.out}")
+    return 0

@@ -1,0 +1,371 @@
+"""Cut-out objects from freedesktop icon themes: one class per icon name drawn by several themes.
+
+`diffews data icons` walks icon themes (as Debian's ``*-icon-theme`` packages install them under
+``/usr/share/icons``), picks the best file of every icon name in every theme (a scalable SVG, else
+the largest design size), rasterises it and writes::
+
+    <out>/<class>/<theme>__<icon name>.png      RGBA, cropped to the visible object, alpha = its mask
+    <out>/manifest.jsonl                        one line per cut-out: file, class, theme, source, package, licence
+    <out>/classes.json                          per class: themes, alias names, silhouette agreement
+
+A class is an icon name drawn by at least `min_themes` themes (the same object by different
+artists). Cleaning, in order:
+
+- symbolic (monochrome glyph) icons and contexts whose icons share one silhouette (mime types:
+  sheets of paper; places: folders) are skipped;
+- names that share one picture (a link or a copy) in some theme are synonyms: only the name most
+  themes draw is kept, so no two classes share a picture;
+- a theme whose file is byte-identical to another theme's file for the class counts once;
+- classes whose silhouettes disagree (mean pairwise IoU of the themes' alpha masks below
+  `min_silhouette_iou`) are dropped: the themes drew different things under one name.
+
+SVG files need the optional rasteriser (``pip install 'diffews[icons]'``, resvg); PNG files are used
+as shipped (downscaled to `size` if larger). Themes named in `RESERVED_THEMES` are skipped unless
+asked for by name, so a reserved evaluation set stays unseen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from .debian import owning_packages, package_licence
+from .staging import staged_folder
+
+logger = logging.getLogger("diffews")
+
+ICON_ROOT = Path("/usr/share/icons")
+RESERVED_THEMES = ("oxygen",)
+"""Kept for independent evaluation: never gathered unless named in ``--themes``."""
+SKIPPED_THEME_FOLDERS = frozenset({"hicolor", "locolor", "default"})
+EXCLUDED_CONTEXTS = ("mimetypes", "mimes", "places", "animations", "intl", "panel", "cursors")
+"""Contexts skipped by default: their icons share one silhouette (paper sheets, folders) or are not objects."""
+SUFFIXES = (".png", ".svg", ".svgz")
+SCALABLE = 10_000
+"""Design size given to scalable (SVG) icons, so they rank above every bitmap size."""
+SILHOUETTE_SIDE = 32
+_SIZE_FOLDER = re.compile(r"^(\d+)(?:x(\d+))?(?:@(\d+)x)?$")
+
+
+@dataclass(frozen=True)
+class IconFile:
+    """One icon file of a theme. `design_size`: the size folder (``SCALABLE`` for scalable ones)."""
+
+    theme: str
+    name: str
+    context: str
+    design_size: int
+    path: Path
+
+    @property
+    def vector(self) -> bool:
+        return self.path.suffix in (".svg", ".svgz")
+
+
+def parse_location(relative: Path) -> tuple[str, int] | None:
+    """(context, design size) of a file's path inside its theme, e.g. ``48x48/apps/x.png`` -> ("apps", 48).
+
+    Both layouts occur: ``<size>/<context>/`` and ``<context>/<size>/``. None for files of
+    symbolic folders, or without a size folder.
+    """
+    size, context = None, None
+    for part in relative.parts[:-1]:
+        match = _SIZE_FOLDER.match(part)
+        if match:
+            size = int(match.group(1)) * int(match.group(3) or 1)
+        elif part.startswith("scalable"):
+            size = SCALABLE
+        elif part == "symbolic":
+            return None
+        elif context is None:
+            context = part
+    if size is None:
+        return None
+    return context or "", size
+
+
+def scan_theme(theme_dir: Path, excluded_contexts: Iterable[str] = EXCLUDED_CONTEXTS) -> dict[str, IconFile]:
+    """Icon name -> its best file in one theme (largest design size, SVG before PNG at the same size)."""
+    excluded = set(excluded_contexts)
+    best: dict[str, IconFile] = {}
+    for folder, _, files in os.walk(theme_dir):
+        for file_name in files:
+            path = Path(folder) / file_name
+            if path.suffix not in SUFFIXES or path.stem.endswith("-symbolic") or not path.is_file():
+                continue
+            location = parse_location(path.relative_to(theme_dir))
+            if location is None or location[0] in excluded:
+                continue
+            icon = IconFile(theme_dir.name, path.stem, location[0], location[1], path)
+            current = best.get(icon.name)
+            if current is None or (icon.design_size, icon.vector, str(icon.path)) > (current.design_size, current.vector, str(current.path)):
+                best[icon.name] = icon
+    return best
+
+
+def choose_themes(root: Path, themes: Sequence[str] | None) -> tuple[list[Path], dict[Path, str]]:
+    """Theme folders to gather (the named ones, else one per Debian package: its largest theme) and their packages.
+
+    Without names, reserved and fallback themes are skipped, and of the variants a package
+    installs (dark, light, ...) only the one with the most icon files of its own is kept.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: icon folder not found; install icon themes (see the README) or pass --icon-root")
+    if themes:
+        folders = [root / name for name in themes]
+        missing = [f for f in folders if not f.is_dir()]
+        if missing:
+            raise InputError(f"{missing[0]}: icon theme not found under {root}")
+        return folders, owning_packages(folders)
+    candidates = sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name not in SKIPPED_THEME_FOLDERS and p.name not in RESERVED_THEMES
+    )
+    owners = owning_packages(candidates)
+    by_package: dict[str, list[Path]] = defaultdict(list)
+    for folder in candidates:
+        by_package[owners.get(folder, folder.name)].append(folder)
+    chosen = sorted((max(group, key=lambda f: (_own_icon_files(f), f.name)) for group in by_package.values()), key=lambda f: f.name)
+    return chosen, {f: owners[f] for f in chosen if f in owners}
+
+
+def _own_icon_files(theme_dir: Path) -> int:
+    return sum(
+        1 for folder, _, files in os.walk(theme_dir) for name in files
+        if name.endswith(SUFFIXES) and not os.path.islink(os.path.join(folder, name))
+    )
+
+
+def file_identity(path: Path) -> str:
+    """Content hash of a file (links resolved), so copies and links of one picture compare equal."""
+    return hashlib.sha1(path.resolve().read_bytes()).hexdigest()
+
+
+def build_classes(scans: dict[str, dict[str, IconFile]], min_themes: int = 3) -> dict[str, dict[str, IconFile]]:
+    """Class name -> {theme: icon file}: icon names drawn by >= `min_themes` themes, without synonyms.
+
+    Two names are linked when some theme draws them with one picture (a link or a copy). Names are
+    taken greedily, most themes first (ties: alphabetical), skipping any name linked to one already
+    taken: no two classes then share a picture, so a distractor never shows the target's own art
+    under another name. A picture identical to one an earlier theme (alphabetical) gave the class
+    is not counted again.
+    """
+    identity: dict[Path, str] = {}
+    linked: dict[str, set[str]] = defaultdict(set)
+    for icons in scans.values():
+        by_picture: dict[str, list[str]] = defaultdict(list)
+        for name, icon in icons.items():
+            identity[icon.path] = file_identity(icon.path)
+            by_picture[identity[icon.path]].append(name)
+        for names in by_picture.values():
+            for name in names:
+                linked[name].update(n for n in names if n != name)
+    popularity = Counter(name for icons in scans.values() for name in icons)
+    classes: dict[str, dict[str, IconFile]] = {}
+    for name in sorted(popularity, key=lambda n: (-popularity[n], n)):
+        if popularity[name] < min_themes or linked[name] & classes.keys():
+            continue
+        members: dict[str, IconFile] = {}
+        seen: set[str] = set()
+        for theme in sorted(scans):
+            icon = scans[theme].get(name)
+            if icon is not None and identity[icon.path] not in seen:
+                seen.add(identity[icon.path])
+                members[theme] = icon
+        if len(members) >= min_themes:
+            classes[name] = members
+    return dict(sorted(classes.items()))
+
+
+def require_rasteriser(path: Path) -> None:
+    """`InputError` naming `path` (an SVG to draw) unless the optional SVG rasteriser is installed."""
+    try:
+        import resvg_py  # noqa: F401
+    except ImportError:
+        raise InputError(f"{path}: SVG icons need the rasteriser; pip install 'diffews[icons]'") from None
+
+
+def rasterise(path: Path, size: int) -> Image.Image:
+    """An icon file as an RGBA image whose longer side is at most `size` (SVG: exactly `size`).
+
+    Raises:
+        ValueError, OSError: the file cannot be drawn or decoded.
+    """
+    if path.suffix in (".svg", ".svgz"):
+        import resvg_py
+
+        image = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=size, skip_system_fonts=True))))
+    else:
+        image = Image.open(path)
+    image = image.convert("RGBA")
+    if max(image.size) > size:
+        scale = size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+    return image
+
+
+def crop_to_object(image: Image.Image, threshold: int = 128) -> Image.Image | None:
+    """`image` cropped to the box of its alpha >= `threshold` (the object); None if nothing is that opaque."""
+    box = image.getchannel("A").point(lambda a: 255 if a >= threshold else 0).getbbox()
+    return image.crop(box) if box else None
+
+
+def silhouette(image: Image.Image, side: int = SILHOUETTE_SIDE) -> np.ndarray:
+    """``(side, side)`` bool: the object's alpha >= 128, fitted (aspect kept) and centred in a square."""
+    alpha = image.getchannel("A")
+    scale = side / max(alpha.size)
+    fitted = alpha.resize((max(1, round(alpha.width * scale)), max(1, round(alpha.height * scale))), Image.BILINEAR)
+    square = Image.new("L", (side, side))
+    square.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
+    return np.asarray(square) >= 128
+
+
+def mean_pairwise_iou(masks: Sequence[np.ndarray]) -> float:
+    """Mean IoU over all pairs of boolean masks of one shape (1.0 for fewer than two)."""
+    flat = np.stack([m.reshape(-1) for m in masks]).astype(np.float64)
+    if len(flat) < 2:
+        return 1.0
+    inter = flat @ flat.T
+    areas = flat.sum(1)
+    union = areas[:, None] + areas[None, :] - inter
+    iou = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
+    upper = np.triu_indices(len(flat), 1)
+    return float(iou[upper].mean())
+
+
+def _render_one(job: tuple[Path, Path, int]) -> np.ndarray | None:
+    """Rasterise, crop and save one cut-out; its silhouette, or None if it is unreadable or has no opaque pixels."""
+    source, target, size = job
+    try:
+        image = crop_to_object(rasterise(source, size))
+    except (ValueError, OSError) as error:
+        logger.warning("%s: skipped, cannot draw it (%s)", source, error)
+        return None
+    if image is None:
+        return None
+    image.save(target, format="PNG")
+    return silhouette(image)
+
+
+@dataclass(frozen=True)
+class IconSummary:
+    """What `gather_icons` wrote."""
+
+    themes: list[str]
+    classes: int
+    cutouts: int
+    dropped_disagreeing: int
+
+
+def gather_icons(
+    out: Path,
+    root: Path = ICON_ROOT,
+    themes: Sequence[str] | None = None,
+    size: int = 192,
+    min_size: int = 32,
+    min_themes: int = 3,
+    min_silhouette_iou: float = 0.0,
+    excluded_contexts: Sequence[str] = EXCLUDED_CONTEXTS,
+    workers: int = 1,
+) -> IconSummary:
+    """Write icon cut-outs to the new folder `out` (layout: module docstring); nothing is left on failure.
+
+    Args:
+        size: longest side of a cut-out in pixels before cropping (SVG are rendered at this size).
+        min_size: skip icons whose largest design size is below this (tiny bitmaps).
+        min_silhouette_iou: drop classes whose themes' silhouettes agree less than this (0 keeps all).
+        workers: processes that rasterise in parallel.
+    """
+    folders, owners = choose_themes(Path(root), themes)
+    scans = {}
+    for folder in tqdm(folders, desc="scanning themes", unit="theme"):
+        icons = scan_theme(folder, excluded_contexts)
+        scans[folder.name] = {n: i for n, i in icons.items() if i.design_size >= min_size}
+    classes = build_classes(scans, min_themes)
+    if not classes:
+        raise InputError(f"{root}: no icon name is drawn by {min_themes} of the themes {', '.join(scans)}; add themes")
+    packages = {f.name: owners.get(f) for f in folders}
+    licences = {theme: package_licence(package) for theme, package in packages.items()}
+    vector = next((i.path for members in classes.values() for i in members.values() if i.vector), None)
+    if vector is not None:
+        require_rasteriser(vector)
+    with staged_folder(Path(out)) as staging:
+        jobs, entries = [], []
+        for class_name, members in classes.items():
+            (staging / class_name).mkdir()
+            for theme, icon in members.items():
+                file = f"{class_name}/{theme}__{icon.name}.png"
+                jobs.append((icon.path, staging / file, size))
+                entries.append({
+                    "file": file, "class": class_name, "theme": theme, "name": icon.name, "context": icon.context,
+                    "source": str(icon.path), "package": packages[theme], "licence": licences[theme],
+                })
+        silhouettes = _run(jobs, workers)
+        kept, dropped, info = _clean(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
+        if not info:
+            raise InputError(
+                f"{root}: none of the {len(classes)} classes is left after cleaning ({dropped} with silhouettes agreeing "
+                f"less than --min-silhouette-iou {min_silhouette_iou}, the rest with unreadable icons)"
+            )
+        _write_jsonl(staging / "manifest.jsonl", kept)
+        (staging / "classes.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return IconSummary(sorted(scans), len(info), len(kept), dropped)
+
+
+def _run(jobs: list[tuple[Path, Path, int]], workers: int) -> list[np.ndarray | None]:
+    progress = dict(total=len(jobs), desc="rasterising icons", unit="icon")
+    if workers <= 1:
+        return [_render_one(job) for job in tqdm(jobs, **progress)]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(_render_one, jobs, chunksize=32), **progress))
+
+
+def _clean(
+    staging: Path,
+    classes: dict[str, dict[str, IconFile]],
+    entries: list[dict],
+    silhouettes: list[np.ndarray | None],
+    min_themes: int,
+    min_silhouette_iou: float,
+) -> tuple[list[dict], int, dict[str, dict]]:
+    """Drop empty cut-outs, then classes left with too few themes or disagreeing silhouettes."""
+    by_class: dict[str, list[tuple[dict, np.ndarray]]] = defaultdict(list)
+    for entry, mask in zip(entries, silhouettes):
+        if mask is None:
+            (staging / entry["file"]).unlink(missing_ok=True)
+        else:
+            by_class[entry["class"]].append((entry, mask))
+    kept, info, dropped = [], {}, 0
+    for class_name in classes:
+        members = by_class.get(class_name, [])
+        agreement = mean_pairwise_iou([m for _, m in members]) if members else 0.0
+        if len(members) < min_themes or agreement < min_silhouette_iou:
+            dropped += len(members) >= min_themes
+            for entry, _ in members:
+                (staging / entry["file"]).unlink()
+            (staging / class_name).rmdir()
+            continue
+        kept.extend(entry for entry, _ in members)
+        info[class_name] = {
+            "themes": [e["theme"] for e, _ in members],
+            "silhouette_iou": round(agreement, 4),
+        }
+    return kept, dropped, info
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))

@@ -1,0 +1,394 @@
+"""Build a few-shot segmentation benchmark by pasting cut-out objects onto backgrounds.
+
+Input cut-outs: ``<objects>/<class>/<source>__<anything>.png`` (RGBA; alpha = the object's mask).
+The part before ``__`` names the cut-out's *source* (an icon theme, an artist, a product line); a
+name without ``__`` has the source ``""``. An optional ``<objects>/manifest.jsonl`` (as written by
+`diffews data icons`) gives each file's origin and licence. Backgrounds: every image under
+``<backgrounds>`` (plus its optional ``manifest.jsonl``).
+
+Each image shows one class: a source is chosen for the image (round robin over the class's
+sources), then 1-3 instances of the class from that source, at random size, position and
+rotation, and 0-3 distractors of other classes from the same source where it has them, each of
+about the size of the targets; paste order is random, so distractors may hide parts of the targets
+and vice versa. The mask is the visible part of the target instances (see `diffews.data.paste`); a
+layout where a target keeps less than `min_visible` of itself is drawn again. Image i of class c
+in split s is a pure function of (seed, s, c, i): the same seed gives the same bytes, whatever
+the number of workers.
+
+Output (read by the ``composite`` benchmark, `diffews.data.composite`; each split folder is also a
+custom-folder root)::
+
+    <out>/<split>/<class>/<source>__<n>.jpg          image (trn, val and test, every class)
+    <out>/<split>/<class>/<source>__<n>_mask.png     mask, 255 = the class
+    <out>/benchmark.json                              folds, options, counts
+    <out>/manifest.jsonl                              per image: every pasted object's file, origin, licence
+
+Classes are dealt into `NUM_FOLDS` disjoint folds; classes whose names share their first word
+(``go-next``, ``go-up``) go to the same fold, so a held-out class has no near-namesake in training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from .paste import Pasted, paste_all, transform_cutout, visible_fraction
+from .staging import staged_folder
+
+FORMAT = "diffews-composite"
+NUM_FOLDS = 4
+SPLIT_NAMES = ("trn", "val", "test")
+SOURCE_SEPARATOR = "__"
+MASK_SUFFIX = "_mask.png"
+JPEG_QUALITY = 95
+LAYOUT_TRIES = 20
+BACKGROUND_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """One cut-out file: its class, source (the file-name part before ``__``), origin and licence."""
+
+    path: Path
+    class_name: str
+    source: str
+    origin: str | None = None
+    licence: str | None = None
+
+
+@dataclass(frozen=True)
+class CompositeOptions:
+    """How images are drawn. Ranges are inclusive ``(low, high)``; sizes are fractions of the image side."""
+
+    size: int = 256
+    images_per_class: int = 24
+    eval_images_per_class: int = 12
+    instances: tuple[int, int] = (1, 3)
+    distractors: tuple[int, int] = (0, 3)
+    scale: tuple[float, float] = (0.3, 0.6)
+    distractor_scale: tuple[float, float] = (0.8, 1.25)
+    max_rotation: float = 30.0
+    min_visible: float = 0.4
+    same_source_distractors: bool = True
+    same_source_fraction: float = 0.5
+    seed: int = 0
+
+    def images(self, split: str) -> int:
+        return self.images_per_class if split == "trn" else self.eval_images_per_class
+
+
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """``folder/manifest.jsonl`` rows by their ``"file"`` (relative path); {} when there is none."""
+    path = folder / "manifest.jsonl"
+    if not path.is_file():
+        return {}
+    rows = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows[str(row["file"])] = row
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path}: line {number} is not a JSON object with a \"file\"") from None
+    return rows
+
+
+def find_cutouts(objects: Path) -> dict[str, list[Cutout]]:
+    """Class name -> its cut-outs (sorted), from ``objects/<class>/*.png``; `InputError` for a bad folder."""
+    if not objects.is_dir():
+        raise InputError(f"{objects}: folder not found; --objects needs <class>/<name>.png cut-outs (RGBA)")
+    rows = read_manifest(objects)
+    classes: dict[str, list[Cutout]] = {}
+    for folder in sorted(p for p in objects.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith("."))
+        if files:
+            classes[folder.name] = [_cutout(path, folder.name, rows.get(f"{folder.name}/{path.name}", {})) for path in files]
+    if len(classes) < NUM_FOLDS:
+        raise InputError(f"{objects}: {len(classes)} class folder(s) with PNG cut-outs; at least {NUM_FOLDS} are needed (one per fold)")
+    return classes
+
+
+def _cutout(path: Path, class_name: str, row: dict) -> Cutout:
+    source = path.stem.split(SOURCE_SEPARATOR)[0] if SOURCE_SEPARATOR in path.stem else ""
+    return Cutout(path, class_name, source, row.get("source"), row.get("licence"))
+
+
+def find_backgrounds(folder: Path) -> list[tuple[Path, str | None, str | None]]:
+    """(path, origin, licence) of every image under `folder` (sorted); `InputError` if there is none."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: folder not found; --backgrounds needs background images")
+    rows = read_manifest(folder)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in BACKGROUND_SUFFIXES and p.is_file())
+    if not paths:
+        raise InputError(f"{folder}: no background images ({', '.join(sorted(BACKGROUND_SUFFIXES))})")
+    found = []
+    for path in paths:
+        row = rows.get(path.relative_to(folder).as_posix(), {})
+        found.append((path, row.get("source"), row.get("licence")))
+    return found
+
+
+def first_word(class_name: str) -> str:
+    """``"go-next"`` -> ``"go"``: the family a class belongs to for fold assignment."""
+    return re.split(r"[-_ .]", class_name, maxsplit=1)[0]
+
+
+def assign_folds(class_names: Sequence[str], seed: int, num_folds: int = NUM_FOLDS) -> list[list[str]]:
+    """Classes dealt into `num_folds` disjoint folds of near-equal size, families (`first_word`) kept together.
+
+    Families are shuffled by `seed`, then placed largest first into the currently smallest fold.
+    """
+    families: dict[str, list[str]] = defaultdict(list)
+    for name in sorted(class_names):
+        families[first_word(name)].append(name)
+    order = sorted(families)
+    np.random.default_rng(seed).shuffle(order)
+    order.sort(key=lambda f: -len(families[f]))
+    folds: list[list[str]] = [[] for _ in range(num_folds)]
+    for family in order:
+        min(folds, key=len).extend(families[family])
+    if not all(folds):
+        raise InputError(f"{len(class_names)} classes in {len(families)} name families cannot fill {num_folds} folds")
+    return [sorted(fold) for fold in folds]
+
+
+@dataclass
+class _Sources:
+    """Cut-outs indexed for drawing: by class, by (class, source), and classes per source."""
+
+    classes: dict[str, list[Cutout]]
+    by_source: dict[tuple[str, str], list[Cutout]] = field(init=False)
+    classes_of_source: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_source = defaultdict(list)
+        self.classes_of_source = defaultdict(list)
+        for name, cutouts in self.classes.items():
+            for cutout in cutouts:
+                self.by_source[(name, cutout.source)].append(cutout)
+        for name, source in sorted(self.by_source):
+            self.classes_of_source[source].append(name)
+
+    def sources(self, class_name: str) -> list[str]:
+        return sorted({c.source for c in self.classes[class_name]})
+
+
+@lru_cache(maxsize=2048)
+def _load_cutout(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGBA")
+
+
+@lru_cache(maxsize=256)
+def _load_background(path: Path, side: int) -> Image.Image:
+    with Image.open(path) as image:
+        image.draft("RGB", (side, side))
+        image = image.convert("RGB")
+    scale = 1.5 * side / min(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    return image
+
+
+def background_crop(image: Image.Image, side: int, rng: np.random.Generator) -> np.ndarray:
+    """A random square crop of 1-1.5x `side` (scaled up if the image is small), resized to `side`, maybe mirrored."""
+    crop = min(min(image.size), round(side * rng.uniform(1.0, 1.5)))
+    left = int(rng.integers(0, image.width - crop + 1))
+    top = int(rng.integers(0, image.height - crop + 1))
+    patch = image.crop((left, top, left + crop, top + crop)).resize((side, side), Image.BILINEAR)
+    if rng.random() < 0.5:
+        patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
+    return np.asarray(patch)
+
+
+class Composer:
+    """Draws the images of a benchmark; `draw(split, class index, image index)` is deterministic."""
+
+    def __init__(self, classes: dict[str, list[Cutout]], backgrounds: list[tuple[Path, str | None, str | None]], options: CompositeOptions) -> None:
+        self.index = _Sources(classes)
+        self.class_names = sorted(classes)
+        self.backgrounds = backgrounds
+        self.options = options
+
+    def source_of(self, class_name: str, image: int) -> str:
+        """Images of a class cycle through its sources in a seeded order, so every source gets its share."""
+        sources = self.index.sources(class_name)
+        order = np.random.default_rng([self.options.seed, self.class_names.index(class_name)]).permutation(len(sources))
+        return sources[int(order[image % len(sources)])]
+
+    def draw(self, split: str, class_index: int, image: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(image ``(S, S, 3)`` uint8, mask ``(S, S)`` bool, manifest row) of one composite."""
+        o = self.options
+        class_name = self.class_names[class_index]
+        rng = np.random.default_rng([o.seed, SPLIT_NAMES.index(split), class_index, image])
+        source = self.source_of(class_name, image)
+        targets = [self._pick(rng, self.index.by_source[(class_name, source)]) for _ in range(int(rng.integers(o.instances[0], o.instances[1] + 1)))]
+        side = o.size
+        target_sizes = [side * rng.uniform(*o.scale) / math.sqrt(len(targets)) for _ in targets]
+        distractors = [self._distractor(rng, class_name, source) for _ in range(int(rng.integers(o.distractors[0], o.distractors[1] + 1)))]
+        distractors = [d for d in distractors if d is not None]
+        mean_size = float(np.mean(target_sizes))
+        sizes = target_sizes + [mean_size * rng.uniform(*o.distractor_scale) for _ in distractors]
+        chosen = targets + distractors
+        pixels = [transform_cutout(_load_cutout(c.path), max(4, min(round(s), side)), float(rng.uniform(-o.max_rotation, o.max_rotation))) for c, s in zip(chosen, sizes)]
+        for _ in range(LAYOUT_TRIES):
+            order = rng.permutation(len(chosen))
+            objects = [self._place(rng, pixels[i]) for i in order]
+            background_path, background_origin, background_licence = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+            background = background_crop(_load_background(background_path, side), side, rng)
+            picture, owner = paste_all(background, objects)
+            target_slots = [k for k, i in enumerate(order) if i < len(targets)]
+            if all(visible_fraction(owner, objects, k) >= o.min_visible for k in target_slots):
+                break
+        mask = np.isin(owner, [k + 1 for k in target_slots])
+        row = {
+            "split": split, "class": class_name, "source": source,
+            "background": {"file": str(background_path), "source": background_origin, "licence": background_licence},
+            "objects": [
+                {
+                    "role": "target" if i < len(targets) else "distractor", "class": chosen[i].class_name,
+                    "file": str(chosen[i].path), "source": chosen[i].origin, "licence": chosen[i].licence,
+                    "top": obj.top, "left": obj.left, "height": int(obj.pixels.shape[0]), "width": int(obj.pixels.shape[1]),
+                }
+                for obj, i in zip(objects, order.tolist())
+            ],
+        }
+        return picture, mask, row
+
+    @staticmethod
+    def _pick(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
+        return cutouts[int(rng.integers(len(cutouts)))]
+
+    def _distractor(self, rng: np.random.Generator, class_name: str, source: str) -> Cutout | None:
+        family = first_word(class_name)
+        pool = [c for c in self.index.classes_of_source[source] if first_word(c) != family] if self.options.same_source_distractors else []
+        if not pool:
+            pool = [c for c in self.class_names if first_word(c) != family]
+        if not pool:
+            return None
+        other = pool[int(rng.integers(len(pool)))]
+        same = self.index.by_source.get((other, source)) if self.options.same_source_distractors else None
+        return self._pick(rng, same or self.index.classes[other])
+
+    def _place(self, rng: np.random.Generator, pixels: np.ndarray) -> Pasted:
+        """Uniform position keeping the object inside the image (centred where it is larger)."""
+        side = self.options.size
+        h, w = pixels.shape[:2]
+        top = int(rng.integers(0, side - h + 1)) if h <= side else (side - h) // 2
+        left = int(rng.integers(0, side - w + 1)) if w <= side else (side - w) // 2
+        return Pasted(pixels, top, left)
+
+
+_worker: dict[str, object] = {}
+
+
+def _init_worker(composer: Composer, staging: Path) -> None:
+    _worker["composer"], _worker["staging"] = composer, staging
+
+
+def _write_one(job: tuple[str, int, int]) -> dict:
+    composer: Composer = _worker["composer"]  # type: ignore[assignment]
+    staging: Path = _worker["staging"]  # type: ignore[assignment]
+    split, class_index, image = job
+    picture, mask, row = composer.draw(split, class_index, image)
+    stem = f"{split}/{row['class']}/{row['source'] or 'image'}{SOURCE_SEPARATOR}{image:04d}"
+    Image.fromarray(picture).save(staging / f"{stem}.jpg", quality=JPEG_QUALITY)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(staging / f"{stem}{MASK_SUFFIX}", optimize=False)
+    return {"image": f"{stem}.jpg", "mask": f"{stem}{MASK_SUFFIX}", **row}
+
+
+@dataclass(frozen=True)
+class CompositeSummary:
+    """What `build_composite` wrote."""
+
+    classes: int
+    images: dict[str, int]
+    folds: list[int]
+
+
+def folds_like(classes: dict[str, list[Cutout]], reference: Path) -> tuple[dict[str, list[Cutout]], list[list[str]]]:
+    """The classes of `classes` that the composite benchmark `reference` has, in its folds.
+
+    So a second benchmark (another art style, an independent test set) scores the same held-out classes.
+    """
+    from .composite import read_description
+
+    folds = [[name for name in fold if name in classes] for fold in read_description(reference)["folds"]]
+    if not all(folds):
+        raise InputError(f"{reference}: the cut-outs share no class with fold {[bool(f) for f in folds].index(False)} of this benchmark")
+    kept = {name for fold in folds for name in fold}
+    return {name: cutouts for name, cutouts in classes.items() if name in kept}, folds
+
+
+def build_composite(
+    objects: Path,
+    backgrounds: Path,
+    out: Path,
+    options: CompositeOptions = CompositeOptions(),
+    workers: int = 1,
+    folds_from: Path | None = None,
+) -> CompositeSummary:
+    """Write a composite benchmark to the new folder `out` (layout: module docstring); nothing is left on failure.
+
+    Args:
+        folds_from: another composite benchmark whose folds to reuse (`folds_like`); classes it lacks are left out.
+    """
+    _check_options(options)
+    classes = find_cutouts(Path(objects))
+    found_backgrounds = find_backgrounds(Path(backgrounds))
+    if folds_from is None:
+        folds = assign_folds(list(classes), options.seed)
+    else:
+        classes, folds = folds_like(classes, Path(folds_from))
+    composer = Composer(classes, found_backgrounds, options)
+    jobs = [(split, c, i) for split in SPLIT_NAMES for c in range(len(composer.class_names)) for i in range(options.images(split))]
+    with staged_folder(Path(out)) as staging:
+        for split in SPLIT_NAMES:
+            for name in composer.class_names:
+                (staging / split / name).mkdir(parents=True)
+        progress = dict(total=len(jobs), desc="compositing", unit="image")
+        if workers <= 1:
+            _init_worker(composer, staging)
+            rows = [_write_one(job) for job in tqdm(jobs, **progress)]
+        else:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(composer, staging)) as pool:
+                rows = list(tqdm(pool.map(_write_one, jobs, chunksize=16), **progress))
+        (staging / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        images = {split: options.images(split) * len(classes) for split in SPLIT_NAMES}
+        description = {
+            "format": FORMAT, "version": 1, "folds": folds, "images": images,
+            "sources": {name: composer.index.sources(name) for name in composer.class_names},
+            "options": asdict(options),
+        }
+        (staging / "benchmark.json").write_text(json.dumps(description, indent=1) + "\n")
+    return CompositeSummary(len(classes), images, [len(f) for f in folds])
+
+
+def _check_options(o: CompositeOptions) -> None:
+    checks = [
+        (o.size >= 32 and o.size % 8 == 0, "--size must be a multiple of 8, at least 32", o.size),
+        (o.images_per_class >= 2, "--images-per-class must be at least 2", o.images_per_class),
+        (o.eval_images_per_class >= 2, "--eval-images-per-class must be at least 2", o.eval_images_per_class),
+        (1 <= o.instances[0] <= o.instances[1], "--instances must be LOW-HIGH with 1 <= LOW <= HIGH", o.instances),
+        (0 <= o.distractors[0] <= o.distractors[1], "--distractors must be LOW-HIGH with 0 <= LOW <= HIGH", o.distractors),
+        (0 < o.scale[0] <= o.scale[1] <= 1, "--scale must be LOW-HIGH with 0 < LOW <= HIGH <= 1", o.scale),
+        (0 <= o.max_rotation <= 180, "--max-rotation must be in 0..180 degrees", o.max_rotation),
+        (0 <= o.min_visible <= 1, "--min-visible must be in 0..1", o.min_visible),
+        (0 <= o.same_source_fraction <= 1, "--same-source-fraction must be in 0..1", o.same_source_fraction),
+    ]
+    for ok, message, value in checks:
+        if not ok:
+            raise InputError(f"{message}; got {value}")

@@ -1,0 +1,198 @@
+"""`diffews data composite` and the composite benchmark: determinism, exact masks, folds, episodes, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cutout_data import error_line, CLASSES, SOURCES, tree_files, write_backgrounds, write_cutouts
+from diffews.cli.main import main
+from diffews.data import build_episode_dataset, open_split
+from diffews.data.composite import source_of
+from diffews.data.paste import OPAQUE, Pasted, paste_all
+from diffews.data.synthesize import assign_folds, first_word
+
+SMALL = ["--size", "32", "--images-per-class", "4", "--eval-images-per-class", "3"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cutouts")
+    return write_cutouts(root / "objects"), write_backgrounds(root / "backgrounds")
+
+
+def composite(inputs, out, *extra: str) -> int:
+    objects, backgrounds = inputs
+    return main(["data", "composite", "--objects", str(objects), "--backgrounds", str(backgrounds), "--out", str(out), *SMALL, *extra])
+
+
+BUILT = ["--max-rotation", "0", "--distractors", "1-3", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def built(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built") / "bench"
+    assert composite(inputs, out, *BUILT) == 0
+    return out
+
+
+def manifest(root) -> list[dict]:
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_same_seed_writes_the_same_bytes_whatever_the_workers(inputs, built, tmp_path):
+    assert composite(inputs, tmp_path / "same", *BUILT, "--workers", "2") == 0
+    assert composite(inputs, tmp_path / "other", *BUILT[:-1], "4") == 0
+    same, other, first = tree_files(tmp_path / "same"), tree_files(tmp_path / "other"), tree_files(built)
+    assert same == first
+    images = [name for name in first if name.endswith(".jpg")]
+    assert len(images) == len(CLASSES) * (4 + 3 + 3)
+    assert sum(first[name] != other.get(name) for name in images) > len(images) // 2
+
+
+def test_mask_is_the_visible_footprint_of_the_targets(built):
+    """Opaque rectangles, no rotation: each object covers its recorded box, later ones on top."""
+    occluded = 0
+    for row in manifest(built):
+        mask = np.asarray(Image.open(built / row["mask"]))
+        owner = np.full(mask.shape, -1)
+        for index, obj in enumerate(row["objects"]):
+            top, left = max(obj["top"], 0), max(obj["left"], 0)
+            owner[top : obj["top"] + obj["height"], left : obj["left"] + obj["width"]] = index
+        targets = [i for i, obj in enumerate(row["objects"]) if obj["role"] == "target"]
+        np.testing.assert_array_equal(mask == 255, np.isin(owner, targets), err_msg=row["image"])
+        assert set(np.unique(mask)) <= {0, 255}
+        roles = [obj["role"] for obj in row["objects"]]
+        occluded += any(
+            _overlap(row["objects"][t], row["objects"][d]) for t in targets for d in range(t + 1, len(roles)) if roles[d] == "distractor"
+        )
+    assert occluded >= 3  # the check above covered distractors hiding targets
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["top"] < b["top"] + b["height"] and b["top"] < a["top"] + a["height"] and a["left"] < b["left"] + b["width"] and b["left"] < a["left"] + a["width"]
+
+
+def test_manifest_names_every_pasted_file_and_its_class(built, inputs):
+    objects, _ = inputs
+    rows = manifest(built)
+    assert len(rows) == len(CLASSES) * 10
+    for row in rows:
+        assert (built / row["image"]).is_file() and row["image"].startswith(f"{row['split']}/{row['class']}/{row['source']}__")
+        for obj in row["objects"]:
+            assert obj["file"] == str(objects / obj["class"] / f"{obj['file'].rsplit('/', 1)[1]}")
+            source = obj["file"].rsplit("/", 1)[1].split("__")[0]
+            if obj["role"] == "target":
+                assert obj["class"] == row["class"] and source == row["source"]
+            else:  # distractors: another family, the image's source
+                assert first_word(obj["class"]) != first_word(row["class"]) and source == row["source"]
+        assert 1 <= sum(o["role"] == "target" for o in row["objects"]) <= 3
+
+
+def test_folds_are_disjoint_cover_every_class_and_keep_families_together(built):
+    folds = json.loads((built / "benchmark.json").read_text())["folds"]
+    assert len(folds) == 4 and sorted(c for fold in folds for c in fold) == sorted(CLASSES)
+    assert len({first_word(c) for fold in folds for c in fold if c.startswith("go-")}) == 1
+    assert [fold for fold in folds if "go-left" in fold][0].count("go-right") == 1
+    names = [f"c{i:03d}" for i in range(103)]
+    sizes = sorted(len(f) for f in assign_folds(names, seed=1))
+    assert sizes == [25, 26, 26, 26]
+
+
+def test_splits_read_the_folds(built):
+    folds = json.loads((built / "benchmark.json").read_text())["folds"]
+    train = open_split("composite", built, "trn", 0)
+    test = open_split("composite", built, "test", 0)
+    assert sorted(train.class_names.values()) == sorted(c for f in folds[1:] for c in f)
+    assert sorted(test.class_names.values()) == sorted(folds[0])
+    assert len(test.pairs) == 3 * len(folds[0]) and test.describe() == "composite test fold 0"
+    assert len(open_split("composite", built, "val", None).class_names) == len(CLASSES)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.0])
+def test_supports_share_the_query_source_as_asked(built, fraction):
+    dataset = build_episode_dataset("composite", built, "trn", None, shots=1, resolution=32, episodes=40)
+    dataset.split.same_source_fraction = fraction
+    same = [source_of(q) == source_of(s[0]) for q, _, s in map(dataset.episode, range(40))]
+    # 4 trn images per class, cycling through 3 sources: a query's source may have no second image
+    assert all(not x for x in same) if fraction == 0.0 else sum(same) >= 20
+
+
+def test_paste_blends_colour_and_only_opaque_pixels_claim_the_mask():
+    background = np.full((4, 4, 3), 100, np.uint8)
+    faint = np.zeros((2, 2, 4), np.uint8)
+    faint[...] = (200, 0, 0, OPAQUE - 1)
+    solid = np.zeros((2, 4, 4), np.uint8)
+    solid[...] = (0, 50, 0, 255)
+    image, owner = paste_all(background, [Pasted(solid, 1, 0), Pasted(faint, 0, -1)])
+    expected_owner = np.array([[0] * 4, [1] * 4, [1] * 4, [0] * 4])
+    np.testing.assert_array_equal(owner, expected_owner)
+    a = (OPAQUE - 1) / 255
+    assert tuple(image[0, 0]) == tuple(np.rint([200 * a + 100 * (1 - a), 100 * (1 - a), 100 * (1 - a)]).astype(int))
+    assert tuple(image[1, 0]) == tuple(np.rint([200 * a, 50 * (1 - a), 0]).astype(int))
+    assert tuple(image[2, 3]) == (0, 50, 0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda o, b: (o / "nowhere", b), "nowhere: folder not found; --objects needs"),
+        (lambda o, b: (o / "apple", b), "0 class folder(s) with PNG cut-outs; at least 4"),
+        (lambda o, b: (o, o / "apple" / "ink__apple.png"), "ink__apple.png: folder not found; --backgrounds"),
+    ],
+)
+def test_bad_folders_exit_2_with_one_line_and_write_nothing(inputs, tmp_path, capsys, change, message):
+    assert composite(change(*inputs), tmp_path / "out") == 2
+    assert message in error_line(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--instances", "3-1"], "--instances must be LOW-HIGH with 1 <= LOW <= HIGH; got (3, 1)"),
+        (["--scale", "big"], "--scale 'big': expected LOW-HIGH, e.g. 0.3-0.6"),
+        (["--size", "30"], "--size must be a multiple of 8, at least 32; got 30"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(inputs, tmp_path, capsys, extra, message):
+    assert composite(inputs, tmp_path / "out", *extra) == 2
+    assert error_line(capsys) == f"error: {message}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_refused_and_left_alone(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert composite(inputs, out) == 2
+    assert "already exists and is not an empty folder" in error_line(capsys)
+    assert tree_files(tmp_path) == {"out/keep.txt": b"mine"}
+
+
+def test_interrupted_build_leaves_nothing(inputs, tmp_path, monkeypatch, capsys):
+    from diffews.data import synthesize
+
+    calls = []
+
+    def interrupted(job):
+        calls.append(job)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(job)
+
+    original = synthesize._write_one
+    monkeypatch.setattr(synthesize, "_write_one", interrupted)
+    assert composite(inputs, tmp_path / "out") == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_benchmark_is_checked_and_each_split_is_a_custom_root(built, capsys):
+    assert main(["data", "check", "composite", str(built)]) == 0
+    out = capsys.readouterr().out
+    assert f"trn images: {4 * len(CLASSES)} found, ok" in out and f"test images: {3 * len(CLASSES)} found, ok" in out
+    assert len(open_split("custom", built / "trn", "trn", None).pairs) == 4 * len(CLASSES)
+    assert {source_of(key) for key, _ in open_split("custom", built / "val", "val", None).pairs} == set(SOURCES)

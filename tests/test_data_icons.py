@@ -1,0 +1,158 @@
+"""`diffews data icons` and `diffews data backgrounds` on fake theme and wallpaper folders made here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cutout_data import error_line, tree_files
+from diffews.cli.main import main
+from diffews.data.icons import mean_pairwise_iou, parse_location, SCALABLE
+
+
+def icon(path, colour, box=(10, 8, 40, 28), size=48) -> np.ndarray:
+    """A `size` px icon: an opaque rectangle (left, top, right, bottom) with a faint halo around it."""
+    pixels = np.zeros((size, size, 4), np.uint8)
+    left, top, right, bottom = box
+    pixels[top - 2 : bottom + 2, left - 2 : right + 2] = (*colour, 60)
+    pixels[top:bottom, left:right] = (*colour, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGBA").save(path)
+    return pixels[top:bottom, left:right]
+
+
+@pytest.fixture
+def themes(tmp_path):
+    """alpha/beta/gamma draw cat; cow is a link to cat in beta; dog has two themes; epsilon copies alpha's cat."""
+    root = tmp_path / "icons"
+    crops = {
+        "alpha": icon(root / "alpha/48x48/apps/cat.png", (200, 0, 0)),
+        "beta": icon(root / "beta/apps/64/cat.png", (0, 200, 0), box=(4, 4, 60, 30), size=64),
+        "gamma": icon(root / "gamma/48/devices/cat.png", (0, 0, 200), box=(5, 5, 25, 45)),
+    }
+    icon(root / "alpha/16x16/apps/cat.png", (9, 9, 9), box=(2, 2, 14, 14), size=16)
+    icon(root / "alpha/48x48/apps/cat-symbolic.png", (1, 1, 1))
+    icon(root / "alpha/48x48/mimetypes/cat.png", (2, 2, 2))
+    icon(root / "alpha/48x48/apps/dog.png", (3, 3, 3))
+    icon(root / "beta/apps/64/dog.png", (4, 4, 4))
+    icon(root / "alpha/48x48/apps/cow.png", (5, 5, 5))
+    os.symlink("cat.png", root / "beta/apps/64/cow.png")
+    icon(root / "gamma/48/apps/cow.png", (6, 6, 6))
+    shutil.copytree(root / "alpha/48x48", root / "epsilon/48x48")
+    icon(root / "oxygen/48x48/apps/dog.png", (7, 7, 7))
+    return root, crops
+
+
+@pytest.fixture(autouse=True)
+def debian(tmp_path, monkeypatch):
+    """A fake dpkg database: package alpha-icons installed the alpha theme, its copyright file names the licence."""
+    from diffews.data import debian
+
+    info, docs = tmp_path / "dpkg", tmp_path / "doc"
+    info.mkdir()
+    (info / "alpha-icons.list").write_text(f"/.\n{tmp_path / 'icons'}\n{tmp_path / 'icons' / 'alpha'}\n")
+    (docs / "alpha-icons").mkdir(parents=True)
+    (docs / "alpha-icons" / "copyright").write_text(
+        "Format: https://example.invalid/dep5\n\nFiles: debian/*\nLicense: GPL-2+\n\nFiles: *\nCopyright: artists\nLicense: CC0-1.0\n"
+    )
+    monkeypatch.setattr(debian, "DPKG_INFO", info)
+    monkeypatch.setattr(debian, "DOC_ROOT", docs)
+
+
+def gather(root, out, *extra):
+    return main(["data", "icons", "--icon-root", str(root), "--out", str(out), *extra])
+
+
+def test_classes_need_three_distinct_themes_and_no_shared_picture(themes, tmp_path, capsys):
+    root, crops = themes
+    out = tmp_path / "out"
+    assert gather(root, out) == 0
+    assert "1 classes from 4 themes (alpha, beta, epsilon, gamma)" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["source"], r["package"], r["licence"]) for r in rows] == [
+        ("cat/alpha__cat.png", str(root / "alpha/48x48/apps/cat.png"), "alpha-icons", "CC0-1.0"),
+        ("cat/beta__cat.png", str(root / "beta/apps/64/cat.png"), None, None),
+        ("cat/gamma__cat.png", str(root / "gamma/48/devices/cat.png"), None, None),
+    ]
+    for theme, crop in crops.items():
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"cat/{theme}__cat.png")), crop)
+    info = json.loads((out / "classes.json").read_text())
+    assert list(info) == ["cat"] and info["cat"]["themes"] == ["alpha", "beta", "gamma"]
+    assert sorted(p.name for p in out.iterdir()) == ["cat", "classes.json", "manifest.jsonl"]
+
+
+def test_reserved_theme_only_when_named(themes, tmp_path):
+    root, _ = themes
+    assert gather(root, tmp_path / "out", "--themes", "oxygen", "--min-themes", "1") == 0
+    assert sorted(tree_files(tmp_path / "out")) == ["classes.json", "dog/oxygen__dog.png", "manifest.jsonl"]
+
+
+def test_disagreeing_silhouettes_drop_the_class(themes, tmp_path, capsys):
+    root, _ = themes
+    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.9") == 2
+    assert "none of the 1 classes is left after cleaning (1 with silhouettes agreeing less than" in error_line(capsys)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.2") == 0
+    assert "dropped 0 classes" in capsys.readouterr().out
+
+
+def test_svg_icons_are_rasterised(themes, tmp_path):
+    pytest.importorskip("resvg_py", reason="the SVG rasteriser (pip install 'diffews[icons]') is not installed")
+    root, _ = themes
+    for name, colour in (("cat", "#00ff00"), ("dog", "#0000ff")):
+        path = root / f"delta/scalable/apps/{name}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect x="4" y="2" width="8" height="12" fill="{colour}"/></svg>')
+    out = tmp_path / "out"
+    assert gather(root, out, "--size", "64") == 0
+    assert sorted(p.name for p in (out / "dog").iterdir()) == ["alpha__dog.png", "beta__dog.png", "delta__dog.png"]
+    dog = np.asarray(Image.open(out / "dog/delta__dog.png"))
+    assert dog.shape == (48, 32, 4) and (dog == (0, 0, 255, 255)).all()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--themes", "alpha,zeta"], "zeta: icon theme not found under"),
+        (["--themes", "alpha,beta"], "no icon name is drawn by 3 of the themes alpha, beta; add themes"),
+    ],
+)
+def test_bad_icon_input_exits_2_and_writes_nothing(themes, tmp_path, capsys, args, message):
+    root, _ = themes
+    assert gather(root, tmp_path / "out", *args) == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_location_parsing_and_pairwise_iou():
+    assert parse_location(__import__("pathlib").Path("48x48@2x/apps/x.png")) == ("apps", 96)
+    assert parse_location(__import__("pathlib").Path("apps/scalable/x.svg")) == ("apps", SCALABLE)
+    assert parse_location(__import__("pathlib").Path("symbolic/apps/x.svg")) is None
+    a = np.zeros((4, 4), bool)
+    a[:2] = True
+    b = np.zeros((4, 4), bool)
+    b[:, :2] = True
+    assert mean_pairwise_iou([a, a, b]) == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
+
+
+def test_backgrounds_are_deduplicated_resized_and_textures_added(tmp_path, capsys):
+    walls = tmp_path / "walls"
+    walls.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(walls / "sea.png")
+    shutil.copy(walls / "sea.png", walls / "same_sea.png")
+    Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(walls / "tiny.png")
+    out = tmp_path / "bg"
+    assert main(["data", "backgrounds", "--out", str(out), "--wallpapers", str(walls), "--textures", "3", "--size", "40"]) == 0
+    assert "wrote 1 wallpapers and 3 textures" in capsys.readouterr().out
+    files = tree_files(out)
+    assert sorted(files) == ["manifest.jsonl", "same_sea.jpg", "texture_0000.jpg", "texture_0001.jpg", "texture_0002.jpg"]
+    assert Image.open(out / "same_sea.jpg").size == (60, 40)
+    again = tmp_path / "again"
+    assert main(["data", "backgrounds", "--out", str(again), "--wallpapers", "", "--textures", "3", "--size", "40"]) == 0
+    assert tree_files(again)["texture_0002.jpg"] == files["texture_0002.jpg"]
