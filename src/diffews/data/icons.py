@@ -105,7 +105,7 @@ def scan_theme(theme_dir: Path, excluded_contexts: Iterable[str] = EXCLUDED_CONT
     for folder, _, files in os.walk(theme_dir):
         for file_name in files:
             path = Path(folder) / file_name
-            if path.suffix not in SUFFIXES or path.stem.endswith("-symbolic") or not path.is_file():
+            if path.suffix not in SUFFIXES or "-symbolic" in path.stem or not path.is_file():
                 continue
             location = parse_location(path.relative_to(theme_dir))
             if location is None or location[0] in excluded:
