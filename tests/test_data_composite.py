@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -90,6 +91,9 @@ def test_manifest_names_every_pasted_file_and_its_class(built, inputs):
             else:  # distractors: another family, the image's source
                 assert first_word(obj["class"]) != first_word(row["class"]) and source == row["source"]
         assert 1 <= sum(o["role"] == "target" for o in row["objects"]) <= 3
+    per_source = Counter((row["split"], row["class"], row["source"]) for row in rows)
+    assert set(per_source.values()) == {2, 3}  # trn: 4 images from 2 sources; val, test: 3 images from 1
+    assert Counter(split for split, _, _ in per_source) == {"trn": 2 * len(CLASSES), "val": len(CLASSES), "test": len(CLASSES)}
 
 
 def test_folds_are_disjoint_cover_every_class_and_keep_families_together(built):
@@ -117,8 +121,8 @@ def test_supports_share_the_query_source_as_asked(built, fraction):
     dataset = build_episode_dataset("composite", built, "trn", None, shots=1, resolution=32, episodes=40)
     dataset.split.same_source_fraction = fraction
     same = [source_of(q) == source_of(s[0]) for q, _, s in map(dataset.episode, range(40))]
-    # 4 trn images per class, cycling through 3 sources: a query's source may have no second image
-    assert all(not x for x in same) if fraction == 0.0 else sum(same) >= 20
+    # 4 trn images per class: 2 sources of 2 images each, so every query has a same-source and an other-source image
+    assert all(same) if fraction == 1.0 else not any(same)
 
 
 def test_paste_blends_colour_and_only_opaque_pixels_claim_the_mask():

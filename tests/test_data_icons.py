@@ -12,7 +12,7 @@ from PIL import Image
 
 from cutout_data import error_line, tree_files
 from diffews.cli.main import main
-from diffews.data.icons import mean_pairwise_iou, parse_location, SCALABLE
+from diffews.data.icons import SCALABLE, mean_pairwise_iou, parse_location, silhouette_outliers
 
 
 def icon(path, colour, box=(10, 8, 40, 28), size=48) -> np.ndarray:
@@ -28,7 +28,7 @@ def icon(path, colour, box=(10, 8, 40, 28), size=48) -> np.ndarray:
 
 @pytest.fixture
 def themes(tmp_path):
-    """alpha/beta/gamma draw cat; cow is a link to cat in beta; dog has two themes; epsilon copies alpha's cat."""
+    """alpha/beta/gamma draw cat; cow is a link to cat in beta; dog has two usable themes; epsilon copies alpha's cat."""
     root = tmp_path / "icons"
     crops = {
         "alpha": icon(root / "alpha/48x48/apps/cat.png", (200, 0, 0)),
@@ -40,6 +40,7 @@ def themes(tmp_path):
     icon(root / "alpha/48x48/mimetypes/cat.png", (2, 2, 2))
     icon(root / "alpha/48x48/apps/dog.png", (3, 3, 3))
     icon(root / "beta/apps/64/dog.png", (4, 4, 4))
+    icon(root / "gamma/48/apps/dog.png", (8, 8, 8), box=(20, 20, 27, 27))  # a speck: skipped, so dog has 2 themes
     icon(root / "alpha/48x48/apps/cow.png", (5, 5, 5))
     os.symlink("cat.png", root / "beta/apps/64/cow.png")
     icon(root / "gamma/48/apps/cow.png", (6, 6, 6))
@@ -92,13 +93,26 @@ def test_reserved_theme_only_when_named(themes, tmp_path):
     assert sorted(tree_files(tmp_path / "out")) == ["classes.json", "dog/oxygen__dog.png", "manifest.jsonl"]
 
 
-def test_disagreeing_silhouettes_drop_the_class(themes, tmp_path, capsys):
-    root, _ = themes
-    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.9") == 2
-    assert "none of the 1 classes is left after cleaning (1 with silhouettes agreeing less than" in error_line(capsys)
+def test_silhouette_outliers_are_removed_and_their_class_dropped_below_three_themes(themes, tmp_path, capsys):
+    root, _ = themes  # cat: two wide rectangles (alpha, beta) and a tall one (gamma)
+    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.4") == 2
+    assert "none of the 2 classes is left after cleaning (1 lost themes to silhouettes agreeing less than" in error_line(capsys)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
-    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.2") == 0
-    assert "dropped 0 classes" in capsys.readouterr().out
+    assert gather(root, tmp_path / "out", "--min-silhouette-iou", "0.3") == 0
+    assert "removed 0 silhouette outliers, which dropped 0 classes" in capsys.readouterr().out
+
+
+def test_the_least_typical_silhouette_goes_first():
+    square = np.zeros((8, 8), bool)
+    square[2:6, 2:6] = True
+    shifted = np.roll(square, 1, axis=1)  # IoU 12/20 with the square
+    bar = np.zeros((8, 8), bool)
+    bar[:, 0] = True  # IoU 0 with both
+    # mean IoU with the others: square 0.53, shifted 0.4, bar 0; without bar: square 0.8, shifted 0.6
+    assert silhouette_outliers([square, shifted, bar, square], 0.5) == [2]
+    assert silhouette_outliers([square, shifted, bar, square], 0.7) == [2, 1]
+    assert silhouette_outliers([square, shifted, bar, square], 0.0) == []
+    assert silhouette_outliers([square, bar], 0.9) == []
 
 
 def test_svg_icons_are_rasterised(themes, tmp_path):

@@ -25,11 +25,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     icons.add_argument("--icon-root", default=str(ICON_ROOT), metavar="DIR", help="folder of icon themes (default %(default)s)")
     icons.add_argument("--themes", default=None, metavar="A,B", help="theme folders to use (default: one theme per installed package)")
     icons.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out before cropping (default %(default)s)")
-    icons.add_argument("--min-size", type=int, default=32, metavar="PX", help="skip icons designed smaller than this (default %(default)s)")
+    icons.add_argument(
+        "--min-size", type=int, default=32, metavar="PX", help="skip icons designed smaller than this, or whose object is under half of it (default %(default)s)"
+    )
     icons.add_argument("--min-themes", type=int, default=3, metavar="N", help="themes that must draw a name for it to be a class (default %(default)s)")
     icons.add_argument(
         "--min-silhouette-iou", type=float, default=0.0, metavar="X",
-        help="drop classes whose themes' silhouettes agree less than this mean pairwise IoU (default %(default)s: keep all)",
+        help="remove cut-outs whose silhouette agrees less than this mean IoU with the rest of their class, least typical "
+        "first; a class left with fewer than --min-themes is dropped (default %(default)s: keep all)",
     )
     icons.add_argument(
         "--exclude-contexts", default=",".join(EXCLUDED_CONTEXTS), metavar="A,B",
@@ -70,6 +73,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     composite.add_argument("--max-rotation", type=float, default=DEFAULTS.max_rotation, metavar="DEG", help="rotation drawn from +-DEG (default %(default)s)")
     composite.add_argument("--min-visible", type=float, default=DEFAULTS.min_visible, metavar="X", help="share of each instance that must stay unoccluded (default %(default)s)")
     composite.add_argument("--any-source-distractors", action="store_true", help="draw distractors from any source (default: the image's source where it has other classes)")
+    composite.add_argument(
+        "--min-images-per-source", type=int, default=DEFAULTS.min_images_per_source, metavar="N",
+        help="a split draws a class from only as many of its sources as give each N images, so same-source supports exist (default %(default)s)",
+    )
     composite.add_argument("--same-source-fraction", type=float, default=DEFAULTS.same_source_fraction, metavar="X", help="share of episodes whose supports come from the query's source (default %(default)s)")
     composite.add_argument(
         "--folds-from", default=None, metavar="DIR",
@@ -104,7 +111,8 @@ def run_icons(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from {len(summary.themes)} themes "
-        f"({', '.join(summary.themes)}) to {args.out}; dropped {summary.dropped_disagreeing} classes with disagreeing silhouettes"
+        f"({', '.join(summary.themes)}) to {args.out}; removed {summary.outliers} silhouette outliers, "
+        f"which dropped {summary.dropped_disagreeing} classes"
     )
     return 0
 
@@ -121,7 +129,8 @@ def run_composite(args: argparse.Namespace) -> int:
         size=args.size, images_per_class=args.images_per_class, eval_images_per_class=args.eval_images_per_class,
         instances=_parse_span(args.instances, "--instances", int), distractors=_parse_span(args.distractors, "--distractors", int),
         scale=_parse_span(args.scale, "--scale", float), max_rotation=args.max_rotation, min_visible=args.min_visible,
-        same_source_distractors=not args.any_source_distractors, same_source_fraction=args.same_source_fraction, seed=args.seed,
+        same_source_distractors=not args.any_source_distractors, same_source_fraction=args.same_source_fraction,
+        min_images_per_source=args.min_images_per_source, seed=args.seed,
     )
     folds_from = Path(args.folds_from).expanduser() if args.folds_from else None
     summary = build_composite(

@@ -16,8 +16,10 @@ artists). Cleaning, in order:
 - names that share one picture (a link or a copy) in some theme are synonyms: only the name most
   themes draw is kept, so no two classes share a picture;
 - a theme whose file is byte-identical to another theme's file for the class counts once;
-- classes whose silhouettes disagree (mean pairwise IoU of the themes' alpha masks below
-  `min_silhouette_iou`) are dropped: the themes drew different things under one name.
+- cut-outs whose silhouette is unlike the class's others are removed (`silhouette_outliers`: while
+  the least typical one's mean IoU with the others is below `min_silhouette_iou`), and the class
+  is dropped if fewer than `min_themes` are left: the themes drew different things under one name;
+- cut-outs whose object is smaller than half of `min_size` after cropping are skipped (upscaled, they blur).
 
 SVG files need the optional rasteriser (``pip install 'diffews[icons]'``, resvg); PNG files are used
 as shipped (downscaled to `size` if larger). Themes named in `RESERVED_THEMES` are skipped unless
@@ -234,28 +236,51 @@ def silhouette(image: Image.Image, side: int = SILHOUETTE_SIDE) -> np.ndarray:
     return np.asarray(square) >= 128
 
 
-def mean_pairwise_iou(masks: Sequence[np.ndarray]) -> float:
-    """Mean IoU over all pairs of boolean masks of one shape (1.0 for fewer than two)."""
+def pairwise_iou(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """``(N, N)`` IoU between boolean masks of one shape (1 where both are empty)."""
     flat = np.stack([m.reshape(-1) for m in masks]).astype(np.float64)
-    if len(flat) < 2:
-        return 1.0
     inter = flat @ flat.T
     areas = flat.sum(1)
     union = areas[:, None] + areas[None, :] - inter
-    iou = np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
-    upper = np.triu_indices(len(flat), 1)
-    return float(iou[upper].mean())
+    return np.divide(inter, union, out=np.ones_like(inter), where=union > 0)
 
 
-def _render_one(job: tuple[Path, Path, int]) -> np.ndarray | None:
-    """Rasterise, crop and save one cut-out; its silhouette, or None if it is unreadable or has no opaque pixels."""
-    source, target, size = job
+def mean_pairwise_iou(masks: Sequence[np.ndarray]) -> float:
+    """Mean IoU over all pairs of boolean masks of one shape (1.0 for fewer than two)."""
+    if len(masks) < 2:
+        return 1.0
+    iou = pairwise_iou(masks)
+    return float(iou[np.triu_indices(len(masks), 1)].mean())
+
+
+def silhouette_outliers(masks: Sequence[np.ndarray], threshold: float) -> list[int]:
+    """Indices of masks removed, one at a time, while the least typical one agrees less than `threshold`.
+
+    The least typical mask has the lowest mean IoU with the others still kept; removal stops when it
+    agrees at least `threshold`, or two masks are left.
+    """
+    iou = pairwise_iou(masks) if masks else np.zeros((0, 0))
+    kept = list(range(len(masks)))
+    removed = []
+    while len(kept) > 2:
+        sub = iou[np.ix_(kept, kept)]
+        typicality = (sub.sum(1) - 1) / (len(kept) - 1)
+        worst = int(np.argmin(typicality))
+        if typicality[worst] >= threshold:
+            break
+        removed.append(kept.pop(worst))
+    return removed
+
+
+def _render_one(job: tuple[Path, Path, int, int]) -> np.ndarray | None:
+    """Rasterise, crop and save one cut-out; its silhouette, or None if it is unreadable or its object under `min_size` / 2."""
+    source, target, size, min_size = job
     try:
         image = crop_to_object(rasterise(source, size))
     except (ValueError, OSError) as error:
         logger.warning("%s: skipped, cannot draw it (%s)", source, error)
         return None
-    if image is None:
+    if image is None or 2 * max(image.size) < min_size:
         return None
     image.save(target, format="PNG")
     return silhouette(image)
@@ -268,6 +293,7 @@ class IconSummary:
     themes: list[str]
     classes: int
     cutouts: int
+    outliers: int
     dropped_disagreeing: int
 
 
@@ -286,8 +312,9 @@ def gather_icons(
 
     Args:
         size: longest side of a cut-out in pixels before cropping (SVG are rendered at this size).
-        min_size: skip icons whose largest design size is below this (tiny bitmaps).
-        min_silhouette_iou: drop classes whose themes' silhouettes agree less than this (0 keeps all).
+        min_size: skip icons whose largest design size is below this, or whose object's longer side
+            after cropping is below half of it (tiny bitmaps, specks).
+        min_silhouette_iou: remove cut-outs whose silhouettes agree less than this with their class (0 keeps all).
         workers: processes that rasterise in parallel.
     """
     folders, owners = choose_themes(Path(root), themes)
@@ -309,24 +336,24 @@ def gather_icons(
             (staging / class_name).mkdir()
             for theme, icon in members.items():
                 file = f"{class_name}/{theme}__{icon.name}.png"
-                jobs.append((icon.path, staging / file, size))
+                jobs.append((icon.path, staging / file, size, min_size))
                 entries.append({
                     "file": file, "class": class_name, "theme": theme, "name": icon.name, "context": icon.context,
                     "source": str(icon.path), "package": packages[theme], "licence": licences[theme],
                 })
         silhouettes = _run(jobs, workers)
-        kept, dropped, info = _clean(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
+        kept, outliers, dropped, info = _clean(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
         if not info:
             raise InputError(
-                f"{root}: none of the {len(classes)} classes is left after cleaning ({dropped} with silhouettes agreeing "
-                f"less than --min-silhouette-iou {min_silhouette_iou}, the rest with unreadable icons)"
+                f"{root}: none of the {len(classes)} classes is left after cleaning ({dropped} lost themes to silhouettes agreeing "
+                f"less than --min-silhouette-iou {min_silhouette_iou}, the rest to unreadable or too small icons)"
             )
         _write_jsonl(staging / "manifest.jsonl", kept)
         (staging / "classes.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    return IconSummary(sorted(scans), len(info), len(kept), dropped)
+    return IconSummary(sorted(scans), len(info), len(kept), outliers, dropped)
 
 
-def _run(jobs: list[tuple[Path, Path, int]], workers: int) -> list[np.ndarray | None]:
+def _run(jobs: list[tuple[Path, Path, int, int]], workers: int) -> list[np.ndarray | None]:
     progress = dict(total=len(jobs), desc="rasterising icons", unit="icon")
     if workers <= 1:
         return [_render_one(job) for job in tqdm(jobs, **progress)]
@@ -341,20 +368,28 @@ def _clean(
     silhouettes: list[np.ndarray | None],
     min_themes: int,
     min_silhouette_iou: float,
-) -> tuple[list[dict], int, dict[str, dict]]:
-    """Drop empty cut-outs, then classes left with too few themes or disagreeing silhouettes."""
+) -> tuple[list[dict], int, int, dict[str, dict]]:
+    """Drop empty cut-outs and silhouette outliers, then classes left with too few themes.
+
+    Returns the kept manifest rows, the number of outlier cut-outs removed, of classes dropped
+    for them, and the per-class description.
+    """
     by_class: dict[str, list[tuple[dict, np.ndarray]]] = defaultdict(list)
     for entry, mask in zip(entries, silhouettes):
         if mask is None:
             (staging / entry["file"]).unlink(missing_ok=True)
         else:
             by_class[entry["class"]].append((entry, mask))
-    kept, info, dropped = [], {}, 0
+    kept, info, outliers, dropped = [], {}, 0, 0
     for class_name in classes:
         members = by_class.get(class_name, [])
-        agreement = mean_pairwise_iou([m for _, m in members]) if members else 0.0
-        if len(members) < min_themes or agreement < min_silhouette_iou:
-            dropped += len(members) >= min_themes
+        removed = set(silhouette_outliers([m for _, m in members], min_silhouette_iou))
+        outliers += len(removed)
+        dropped += len(members) >= min_themes > len(members) - len(removed)
+        for index in sorted(removed):
+            (staging / members[index][0]["file"]).unlink()
+        members = [member for index, member in enumerate(members) if index not in removed]
+        if len(members) < min_themes:
             for entry, _ in members:
                 (staging / entry["file"]).unlink()
             (staging / class_name).rmdir()
@@ -362,9 +397,9 @@ def _clean(
         kept.extend(entry for entry, _ in members)
         info[class_name] = {
             "themes": [e["theme"] for e, _ in members],
-            "silhouette_iou": round(agreement, 4),
+            "silhouette_iou": round(mean_pairwise_iou([m for _, m in members]), 4),
         }
-    return kept, dropped, info
+    return kept, outliers, dropped, info
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:

@@ -6,8 +6,8 @@ name without ``__`` has the source ``""``. An optional ``<objects>/manifest.json
 `diffews data icons`) gives each file's origin and licence. Backgrounds: every image under
 ``<backgrounds>`` (plus its optional ``manifest.jsonl``).
 
-Each image shows one class: a source is chosen for the image (round robin over the class's
-sources), then 1-3 instances of the class from that source, at random size, position and
+Each image shows one class: a source is chosen for the image (round robin over as many of the
+class's sources as give each at least 2 images of the split), then 1-3 instances of the class from that source, at random size, position and
 rotation, and 0-3 distractors of other classes from the same source where it has them, each of
 about the size of the targets; paste order is random, so distractors may hide parts of the targets
 and vice versa. The mask is the visible part of the target instances (see `diffews.data.paste`); a
@@ -83,6 +83,7 @@ class CompositeOptions:
     min_visible: float = 0.4
     same_source_distractors: bool = True
     same_source_fraction: float = 0.5
+    min_images_per_source: int = 2
     seed: int = 0
 
     def images(self, split: str) -> int:
@@ -223,18 +224,25 @@ class Composer:
         self.backgrounds = backgrounds
         self.options = options
 
-    def source_of(self, class_name: str, image: int) -> str:
-        """Images of a class cycle through its sources in a seeded order, so every source gets its share."""
+    def source_of(self, split: str, class_name: str, image: int) -> str:
+        """The source of image `image` of a class in a split.
+
+        A split's images cycle through k of the class's sources, k = as many as give each at least
+        `min_images_per_source` images (so same-source supports exist); each split takes the next k
+        of the class's sources in a seeded order, wrapping around.
+        """
         sources = self.index.sources(class_name)
         order = np.random.default_rng([self.options.seed, self.class_names.index(class_name)]).permutation(len(sources))
-        return sources[int(order[image % len(sources)])]
+        used = max(1, min(len(sources), self.options.images(split) // self.options.min_images_per_source))
+        start = SPLIT_NAMES.index(split) * used
+        return sources[int(order[(start + image % used) % len(sources)])]
 
     def draw(self, split: str, class_index: int, image: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """(image ``(S, S, 3)`` uint8, mask ``(S, S)`` bool, manifest row) of one composite."""
         o = self.options
         class_name = self.class_names[class_index]
         rng = np.random.default_rng([o.seed, SPLIT_NAMES.index(split), class_index, image])
-        source = self.source_of(class_name, image)
+        source = self.source_of(split, class_name, image)
         targets = [self._pick(rng, self.index.by_source[(class_name, source)]) for _ in range(int(rng.integers(o.instances[0], o.instances[1] + 1)))]
         side = o.size
         target_sizes = [side * rng.uniform(*o.scale) / math.sqrt(len(targets)) for _ in targets]
@@ -388,6 +396,7 @@ def _check_options(o: CompositeOptions) -> None:
         (0 <= o.max_rotation <= 180, "--max-rotation must be in 0..180 degrees", o.max_rotation),
         (0 <= o.min_visible <= 1, "--min-visible must be in 0..1", o.min_visible),
         (0 <= o.same_source_fraction <= 1, "--same-source-fraction must be in 0..1", o.same_source_fraction),
+        (o.min_images_per_source >= 1, "--min-images-per-source must be at least 1", o.min_images_per_source),
     ]
     for ok, message, value in checks:
         if not ok:
