@@ -138,6 +138,25 @@ def atomic_write(target: str | Path, folder: bool = False, sync: bool = False) -
     transaction.commit()
 
 
+@contextlib.contextmanager
+def new_folder(target: str | Path) -> Iterator[Path]:
+    """Write a folder that does not exist yet, all at once or not at all (see `atomic_write`).
+
+    Raises:
+        InputError: `target` exists and is not an empty folder (nothing of it is touched), or its
+            parent folder is missing or not writable.
+    """
+    target = Path(target)
+    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+        raise InputError(f"{target}: already exists and is not an empty folder; choose a new output folder")
+    if not target.parent.is_dir():
+        raise InputError(f"{target.parent}: folder not found; create it first or choose another output folder")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{target.parent}: cannot write here; choose another output folder")
+    with atomic_write(target, folder=True) as staged:
+        yield staged
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write `text` to `path` atomically (see `atomic_write`); returns the path."""
     with atomic_write(path) as staged:

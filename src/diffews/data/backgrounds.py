@@ -22,8 +22,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import new_folder
 from .debian import owning_packages, package_licence
-from .staging import staged_folder
 
 WALLPAPER_ROOTS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -121,7 +121,7 @@ def gather_backgrounds(
         raise InputError(f"no wallpapers under {', '.join(map(str, roots))} and --textures 0: nothing to write")
     owners = owning_packages(wallpapers)
     rows = []
-    with staged_folder(Path(out)) as staging:
+    with new_folder(Path(out)) as staging:
         names: set[str] = set()
         for path in tqdm(wallpapers, desc="wallpapers", unit="image"):
             name = _unique(path.stem, names)

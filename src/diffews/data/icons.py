@@ -45,8 +45,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import new_folder
 from .debian import owning_packages, package_licence
-from .staging import staged_folder
 
 logger = logging.getLogger("diffews")
 
@@ -330,7 +330,7 @@ def gather_icons(
     vector = next((i.path for members in classes.values() for i in members.values() if i.vector), None)
     if vector is not None:
         require_rasteriser(vector)
-    with staged_folder(Path(out)) as staging:
+    with new_folder(Path(out)) as staging:
         jobs, entries = [], []
         for class_name, members in classes.items():
             (staging / class_name).mkdir()

@@ -44,8 +44,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import new_folder
 from .paste import Pasted, paste_all, transform_cutout, visible_fraction
-from .staging import staged_folder
 
 FORMAT = "diffews-composite"
 NUM_FOLDS = 4
@@ -363,7 +363,7 @@ def build_composite(
         classes, folds = folds_like(classes, Path(folds_from))
     composer = Composer(classes, found_backgrounds, options)
     jobs = [(split, c, i) for split in SPLIT_NAMES for c in range(len(composer.class_names)) for i in range(options.images(split))]
-    with staged_folder(Path(out)) as staging:
+    with new_folder(Path(out)) as staging:
         for split in SPLIT_NAMES:
             for name in composer.class_names:
                 (staging / split / name).mkdir(parents=True)
