@@ -200,3 +200,12 @@ def test_the_benchmark_is_checked_and_each_split_is_a_custom_root(built, capsys)
     assert f"trn images: {4 * len(CLASSES)} found, ok" in out and f"test images: {3 * len(CLASSES)} found, ok" in out
     assert len(open_split("custom", built / "trn", "trn", None).pairs) == 4 * len(CLASSES)
     assert {source_of(key) for key, _ in open_split("custom", built / "val", "val", None).pairs} == set(SOURCES)
+
+
+def test_training_configs_know_the_composite_folds():
+    from diffews.errors import InputError
+    from diffews.training.config import load_config
+
+    assert load_config(None, {"benchmark": "composite", "fold": "3"}).data.fold == 3
+    with pytest.raises(InputError, match=r"fold must be null or 0\.\.3 for cut-out composite, got 4"):
+        load_config(None, {"benchmark": "composite", "fold": "4"})

@@ -67,7 +67,7 @@ def test_a_registered_benchmark_in_training_configs_and_episodes(halves, benchma
 
 
 def test_unknown_benchmarks_are_refused_by_name(capsys):
-    with pytest.raises(InputError, match="benchmark must be one of pascal, coco, lvis, fss, custom, got 'imagenet'"):
+    with pytest.raises(InputError, match="benchmark must be one of pascal, coco, lvis, fss, custom, composite, got 'imagenet'"):
         load_config(None, {"benchmark": "imagenet"})
 
 

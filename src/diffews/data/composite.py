@@ -105,4 +105,4 @@ def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
     return items
 
 
-BENCHMARK = Benchmark(NAME, "composite (diffews data composite)", SPLITS, NUM_FOLDS, open_split, check, default_split="test")
+BENCHMARK = Benchmark(NAME, "cut-out composite", SPLITS, NUM_FOLDS, open_split, check, default_split="test")
