@@ -301,6 +301,8 @@ class Composer:
 
 
 _worker: dict[str, object] = {}
+"""The composer and staging folder of a compositing process, set once by `_init_worker`: sending the
+composer (every cut-out's record) with each task would cost more than drawing the images."""
 
 
 def _init_worker(composer: Composer, staging: Path) -> None:
