@@ -2,12 +2,13 @@
 
 from .errors import InputError
 from .modeling import DiffewSConfig, DiffewSModel, SupportContext
-from .pipeline import DiffewSOutput, DiffewSPipeline, SpeedOptions
+from .pipeline import ClassesOutput, DiffewSOutput, DiffewSPipeline, SpeedOptions
 from .registry import load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassesOutput",
     "DiffewSConfig",
     "DiffewSModel",
     "DiffewSOutput",

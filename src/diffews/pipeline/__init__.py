@@ -1,6 +1,6 @@
 """Inference: preprocessing, the support cache, thresholding and outputs at the original size."""
 
-from .pipeline import DiffewSOutput, DiffewSPipeline
+from .pipeline import ClassesOutput, DiffewSOutput, DiffewSPipeline
 from .speed import SpeedOptions
 
-__all__ = ["DiffewSOutput", "DiffewSPipeline", "SpeedOptions"]
+__all__ = ["ClassesOutput", "DiffewSOutput", "DiffewSPipeline", "SpeedOptions"]

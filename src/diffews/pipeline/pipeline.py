@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Union
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from ..modeling import DiffewSModel, SupportContext
 from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import MaskDecoder
 from ..registry import load_model
-from ..processing.images import ImageInput, MaskInput, image_to_tensor, prepare_support, resize_image
+from ..processing.images import ImageInput, MaskInput, image_to_tensor, open_image_file, prepare_support, resize_image
+from ..processing.labels import check_class_names, label_map
+from ..processing.masks import as_binary_mask
 from ..processing.thresholds import channel_mean, masks_at_sizes
 from .speed import SpeedOptions
 
@@ -61,6 +64,29 @@ class DiffewSOutput:
     thresholds: list[float]
     mask_latents: torch.Tensor | None = None
     mask_images: torch.Tensor | None = None
+
+
+@dataclass
+class ClassesOutput:
+    """Per-query results for several classes, each at that query's original size.
+
+    Attributes:
+        class_names: the N class names; label i is ``class_names[i - 1]``.
+        labels: label maps ``(H_i, W_i)`` uint8, 0 = background (see `diffews.processing.labels`).
+        probabilities: per-class probability maps ``(N, H_i, W_i)`` float32 in [0, 1].
+        masks: each class's own binary mask ``(N, H_i, W_i)`` bool (its threshold alone; classes may overlap).
+        thresholds: the absolute thresholds applied, ``(N,)`` float32 per query.
+    """
+
+    class_names: list[str]
+    labels: list[np.ndarray]
+    probabilities: list[np.ndarray]
+    masks: list[np.ndarray]
+    thresholds: list[np.ndarray]
+
+
+ClassSupport = Union[SupportContext, tuple]
+"""One class's supports: a context from `encode_support`, or an ``(images, masks)`` pair."""
 
 
 class DiffewSPipeline:
@@ -170,20 +196,70 @@ class DiffewSPipeline:
                 (the padding's outputs are dropped), so every model call sees the same shapes.
         """
         count = query_images.shape[0]
+        latents = self.encode_queries(query_images, pad_to)
+        if support.num_sets == count > 1 and latents.shape[0] > count:
+            support = SupportContext(
+                {k: _pad(v, latents.shape[0]) for k, v in support.keys.items()},
+                {k: _pad(v, latents.shape[0]) for k, v in support.values.items()},
+                support.num_shots,
+            )
+        prediction = self.predict_latents(latents, support)
+        return Prediction(prediction.mask_images[:count], prediction.mask_latents[:count])
+
+    @torch.no_grad()
+    def encode_queries(self, query_images: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+        """VAE latents ``(B', 4, R/8, R/8)`` of query images ``(B, 3, R, R)`` in [-1, 1], under the
+        speed options; with ``speed.static_batch`` a short batch is padded to `pad_to` (B' = pad_to)."""
         images = query_images.to(self.device, self.dtype)
-        if self.speed.static_batch and pad_to is not None and count < pad_to:
+        if self.speed.static_batch and pad_to is not None and images.shape[0] < pad_to:
             images = _pad(images, pad_to)
-            if support.num_sets == count > 1:
-                support = SupportContext(
-                    {k: _pad(v, pad_to) for k, v in support.keys.items()},
-                    {k: _pad(v, pad_to) for k, v in support.values.items()},
-                    support.num_shots,
-                )
         with self.speed.context(self.device):
-            mask_latents = self.model.predict_mask_latents(self.model.encode_images(self.speed.prepare_images(images)), support)
+            return self.model.encode_images(self.speed.prepare_images(images))
+
+    @torch.no_grad()
+    def predict_latents(self, query_latents: torch.Tensor, support: SupportContext) -> Prediction:
+        """Query pass and decoding for query latents ``(B, 4, R/8, R/8)`` from `encode_queries`."""
+        with self.speed.context(self.device):
+            mask_latents = self.model.predict_mask_latents(query_latents, support)
             decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_mask_images
             mask_images = decode(mask_latents)
-        return Prediction(mask_images[:count].float(), mask_latents[:count])
+        return Prediction(mask_images.float(), mask_latents)
+
+    @torch.no_grad()
+    def predict_classes(
+        self, query_images: torch.Tensor, supports: Sequence[SupportContext], pad_to: int | None = None,
+        class_batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Several classes at once: mask images ``(B, N, C, R, R)`` in [0, 1] of B queries for N
+        classes (C channels, as `Prediction.mask_images`).
+
+        The queries are VAE-encoded once; the query passes of classes with the same number of
+        shots run as one UNet batch (`class_batch_size` classes at most per call, default all),
+        query b of class n paired with class n's support set.
+
+        Args:
+            query_images: ``(B, 3, R, R)`` in [-1, 1].
+            supports: N contexts of one support set each (from `encode_support`).
+            pad_to: see `predict`.
+            class_batch_size: classes per UNet call (None: all classes with the same shot count).
+        """
+        if any(context.num_sets != 1 for context in supports):
+            raise ValueError("each class needs a support context of exactly one support set")
+        count = query_images.shape[0]
+        latents = self.encode_queries(query_images, pad_to)
+        total = latents.shape[0]
+        mask_images: list[torch.Tensor] = [None] * len(supports)  # type: ignore[list-item]
+        for group in _class_groups(supports, class_batch_size):
+            contexts = [supports[n] for n in group]
+            fused = SupportContext(
+                {k: torch.cat([ctx.keys[k].expand(total, -1, -1) for ctx in contexts]) for k in contexts[0].keys},
+                {k: torch.cat([ctx.values[k].expand(total, -1, -1) for ctx in contexts]) for k in contexts[0].values},
+                contexts[0].num_shots,
+            )
+            prediction = self.predict_latents(latents.repeat(len(group), 1, 1, 1), fused)
+            for slot, n in enumerate(group):
+                mask_images[n] = prediction.mask_images[slot * total : slot * total + count]
+        return torch.stack(mask_images, dim=1)
 
     @torch.no_grad()
     def encode_support(
@@ -214,6 +290,108 @@ class DiffewSPipeline:
         labels = list(sources) if sources is not None else [None] * len(images)
         pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
         return self.encode_support_tensors(torch.stack([p[0] for p in pairs])[None], torch.stack([p[1] for p in pairs])[None])
+
+    @torch.no_grad()
+    def encode_classes(
+        self,
+        classes: Mapping[str, ClassSupport],
+        sources: Mapping[str, Sequence[str]] | None = None,
+        resolution: int | None = None,
+    ) -> dict[str, SupportContext]:
+        """Support contexts of several classes, each encoded once (contexts given are kept as they are).
+
+        Args:
+            classes: class name -> a context from `encode_support`, or ``(images, masks)``
+                (K >= 1 pairs; masks of a class that are empty are left out of its support set).
+            sources: optional class name -> K labels (file names) for error messages.
+            resolution: working resolution; defaults to the model's.
+
+        Raises:
+            InputError: invalid or duplicate class names, a class whose masks are all empty.
+        """
+        check_class_names(list(classes), "classes")
+        contexts = {}
+        for name, given in classes.items():
+            if isinstance(given, SupportContext):
+                if given.num_sets != 1:
+                    raise ValueError(f"class {name!r}: a context of {given.num_sets} support sets; give one set per class")
+                contexts[name] = given
+                continue
+            images, masks = (_as_list(part) for part in given)
+            if len(images) != len(masks):
+                raise InputError(f"class {name!r}: {len(images)} support images but {len(masks)} support masks")
+            labels = list((sources or {}).get(name) or [None] * len(masks))
+            binaries = _load_masks(masks, labels)
+            keep = [i for i, binary in enumerate(binaries) if binary.any()]
+            if not keep:
+                shown = ", ".join(str(label) for label in labels if label) or f"{len(masks)} masks"
+                raise InputError(f"class {name!r}: every support mask is empty ({shown})")
+            contexts[name] = self.encode_support(
+                [images[i] for i in keep], [binaries[i] for i in keep], sources=[labels[i] for i in keep], resolution=resolution
+            )
+        return contexts
+
+    @torch.no_grad()
+    def segment_classes(
+        self,
+        query_images: Sequence[ImageInput] | ImageInput,
+        classes: Mapping[str, ClassSupport],
+        *,
+        threshold: float | Mapping[str, float] | None = None,
+        threshold_mode: str | Mapping[str, str] | None = None,
+        resolution: int | None = None,
+        batch_size: int = 4,
+        class_batch_size: int | None = None,
+    ) -> ClassesOutput:
+        """Segment several classes in every query: a label map, per-class probabilities and masks.
+
+        Each query is VAE-encoded once for all classes; the query passes of the classes run as
+        batches (see `predict_classes`). Class n's mask and probabilities are exactly what a binary
+        run with that class's supports gives (same threshold rules); a pixel then takes the class of
+        highest probability among the masks covering it (`diffews.processing.labels.label_map`).
+
+        Args:
+            query_images: one image or a list (any sizes).
+            classes: class name -> a context from `encode_support` (reused as is) or
+                ``(images, masks)`` (encoded for this call, see `encode_classes`). Label i is the
+                i-th name.
+            threshold, threshold_mode: one value for every class, or a mapping class name -> value
+                (classes left out get the model's default).
+            resolution: working resolution; defaults to the model's.
+            batch_size: queries per VAE call (UNet calls hold up to batch_size x classes images).
+            class_batch_size: classes per UNet call; default all classes of the same shot count.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if class_batch_size is not None and class_batch_size < 1:
+            raise ValueError(f"class_batch_size must be at least 1, got {class_batch_size}")
+        contexts = self.encode_classes(classes, resolution=resolution)
+        names = list(contexts)
+        rules = [
+            self.model.config.thresholding(t, m)
+            for t, m in zip(_per_class(threshold, names, "threshold"), _per_class(threshold_mode, names, "threshold_mode"))
+        ]
+        queries = _as_list(query_images)
+        size = self._working_resolution(resolution)
+        supports = list(contexts.values())
+
+        output = ClassesOutput(class_names=names, labels=[], probabilities=[], masks=[], thresholds=[])
+        batches = list(_chunks(range(len(queries)), batch_size))
+        bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
+        for indices in tqdm(batches, **bar_config):
+            originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
+            batch = torch.stack([resize_image(t, (size, size)) for t in originals])
+            mask_images = self.predict_classes(batch, supports, pad_to=batch_size, class_batch_size=class_batch_size)
+            sizes = [tuple(t.shape[1:]) for t in originals]
+            per_class = [masks_at_sizes(mask_images[:, n], sizes, t, m) for n, (t, m) in enumerate(rules)]
+            for results in zip(*per_class):  # one query: (mask, probability, threshold) of each class
+                masks = np.stack([mask for mask, _, _ in results])
+                probabilities = np.stack([probability for _, probability, _ in results])
+                output.labels.append(label_map(probabilities, masks))
+                output.probabilities.append(probabilities)
+                output.masks.append(masks)
+                output.thresholds.append(np.array([cut for _, _, cut in results], dtype=np.float32))
+        return output
 
     @torch.no_grad()
     def __call__(
@@ -279,6 +457,36 @@ class DiffewSPipeline:
         if output_mask_images:
             output.mask_images = torch.cat(images_out)
         return output
+
+
+def _per_class(value, names: list[str], what: str) -> list:
+    """`value` for every class: a mapping name -> value (None for missing names), or one value for all."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"{what} given for unknown class(es): {', '.join(map(repr, unknown))}")
+        return [value.get(name) for name in names]
+    return [value] * len(names)
+
+
+def _class_groups(supports: Sequence[SupportContext], size: int | None) -> Iterator[list[int]]:
+    """Indices of the contexts, grouped by shot count (one UNet batch needs equal token counts),
+    each group cut into pieces of at most `size`."""
+    by_shots: dict[int, list[int]] = {}
+    for index, context in enumerate(supports):
+        by_shots.setdefault(context.num_shots, []).append(index)
+    for group in by_shots.values():
+        yield from _chunks(group, size or len(group))
+
+
+def _load_masks(masks: list, sources: list[str | None]) -> list[np.ndarray]:
+    """Binary masks of any accepted input (file paths opened), empty ones included."""
+    loaded = []
+    for mask, source in zip(masks, sources):
+        if isinstance(mask, (str, Path)):
+            mask = open_image_file(mask)
+        loaded.append(as_binary_mask(mask, source or "support mask"))
+    return loaded
 
 
 def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:

@@ -55,20 +55,24 @@ def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
     Raises:
         InputError: "<name> is empty" when no pixel is foreground; wrong shapes likewise name `name`.
     """
-    if isinstance(mask, Image.Image):
-        binary = pil_mask_to_array(mask)
-    else:
-        values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        if values.ndim == 3 and values.shape[0] == 1:
-            values = values[0]
-        elif values.ndim == 3 and values.shape[2] in (3, 4):
-            values = values[..., :3].max(axis=2)
-        if values.ndim != 2:
-            raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
-        binary = array_mask_to_bool(values)
+    binary = as_binary_mask(mask, name)
     if not binary.any():
         raise InputError(f"{name} is empty")
     return binary
+
+
+def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """`to_binary_mask` without the emptiness check (an empty mask is returned as all False)."""
+    if isinstance(mask, Image.Image):
+        return pil_mask_to_array(mask)
+    values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if values.ndim == 3 and values.shape[0] == 1:
+        values = values[0]
+    elif values.ndim == 3 and values.shape[2] in (3, 4):
+        values = values[..., :3].max(axis=2)
+    if values.ndim != 2:
+        raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
+    return array_mask_to_bool(values)
 
 
 def mask_to_image(masks: torch.Tensor) -> torch.Tensor:
