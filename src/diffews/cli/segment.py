@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..distributed import launched_processes
@@ -11,25 +14,40 @@ from ..errors import InputError
 from ..io import OutputFolder, expand_image_paths, output_stems
 from ..modeling.config import MAX_RESOLUTION
 from ..processing.images import check_image_file, load_image, load_mask
-from ..processing.overlay import mask_image, overlay_mask
+from ..pipeline import DiffewSPipeline
+from ..processing.coco_export import CocoWriter, require_pycocotools
+from ..processing.labels import label_image
+from ..processing.overlay import mask_image, overlay_labels, overlay_mask
+from .class_supports import ClassFiles, add_class_options, add_names_option, read_classes
 from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
 
 DESCRIPTION = """\
-Segment the class shown by the support images in every query image.
+Segment the class shown by the support images in every query image, or several named classes.
 
-Each --support gives one example image and its binary mask (white = the class; see the README
-for palette, 0/1 and RGBA masks). A mask need not match its image's size: masks are resized with
-nearest neighbour. For every query, writes
-<name>_mask.png (0/255) and <name>_overlay.png into --out. Nothing is written if any input is bad.
-Under `accelerate launch` (or torchrun) the queries are shared among the processes; see docs/scaling.md.
+One class: each --support gives one example image and its binary mask (white = the class; see the
+README for palette, 0/1 and RGBA masks). For every query, writes <name>_mask.png (0/255) and
+<name>_overlay.png into --out.
+
+Several classes (--class, --supports or --support-labels): for every query, writes
+<name>_labels.png (palette PNG: 0 = background, i = the i-th class) and <name>_overlay.png with a
+legend; --format coco also writes annotations.json (COCO, RLE masks) for all queries.
+
+A mask need not match its image's size: masks are resized with nearest neighbour. Nothing is
+written if any input is bad. Under `accelerate launch` (or torchrun) the queries are shared among the
+processes; see docs/scaling.md.
 """
 
 EPILOG = """\
 examples:
   diffews segment --model ./diffews-coco --support dog.jpg dog_mask.png --query photos/ --out masks/
   diffews segment --model ./diffews-coco --support a.jpg a.png --support b.jpg b.png --query 'shots/*.jpg' --out out/
+  diffews segment --model ./diffews-coco --class cat c.jpg c.png --class dog d.jpg d.png --query photos/ --out out/
+  diffews segment --model ./diffews-coco --supports examples/ --query photos/ --out out/ --format coco --instances
+  diffews segment --model ./diffews-coco --support-labels s.jpg s_labels.png --names names.txt --query photos/ --out out/
   accelerate launch --multi_gpu --num_processes 4 -m diffews segment --model ./diffews-coco --support dog.jpg dog_mask.png --query photos/ --out masks/
 """
+
+COCO_FILE = "annotations.json"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,12 +59,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    parser.add_argument(
-        "--support", nargs=2, action="append", required=True, metavar=("IMG", "MASK"),
-        help="a support image and its mask; repeat for K shots",
+    supports = parser.add_mutually_exclusive_group(required=True)
+    supports.add_argument(
+        "--support", nargs=2, action="append", metavar=("IMG", "MASK"),
+        help="a support image and its mask; repeat for K shots (one class: writes binary masks)",
     )
+    add_class_options(supports)
+    add_names_option(parser)
     parser.add_argument("--query", nargs="+", required=True, metavar="PATH", help="query image files, folders or glob patterns")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument(
+        "--format", choices=["png", "coco"], default="png",
+        help=f"several classes: png writes label maps and overlays; coco also writes {COCO_FILE} (default png)",
+    )
+    parser.add_argument("--instances", action="store_true", help=f"with --format coco: one annotation per connected component of a class")
     add_threshold_options(parser)
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (512)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
@@ -60,21 +86,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     queries = expand_image_paths(args.query)
     stems = output_stems(queries)
+    classes = read_classes(args)
+    processes = launched_processes()
+    writer = BinaryOutputs(args) if classes is None else ClassOutputs(args, classes, processes.count)
     for path in queries:
         check_image_file(path)
-    support_images = [load_image(image) for image, _ in args.support]
-    support_masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
 
-    processes = launched_processes()
     mine = processes.shard(len(queries), args.batch_size)  # whole batches: the batches of a one-process run
     with OutputFolder(args.out, processes) as out:
         pipe = load_inference_pipeline(args, processes)
         pipe.set_progress_bar_config(disable=True)
         try:
             pipe.model.config.thresholding(args.threshold, args.threshold_mode)
-            support = pipe.encode_support(
-                support_images, support_masks, sources=[mask for _, mask in args.support], resolution=args.resolution
-            )
+            writer.encode_support(pipe)
         except ValueError as error:
             raise InputError(str(error)) from None
         with tqdm(total=len(mine), desc="segmenting", unit="img", disable=not processes.is_main) as bar:
@@ -82,16 +106,90 @@ def run(args: argparse.Namespace) -> int:
                 paths = queries[start : start + args.batch_size]
                 images = [load_image(path) for path in paths]
                 try:
-                    result = pipe(
-                        images, support=support, threshold=args.threshold, threshold_mode=args.threshold_mode,
-                        resolution=args.resolution, batch_size=args.batch_size,
-                    )
+                    writer.segment(pipe, out, paths, stems[start : start + len(paths)], images)
                 except ValueError as error:
                     raise InputError(str(error)) from None
-                for stem, image, mask in zip(stems[start:], images, result.masks):
-                    out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
-                    out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
                 bar.update(len(paths))
+        writer.finish(out)
     if processes.is_main:
-        print(f"wrote {len(queries)} masks and overlays to {out.path}")
+        print(f"wrote {len(queries)} {writer.kind} to {out.path}")
     return 0
+
+
+class BinaryOutputs:
+    """One class from --support: `<name>_mask.png` (0/255) and `<name>_overlay.png` per query."""
+
+    kind = "masks and overlays"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        if args.format != "png" or args.instances:
+            raise InputError("--format coco and --instances need named classes (--class, --supports or --support-labels)")
+        self.args = args
+        self.images = [load_image(image) for image, _ in args.support]
+        self.masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
+        self.support = None
+
+    def encode_support(self, pipe: DiffewSPipeline) -> None:
+        sources = [mask for _, mask in self.args.support]
+        self.support = pipe.encode_support(self.images, self.masks, sources=sources, resolution=self.args.resolution)
+
+    def segment(self, pipe: DiffewSPipeline, out: OutputFolder, paths: list[Path], stems: list[str], images: list[Image.Image]) -> None:
+        args = self.args
+        result = pipe(
+            images, support=self.support, threshold=args.threshold, threshold_mode=args.threshold_mode,
+            resolution=args.resolution, batch_size=args.batch_size,
+        )
+        for stem, image, mask in zip(stems, images, result.masks):
+            out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
+            out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
+
+    def finish(self, out: OutputFolder) -> None:
+        """Nothing is written after the last query."""
+
+
+class ClassOutputs:
+    """Several classes: `<name>_labels.png` and `<name>_overlay.png` per query; `annotations.json`
+    for all queries with --format coco."""
+
+    kind = "label maps and overlays"
+
+    def __init__(self, args: argparse.Namespace, classes: ClassFiles, processes: int = 1) -> None:
+        if args.instances and args.format != "coco":
+            raise InputError("--instances: only used with --format coco")
+        if args.format == "coco" and processes > 1:
+            raise InputError(f"--format coco: {COCO_FILE} collects every query; run it in one process, not {processes}")
+        self.args = args
+        self.classes = classes
+        self.contexts: dict = {}
+        self.coco = None
+        if args.format == "coco":
+            require_pycocotools()
+            target = Path(args.out).expanduser() / COCO_FILE
+            if target.exists() and not target.is_file() or target.is_symlink():
+                raise InputError(f"{target}: cannot write the COCO file (something other than a file is in the way)")
+            self.coco = CocoWriter(list(classes), instances=args.instances)
+            self.kind += f" and {COCO_FILE}"
+
+    def encode_support(self, pipe: DiffewSPipeline) -> None:
+        given = {name: (images, masks) for name, (images, masks, _) in self.classes.items()}
+        sources = {name: labels for name, (_, _, labels) in self.classes.items()}
+        self.contexts = pipe.encode_classes(given, sources=sources, resolution=self.args.resolution)
+
+    def segment(self, pipe: DiffewSPipeline, out: OutputFolder, paths: list[Path], stems: list[str], images: list[Image.Image]) -> None:
+        args = self.args
+        result = pipe.segment_classes(
+            images, self.contexts, threshold=args.threshold, threshold_mode=args.threshold_mode,
+            resolution=args.resolution, batch_size=args.batch_size,
+        )
+        names = result.class_names
+        for path, stem, image, labels, probabilities in zip(paths, stems, images, result.labels, result.probabilities):
+            out.save_image_later(lambda labels=labels: label_image(labels, len(names)), f"{stem}_labels.png")
+            out.save_image_later(lambda image=image, labels=labels: overlay_labels(image, labels, names), f"{stem}_overlay.png")
+            if self.coco is not None:
+                self.coco.add(path.name, labels, probabilities)
+
+    def finish(self, out: OutputFolder) -> None:
+        """Write the COCO file once every query is in it."""
+        if self.coco is not None:
+            with out.write(COCO_FILE) as staged:
+                staged.write_text(json.dumps(self.coco.to_dict()))
