@@ -37,3 +37,11 @@ def test_bench_support_cache_quick(benchmarks, tmp_path):
     )
     assert report["max_abs_probability_difference"] == 0.0
     assert report["speedup_cached_over_uncached"] > 0
+
+
+def test_bench_classes_quick(benchmarks, tmp_path):
+    report = benchmarks("bench_classes").main(
+        ["--classes", "1", "2", "--queries", "2", "--repeats", "1", "--json", str(tmp_path / "k.json")]
+    )
+    assert [row["classes"] for row in report["rows"]] == [1, 2]
+    assert all(row["label_agreement"] >= 0.999 for row in report["rows"])  # both paths give the same label maps

@@ -11,7 +11,8 @@ from helpers import box_mask, random_image
 from PIL import Image
 from pycocotools.coco import COCO
 
-from diffews import DiffewSPipeline, build_tiny_model
+from diffews import DiffewSPipeline
+from diffews._testing import build_tiny_model
 from diffews.cli.main import main
 from diffews.processing.images import load_image
 from diffews.processing.labels import connected_components

@@ -45,6 +45,7 @@ examples:
   diffews evaluate --model ./diffews-coco --benchmark pascal --root data --fold 0 --shots 1
   diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all --shots 5 --out coco5.json
   diffews evaluate --model ./diffews-coco --benchmark fss --root data --shots 1 --save-vis 8
+  diffews evaluate --model ./diffews-coco --benchmark pascal --root data --fold 0 --ways 2 --shots 1
   diffews evaluate --model models/coco20i-fold0 --benchmark coco --root data --fold 0 --protocol authors
   accelerate launch --multi_gpu --num_processes 4 -m diffews evaluate --model ./diffews-coco --benchmark coco --root data --fold all
 """
@@ -73,6 +74,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fold number, or 'all' (every fold, reported with their mean); required for pascal, coco and lvis",
     )
     parser.add_argument("--shots", type=int, default=1, metavar="K", help="support images per episode (default 1)")
+    parser.add_argument(
+        "--ways", type=int, default=1, metavar="N",
+        help="classes per episode (default 1): N > 1 runs N-way K-shot episodes (N distinct classes in the supports, "
+        "the query annotated for all of them), scored by mIoU over classes and FB-IoU",
+    )
     parser.add_argument("--split", default=None, help="split to evaluate: default the benchmark's test split (val; FSS-1000: test)")
     parser.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes per fold (default 1000; FSS-1000 and custom folders: every image once)")
     parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
@@ -155,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     folds = parse_folds(args.benchmark, args.fold)
     check_protocol(args)
     score_size = parse_score_size(args.score_size or str(DEFAULT_SCORE_SIZE))
-    for name in ("shots", "batch_size"):
+    if args.ways > 1 and args.save_vis:
+        raise InputError("--save-vis: panels show 1-way episodes; leave it out with --ways")
+    for name in ("ways", "shots", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.workers < 0:
@@ -180,10 +188,12 @@ def run(args: argparse.Namespace) -> int:
         predictor, name, resolution = pipe, args.model, args.resolution or pipe.resolution
     split = args.split or get_benchmark(args.benchmark).default_split
     fold_label = args.fold if args.fold is not None else "all"
-    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{args.shots}shot.json")
+    ways = f"{args.ways}way" if args.ways > 1 else ""
+    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{ways}{args.shots}shot.json")
     settings = EvaluationSettings(
         args.benchmark, args.root, split, args.shots, args.episodes, args.seed, resolution, score_size,
         args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits, args.support, args.preprocessing or "diffews",
+        ways=args.ways,
     )
     if args.protocol == "authors":
         settings = authors_protocol(settings)

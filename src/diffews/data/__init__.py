@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError
 from . import coco, composite, custom, fss, lvis, pascal
-from .episodes import ORIGINAL, EpisodeDataset, collate_episodes
+from .episodes import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, collate_episodes
 from .published import PUBLISHED, published_splits
 from .source import Benchmark, CheckItem, FewShotSplit
 
@@ -30,6 +30,7 @@ __all__ = [
     "Benchmark",
     "CheckItem",
     "EpisodeDataset",
+    "NWayEpisodeDataset",
     "FewShotSplit",
     "build_episode_dataset",
     "collate_episodes",
@@ -92,6 +93,7 @@ def build_episode_dataset(
     trust_pickle: bool = False,
     target_size: int | str | None = None,
     preprocessing: str = "diffews",
+    ways: int = 1,
 ) -> Dataset:
     """Episodes of a benchmark split as a torch Dataset (item i a pure function of (seed, i)).
 
@@ -109,13 +111,16 @@ def build_episode_dataset(
         target_size: size of the ``"query_target"`` scoring mask: an int, ``"original"``, or R.
         preprocessing: how images and masks are resized, ``"diffews"`` or ``"authors"`` (see
             `diffews.processing.images`).
+        ways: classes per episode, N; 1 gives `EpisodeDataset`, more `NWayEpisodeDataset`.
 
-    Items: see `EpisodeDataset`.
+    Items: see `EpisodeDataset` and `NWayEpisodeDataset`.
     """
     fewshot = open_split(benchmark, root, split, fold, splits, trust_pickle)
     if episodes is None:
         episodes = get_benchmark(benchmark).default_episodes(fewshot)
     try:
+        if ways > 1:
+            return NWayEpisodeDataset(fewshot, ways, shots, resolution, episodes, seed, target_size, preprocessing)
         return EpisodeDataset(fewshot, shots, resolution, episodes, seed, target_size, preprocessing)
     except ValueError as error:
         raise InputError(str(error)) from None

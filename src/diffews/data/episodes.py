@@ -133,3 +133,82 @@ def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
     shapes = {tuple(t.shape) for t in targets}
     batch["query_target"] = torch.stack(targets) if len(shapes) == 1 else targets
     return batch
+
+
+class NWayEpisodeDataset(EpisodeDataset):
+    """N-way K-shot episodes: N distinct classes with K support images each, one query annotated
+    for all N (as in the N-way few-shot segmentation literature).
+
+    Episode i (a pure function of (seed, i)): the query and its class are drawn as for 1-way
+    episodes (`EpisodeDataset.episode`); the N - 1 other classes uniformly from the split's other
+    classes; the N classes are put in random order (label n = the n-th); each class's K supports
+    are drawn without replacement from its images other than the query (so no support set ever
+    contains the query).
+
+    Items differ from `EpisodeDataset`'s in:
+
+    - ``"support_images"``: ``(N, K, 3, R, R)``; ``"support_masks"``: ``(N, K, 1, R, R)``;
+    - ``"class_ids"``: ``(N,)`` int64, instead of ``"class_id"``;
+    - ``"query_target"``: labels uint8, 0 = background, n = class n, 255 = ignore (a pixel of
+      two classes takes the first); a class the query does not show has no pixels;
+    - ``"query_mask"``: ``(1, R, R)`` the labels nearest-resized to R (float);
+    - ``"support_keys"``: N lists of K keys.
+    """
+
+    def __init__(self, split: FewShotSplit, ways: int, shots: int, *args, **kwargs) -> None:
+        if ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
+        if ways > len(split.class_ids):
+            raise ValueError(f"{split.describe()}: {ways}-way episodes need {ways} classes, the split has {len(split.class_ids)}")
+        super().__init__(split, shots, *args, **kwargs)
+        self.ways = ways
+        self._pairs = set(split.pairs)
+
+    def nway_episode(self, index: int) -> tuple[str, list[int], list[list[str]]]:
+        """(query key, N class ids in label order, N lists of K support keys) of episode `index`."""
+        query, class_id, _ = self.episode(index)
+        rng = np.random.default_rng([self.seed, index, self.ways])
+        others = [c for c in self.split.class_ids if c != class_id]
+        chosen = [class_id, *(others[i] for i in sorted(rng.choice(len(others), size=self.ways - 1, replace=False).tolist()))]
+        classes = [chosen[i] for i in rng.permutation(self.ways).tolist()]
+        supports = []
+        for c in classes:
+            candidates = [key for key in self.split.images_of_class[c] if key != query]
+            picked = rng.choice(len(candidates), size=self.shots, replace=False)
+            supports.append([candidates[i] for i in sorted(picked.tolist())])
+        return query, classes, supports
+
+    def query_labels(self, query: str, classes: list[int]) -> tuple[Image.Image, np.ndarray]:
+        """The query image and its labels ``(H, W)`` uint8 over `classes` (0 background, 255 ignore)."""
+        image = open_image_file(self.split.image_path(query)).convert("RGB")
+        labels = np.zeros((image.height, image.width), dtype=np.uint8)
+        ignore = np.zeros_like(labels, dtype=bool)
+        for label, class_id in reversed(list(enumerate(classes, 1))):  # reversed: the first class wins overlaps
+            if (query, class_id) not in self._pairs:
+                continue
+            _, target = self._load(query, class_id)
+            labels[target == 1] = label
+            ignore |= target == 255
+        labels[ignore & (labels == 0)] = 255
+        return image, labels
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        query, classes, supports = self.nway_episode(index)
+        image, labels = self.query_labels(query, classes)
+        pairs = [[self.working_pair(key, c) for key in keys] for c, keys in zip(classes, supports)]
+        size = (self.resolution, self.resolution)
+        if self.target_size == ORIGINAL:
+            target = torch.from_numpy(labels)
+        else:
+            target = resize_mask(labels, (self.target_size, self.target_size), MASK_NEAREST[self.preprocessing])[0].to(torch.uint8)
+        return {
+            "query_image": preprocess_image(image, size, self.preprocessing),
+            "query_mask": resize_mask(labels, size, MASK_NEAREST[self.preprocessing]),
+            "support_images": torch.stack([torch.stack([i for i, _ in shots]) for shots in pairs]),
+            "support_masks": torch.stack([torch.stack([m for _, m in shots]) for shots in pairs]),
+            "class_ids": torch.tensor(classes, dtype=torch.int64),
+            "episode": index,
+            "query_target": target,
+            "query_key": query,
+            "support_keys": supports,
+        }

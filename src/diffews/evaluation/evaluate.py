@@ -35,15 +35,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from ..data import ORIGINAL, EpisodeDataset, build_episode_dataset, collate_episodes
+from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
 from ..distributed import Processes
 from ..errors import InputError
 from ..io import OutputFolder, write_text
 from ..pipeline import DiffewSPipeline
+from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.overlay import overlay_mask
 from ..processing.thresholds import masks_at_sizes
-from .metrics import SegmentationMeter
-from .predictors import ModelPredictor, OtherClassSupport, Predictor
+from .metrics import NWayMeter, SegmentationMeter
+from .predictors import ModelPredictor, OtherClassSupport, Predictor, class_mask_images
 
 DEFAULT_SCORE_SIZE = 512
 
@@ -67,6 +68,8 @@ class EvaluationSettings:
             another class (`OtherClassSupport`), the control that a few-shot segmenter must fail.
         preprocessing: how images and masks are resized, "diffews" or "authors" (see
             `diffews.processing.images`).
+        ways: classes per episode; more than 1 runs N-way episodes (`diffews.data.NWayEpisodeDataset`)
+            scored by `NWayMeter` (mIoU over classes, FB-IoU of any class vs background).
     """
 
     benchmark: str
@@ -83,13 +86,16 @@ class EvaluationSettings:
     trust_pickle: bool = False
     support: str = "same-class"
     preprocessing: str = "diffews"
+    ways: int = 1
 
     def dataset(self, fold: int | None) -> EpisodeDataset | OtherClassSupport:
         """The episodes of `fold` (with other-class supports if `support` says so); `InputError` for bad data."""
+        if self.ways > 1 and self.support != "same-class":
+            raise InputError("--ways: N-way episodes take each class's supports from that class; leave --support out")
         episodes = build_episode_dataset(
             self.benchmark, self.root, self.split, fold, self.shots, self.resolution, self.episodes, self.seed,
             splits=self.splits, trust_pickle=self.trust_pickle, target_size=self.score_size,
-            preprocessing=self.preprocessing,
+            preprocessing=self.preprocessing, ways=self.ways,
         )
         if self.support == "same-class":
             return episodes
@@ -130,11 +136,38 @@ def predict(
     return [torch.from_numpy(mask) for mask, _, _ in masks_at_sizes(mask_images, list(sizes), threshold, threshold_mode)]
 
 
+@torch.no_grad()
+def predict_labels(predictor: Predictor, batch: dict[str, Any], threshold: float, threshold_mode: str) -> list[torch.Tensor]:
+    """Label maps ``(H_i, W_i)`` uint8 of a collated batch of N-way episodes, each at the size of its
+    ``"query_target"``: every class binarised alone, then `diffews.processing.labels.label_map`."""
+    mask_images = class_mask_images(predictor, batch)
+    sizes = [tuple(target.shape) for target in batch["query_target"]]
+    rules = [(threshold, threshold_mode)] * mask_images.shape[1]
+    return [torch.from_numpy(labels) for labels, _, _, _ in label_maps_at_sizes(mask_images, sizes, rules)]
+
+
+def score_batch(predictor: Predictor, batch: dict[str, Any], settings: EvaluationSettings, meter: SegmentationMeter | NWayMeter) -> int:
+    """Predict a collated batch of episodes (1-way or N-way), add it to `meter`; returns its episode count."""
+    if "class_ids" in batch:
+        predictions, classes = predict_labels(predictor, batch, settings.threshold, settings.threshold_mode), batch["class_ids"]
+    else:
+        predictions, classes = predict(predictor, batch, settings.threshold, settings.threshold_mode), batch["class_id"]
+    for prediction, target, class_id in zip(predictions, batch["query_target"], classes):
+        meter.update(prediction[None], target[None], class_id[None])
+    return len(classes)
+
+
+def new_meter(dataset: EpisodeDataset | OtherClassSupport) -> SegmentationMeter | NWayMeter:
+    """The meter that scores `dataset`'s episodes."""
+    kind = NWayMeter if isinstance(dataset, NWayEpisodeDataset) else SegmentationMeter
+    return kind(dataset.split.class_ids)
+
+
 def evaluate_fold(
     predictor: Predictor,
     dataset: EpisodeDataset | OtherClassSupport,
     settings: EvaluationSettings,
-    meter: SegmentationMeter,
+    meter: SegmentationMeter | NWayMeter,
     start: int = 0,
     batch_size: int = 4,
     workers: int = 0,
@@ -151,10 +184,7 @@ def evaluate_fold(
     loader = DataLoader(Subset(dataset, episodes[start:]), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
     with tqdm(total=len(episodes), initial=start, desc=description, unit="episode", disable=not progress) as bar:
         for batch in loader:
-            predictions = predict(predictor, batch, settings.threshold, settings.threshold_mode)
-            for prediction, target, class_id in zip(predictions, batch["query_target"], batch["class_id"]):
-                meter.update(prediction[None], target[None], class_id[None])
-            bar.update(len(batch["class_id"]))
+            bar.update(score_batch(predictor, batch, settings, meter))
             bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
             if on_batch is not None:
                 on_batch(meter.episodes)
@@ -204,7 +234,7 @@ def run_evaluation(
     for fold, dataset in datasets.items():
         name = _fold_name(fold)
         fold_state = state["progress"].setdefault(name, {"done": 0, "elapsed_s": 0.0, "meter": None})
-        meter = SegmentationMeter(dataset.split.class_ids)
+        meter = new_meter(dataset)
         if fold_state["meter"] is not None:
             meter.load_state_dict(fold_state["meter"])
         prior, run_start, first = fold_state["elapsed_s"], time.perf_counter(), fold_state["done"]
@@ -349,7 +379,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The report as a plain-text table, with the settings that define the numbers."""
     s, m = report["settings"], report.get("model_settings")
     lines = [
-        f"{s['benchmark']} {s['split']}, {s['shots']}-shot, seed {s['seed']}, model {report['model']}"
+        f"{s['benchmark']} {s['split']}, " + (f"{s['ways']}-way " if s.get("ways", 1) > 1 else "") + f"{s['shots']}-shot, seed {s['seed']}, model {report['model']}"
         + (" with its distilled mask decoder" if report.get("mask_decoder") else "")
         + f" ({report['device']}, {report['dtype']})"
         + (", supports of another class" if s["support"] == "other-class" else ""),

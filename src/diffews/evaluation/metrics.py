@@ -6,6 +6,10 @@ and for the background; pixels labelled 255 are ignored.
 - per-class IoU = sum of foreground intersections / sum of foreground unions of that class;
 - mIoU = mean of the per-class IoUs over the meter's classes (a class never seen counts 0, as in HSNet);
 - FB-IoU = mean over {background, foreground} of (total intersection / total union) over all episodes.
+
+N-way episodes (`NWayMeter`) score label maps: class n of an episode is scored as a binary
+prediction (label n) against its ground truth (label n) into that class's IoU, so mIoU is over
+classes as above; FB-IoU takes every class as foreground (label > 0) against background.
 """
 
 from __future__ import annotations
@@ -112,4 +116,60 @@ class SegmentationMeter:
             raise ValueError("saved meter state is for other classes")
         self.intersections = torch.tensor(state["intersections"], dtype=torch.int64)
         self.unions = torch.tensor(state["unions"], dtype=torch.int64)
+        self.episodes = int(state["episodes"])
+
+
+class NWayMeter:
+    """`SegmentationMeter` for N-way episodes: label maps in, mIoU over classes and FB-IoU out.
+
+    >>> meter = NWayMeter([1, 2, 3, 4, 5])
+    >>> meter.update(predicted_labels, target_labels, episode_class_ids)
+    """
+
+    def __init__(self, class_ids: Sequence[int]) -> None:
+        self.classes = SegmentationMeter(class_ids)
+        self.foreground = SegmentationMeter([1])
+        self.class_ids = self.classes.class_ids
+        self.episodes = 0
+
+    def update(self, predictions: torch.Tensor, targets: torch.Tensor, class_ids: torch.Tensor) -> None:
+        """Add a batch of episodes.
+
+        Args:
+            predictions: ``(B, H, W)`` integer labels, 0 = background, n = the episode's n-th class.
+            targets: ``(B, H, W)`` integer labels likewise, 255 = ignore.
+            class_ids: ``(B, N)`` the classes of each episode, in label order.
+        """
+        if class_ids.ndim != 2 or class_ids.shape[0] != predictions.shape[0]:
+            raise ValueError(f"class_ids {tuple(class_ids.shape)} must be (B, N) for predictions {tuple(predictions.shape)}")
+        ignore = targets == IGNORE_LABEL
+
+        def truth(selected: torch.Tensor) -> torch.Tensor:
+            return torch.where(ignore, IGNORE_LABEL, selected.to(torch.uint8))
+
+        for slot in range(class_ids.shape[1]):
+            label = slot + 1
+            self.classes.update(predictions == label, truth(targets == label), class_ids[:, slot])
+        self.foreground.update(predictions > 0, truth(targets > 0), torch.ones(len(class_ids), dtype=torch.int64))
+        self.episodes += len(class_ids)
+
+    def compute(self) -> dict[str, Any]:
+        """As `SegmentationMeter.compute`: mIoU and per-class IoU over classes, FB-IoU of any class vs background."""
+        scores = self.classes.compute()
+        return {**scores, "fbiou": self.foreground.compute()["fbiou"]}
+
+    def merged(self, total: Callable[[torch.Tensor], torch.Tensor]) -> NWayMeter:
+        """As `SegmentationMeter.merged`: the counts of both meters and the episodes, totalled."""
+        merged = NWayMeter(self.class_ids)
+        merged.classes = self.classes.merged(total)
+        merged.foreground = self.foreground.merged(total)
+        merged.episodes = int(total(torch.tensor([self.episodes]))[0])
+        return merged
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"classes": self.classes.state_dict(), "foreground": self.foreground.state_dict(), "episodes": self.episodes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.classes.load_state_dict(state["classes"])
+        self.foreground.load_state_dict(state["foreground"])
         self.episodes = int(state["episodes"])

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import EpisodeDataset
-from ..modeling import DiffewSConfig
+from ..modeling import DiffewSConfig, SupportContext
 from ..pipeline import DiffewSPipeline
 
 
@@ -68,6 +68,31 @@ class ModelPredictor:
     def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
         context = self.pipe.encode_support_tensors(batch["support_images"], batch["support_masks"])
         return self.pipe.predict(batch["query_image"], context, self.pad_to).mask_images
+
+    def class_mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """N-way episodes: ``(B, N, C, R, R)`` through `DiffewSPipeline.predict_classes` (each query
+        encoded once; the B x N support sets encoded in one pass)."""
+        episodes, ways = batch["support_images"].shape[:2]
+        context = self.pipe.encode_support_tensors(batch["support_images"].flatten(0, 1), batch["support_masks"].flatten(0, 1))
+
+        def slot(tensors: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+            return {name: t.unflatten(0, (episodes, ways))[:, n] for name, t in tensors.items()}
+
+        contexts = [SupportContext(slot(context.keys, n), slot(context.values, n), context.num_shots) for n in range(ways)]
+        return self.pipe.predict_classes(batch["query_image"], contexts, self.pad_to)
+
+
+def class_mask_images(predictor: Predictor, batch: dict[str, Any]) -> torch.Tensor:
+    """Mask images ``(B, N, C, R, R)`` of a collated batch of N-way episodes: the predictor's own
+    `class_mask_images` when it has one, else its `mask_images` for each class in turn."""
+    if hasattr(predictor, "class_mask_images"):
+        return predictor.class_mask_images(batch)
+    ways = batch["support_images"].shape[1]
+    per_class = [
+        predictor.mask_images({**batch, "support_images": batch["support_images"][:, n], "support_masks": batch["support_masks"][:, n]})
+        for n in range(ways)
+    ]
+    return torch.stack(per_class, dim=1)
 
 
 class Baseline:

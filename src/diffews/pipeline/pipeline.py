@@ -76,6 +76,9 @@ class ClassesOutput:
         probabilities: per-class probability maps ``(N, H_i, W_i)`` float32 in [0, 1].
         masks: each class's own binary mask ``(N, H_i, W_i)`` bool (its threshold alone; classes may overlap).
         thresholds: the absolute thresholds applied, ``(N,)`` float32 per query.
+        mask_images: the decoded mask images ``(B, N, C, R, R)`` in [0, 1] at the working
+            resolution, on request (``output_mask_images=True``), else None;
+            `label_maps_at_sizes` turns them into label maps again at any thresholds.
     """
 
     class_names: list[str]
@@ -83,6 +86,7 @@ class ClassesOutput:
     probabilities: list[np.ndarray]
     masks: list[np.ndarray]
     thresholds: list[np.ndarray]
+    mask_images: torch.Tensor | None = None
 
 
 ClassSupport = Union[SupportContext, tuple]
@@ -235,25 +239,30 @@ class DiffewSPipeline:
 
         The queries are VAE-encoded once; the query passes of classes with the same number of
         shots run as one UNet batch (`class_batch_size` classes at most per call, default all),
-        query b of class n paired with class n's support set.
+        query b of class n paired with class n's support set (or its b-th one).
 
         Args:
             query_images: ``(B, 3, R, R)`` in [-1, 1].
-            supports: N contexts of one support set each (from `encode_support`).
+            supports: N contexts, each of one support set (shared by every query, from
+                `encode_support`) or of B (set b serves query b, as in N-way episodes).
             pad_to: see `predict`.
             class_batch_size: classes per UNet call (None: all classes with the same shot count).
         """
-        if any(context.num_sets != 1 for context in supports):
-            raise ValueError("each class needs a support context of exactly one support set")
         count = query_images.shape[0]
+        if any(context.num_sets not in (1, count) for context in supports):
+            raise ValueError(f"each class needs a support context of one support set or {count} (one per query)")
         latents = self.encode_queries(query_images, pad_to)
         total = latents.shape[0]
+
+        def per_query(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.expand(total, -1, -1) if tensor.shape[0] == 1 else _pad(tensor, total)
+
         mask_images: list[torch.Tensor] = [None] * len(supports)  # type: ignore[list-item]
         for group in _class_groups(supports, class_batch_size):
             contexts = [supports[n] for n in group]
             fused = SupportContext(
-                {k: torch.cat([ctx.keys[k].expand(total, -1, -1) for ctx in contexts]) for k in contexts[0].keys},
-                {k: torch.cat([ctx.values[k].expand(total, -1, -1) for ctx in contexts]) for k in contexts[0].values},
+                {k: torch.cat([per_query(ctx.keys[k]) for ctx in contexts]) for k in contexts[0].keys},
+                {k: torch.cat([per_query(ctx.values[k]) for ctx in contexts]) for k in contexts[0].values},
                 contexts[0].num_shots,
             )
             prediction = self.predict_latents(latents.repeat(len(group), 1, 1, 1), fused)
@@ -342,6 +351,7 @@ class DiffewSPipeline:
         resolution: int | None = None,
         batch_size: int = 4,
         class_batch_size: int | None = None,
+        output_mask_images: bool = False,
     ) -> ClassesOutput:
         """Segment several classes in every query: a label map, per-class probabilities and masks.
 
@@ -360,6 +370,7 @@ class DiffewSPipeline:
             resolution: working resolution; defaults to the model's.
             batch_size: queries per VAE call (UNet calls hold up to batch_size x classes images).
             class_batch_size: classes per UNet call; default all classes of the same shot count.
+            output_mask_images: also return the decoded mask images.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -376,6 +387,7 @@ class DiffewSPipeline:
         supports = list(contexts.values())
 
         output = ClassesOutput(class_names=names, labels=[], probabilities=[], masks=[], thresholds=[])
+        images_out = []
         batches = list(_chunks(range(len(queries)), batch_size))
         bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
         for indices in tqdm(batches, **bar_config):
@@ -383,14 +395,15 @@ class DiffewSPipeline:
             batch = torch.stack([resize_image(t, (size, size)) for t in originals])
             mask_images = self.predict_classes(batch, supports, pad_to=batch_size, class_batch_size=class_batch_size)
             sizes = [tuple(t.shape[1:]) for t in originals]
-            per_class = [masks_at_sizes(mask_images[:, n], sizes, t, m) for n, (t, m) in enumerate(rules)]
-            for results in zip(*per_class):  # one query: (mask, probability, threshold) of each class
-                masks = np.stack([mask for mask, _, _ in results])
-                probabilities = np.stack([probability for _, probability, _ in results])
-                output.labels.append(label_map(probabilities, masks))
+            for labels, probabilities, masks, cuts in label_maps_at_sizes(mask_images, sizes, rules):
+                output.labels.append(labels)
                 output.probabilities.append(probabilities)
                 output.masks.append(masks)
-                output.thresholds.append(np.array([cut for _, _, cut in results], dtype=np.float32))
+                output.thresholds.append(cuts)
+            if output_mask_images:
+                images_out.append(mask_images.cpu())
+        if output_mask_images:
+            output.mask_images = torch.cat(images_out)
         return output
 
     @torch.no_grad()
@@ -457,6 +470,25 @@ class DiffewSPipeline:
         if output_mask_images:
             output.mask_images = torch.cat(images_out)
         return output
+
+
+def label_maps_at_sizes(
+    mask_images: torch.Tensor, sizes: list[tuple[int, int]], rules: Sequence[tuple[float, str]]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Mask images ``(B, N, C, R, R)`` of N classes -> per query at its size ``sizes[b]``: (label
+    map ``(H, W)`` uint8, probabilities ``(N, H, W)``, masks ``(N, H, W)`` bool, thresholds ``(N,)``).
+
+    Class n is binarised alone with ``rules[n]`` = (threshold, mode), exactly as a binary run
+    (`masks_at_sizes`); the label map follows `diffews.processing.labels.label_map`.
+    """
+    per_class = [masks_at_sizes(mask_images[:, n], sizes, t, m) for n, (t, m) in enumerate(rules)]
+    results = []
+    for query in zip(*per_class):  # one query: (mask, probability, threshold) of each class
+        masks = np.stack([mask for mask, _, _ in query])
+        probabilities = np.stack([probability for _, probability, _ in query])
+        cuts = np.array([cut for _, _, cut in query], dtype=np.float32)
+        results.append((label_map(probabilities, masks), probabilities, masks, cuts))
+    return results
 
 
 def _per_class(value, names: list[str], what: str) -> list:
