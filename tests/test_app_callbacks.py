@@ -237,3 +237,66 @@ def test_render_needs_results_and_a_valid_threshold(pipe, pair, tmp_path):
 
 def test_sessions_get_distinct_keys():
     assert callbacks.Session().key != callbacks.Session().key
+
+
+SECOND_IMAGE = EXAMPLES / "support" / "ladybird_2.jpg"
+SECOND_MASK = EXAMPLES / "support" / "ladybird_2_mask.png"
+
+
+@pytest.fixture(scope="module")
+def second_pair() -> callbacks.SupportPair:
+    return callbacks.support_pair(1, Image.open(SECOND_IMAGE), [], str(SECOND_MASK))
+
+
+def test_collect_classes_is_none_for_one_panel_and_names_every_class(pair, second_pair):
+    assert callbacks.collect_classes([("", [pair, None]), ("", [None]), (None, [])]) is None
+    assert callbacks.collect_classes([("bug", [pair]), (" leaf ", [None, second_pair]), ("", [])]) == {"bug": [pair], "leaf": [second_pair]}
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([("bug", ["pair"]), ("", ["pair"])], "class 2: give the class a name (needed with several classes)"),
+        ([("bug", ["pair"]), ("leaf", [None])], "class 'leaf': no support example; add an image with its mask"),
+        ([("bug", ["pair"]), ("Bug", ["pair"])], "classes: class 'Bug' is given twice (as 'bug' and 'Bug')"),
+        ([("bug", ["pair"]), ("a/b", ["pair"])], "classes: class name 'a/b' is not a valid file-name part"),
+    ],
+)
+def test_collect_classes_errors(pair, entries, message):
+    entries = [(name, [pair if p == "pair" else p for p in pairs]) for name, pairs in entries]
+    with pytest.raises(InputError) as error:
+        callbacks.collect_classes(entries)
+    assert str(error.value) == message
+
+
+def test_two_classes_give_the_pipelines_label_maps_a_coco_file_and_a_legend(pipe, pair, second_pair, tmp_path):
+    from pycocotools.coco import COCO
+
+    classes = {"bug": [pair], "leaf": [second_pair]}
+    session = callbacks.segment_classes(pipe, callbacks.Session(), classes, QUERIES[:2], batch_size=2)
+    assert session.support_encodings == 2 and session.class_names == ["bug", "leaf"]
+    reference = pipe.segment_classes(
+        [load_image(q) for q in QUERIES[:2]],
+        {"bug": ([load_image(SUPPORT_IMAGE)], [load_mask(SUPPORT_MASK)]), "leaf": ([load_image(SECOND_IMAGE)], [load_mask(SECOND_MASK)])},
+        threshold=0.5, threshold_mode="absolute",
+    )
+    shown = callbacks.render_results(session, 0.5, "absolute", tmp_path / "out")
+    assert [p.name for p in shown.mask_files] == ["meadow_1_labels.png", "meadow_2_labels.png"]
+    assert [name for name, _ in shown.legend] == ["bug", "leaf"] and shown.legend[0][1] != shown.legend[1][1]
+    coco = COCO(str(shown.coco_file))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["bug", "leaf"]
+    for path, expected, image in zip(shown.mask_files, reference.labels, coco.dataset["images"]):
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), expected)
+        painted = np.zeros_like(expected)
+        for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
+            painted[coco.annToMask(annotation).astype(bool)] = annotation["category_id"]
+        np.testing.assert_array_equal(painted, expected)
+    assert [image["file_name"] for image in coco.dataset["images"]] == ["meadow_1.jpg", "meadow_2.jpg"]
+    with zipfile.ZipFile(shown.zip_file) as archive:
+        assert archive.namelist() == ["meadow_1_labels.png", "meadow_2_labels.png", "annotations.json"]
+
+    callbacks.segment_classes(pipe, session, {"bug": [pair], "moss": [second_pair]}, QUERIES[:1])
+    assert session.support_encodings == 3, "only the new class is encoded"
+    assert list(session.class_contexts) == ["bug", "moss"]
+    callbacks.segment(pipe, session, [pair], QUERIES[:1])
+    assert callbacks.render_results(session, 0.5, "absolute", tmp_path / "binary").mask_files[0].name == "meadow_1_mask.png"

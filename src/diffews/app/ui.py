@@ -24,7 +24,9 @@ INTRO = """\
 Give one to five **support** examples of a class (an image and its mask: upload a mask, or paint the
 object on the image with the brush), then drop in **query** images: DiffewS segments that class in
 each. The support set is encoded once and reused until you change it; moving the threshold
-re-thresholds the last results without running the model again.
+re-thresholds the last results without running the model again. Under **More classes**, name each
+class and give it its own examples: the results are then label maps (with a colour legend) and a
+COCO annotation file.
 """
 # System fonts only: the default theme's web fonts would make the browser reach the internet.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -60,27 +62,14 @@ def build_app(
         notice = callbacks.model_notice(model_name)
         if notice:
             gr.Markdown(f"**Warning:** {notice}", elem_id="model-notice")
-        editors, mask_uploads = [], []
+        panels: list[tuple[gr.Textbox, list, list]] = []  # per class: name box, image editors, mask uploads
         with gr.Row(equal_height=False):
             with gr.Column():
                 gr.Markdown("## Support examples")
-                with gr.Tabs():
-                    for shot in range(1, callbacks.MAX_SHOTS + 1):
-                        with gr.Tab(f"Example {shot}"):
-                            editors.append(
-                                gr.ImageEditor(
-                                    label=f"Image {shot}: paint the object, or upload its mask below",
-                                    type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
-                                    brush=gr.Brush(colors=["#ff2828"], color_mode="fixed"), layers=False,
-                                    transforms=(), elem_id=f"support-image-{shot}",
-                                )
-                            )
-                            mask_uploads.append(
-                                gr.Image(
-                                    label=f"Mask {shot} (white = object)", type="filepath", image_mode=None,
-                                    sources=["upload"], height=240, elem_id=f"support-mask-{shot}",
-                                )
-                            )
+                panels.append(_class_panel(1, "Class name (needed with several classes)"))
+                with gr.Accordion("More classes (label maps and a COCO file)", open=False):
+                    for index in range(2, callbacks.MAX_CLASSES + 1):
+                        panels.append(_class_panel(index, f"Class {index} name"))
             with gr.Column():
                 gr.Markdown("## Query images")
                 with gr.Tabs():
@@ -96,41 +85,91 @@ def build_app(
                 )
                 threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=0.01, label="Threshold T")
         gr.Markdown("## Results")
+        legend_box = gr.HTML(elem_id="legend")
         gallery = gr.Gallery(label="Overlays", columns=4, fit_columns=False, height="auto", object_fit="contain", format="png", elem_id="overlays")
         with gr.Row():
-            mask_files = gr.File(label="Masks (PNG, one per query)", file_count="multiple", interactive=False, elem_id="mask-files")
-            zip_file = gr.File(label=f"All masks ({callbacks.ZIP_NAME})", interactive=False, elem_id="mask-zip")
+            mask_files = gr.File(label="Masks or label maps (PNG, one per query)", file_count="multiple", interactive=False, elem_id="mask-files")
+            zip_file = gr.File(label=f"All files ({callbacks.ZIP_NAME} / {callbacks.LABELS_ZIP_NAME})", interactive=False, elem_id="mask-zip")
+            coco_file = gr.File(label=f"COCO annotations ({callbacks.COCO_NAME}, several classes)", interactive=False, elem_id="coco-file")
+        editors, mask_uploads = panels[0][1], panels[0][2]
         if examples_dir is not None:
             _add_examples(examples_dir, editors, mask_uploads, query_files)
 
         def show(session: callbacks.Session, value: float, threshold_mode: str):
-            shown = callbacks.render(session, value, threshold_mode, output_root / session.key)
-            return session, shown.gallery, [str(p) for p in shown.mask_files], str(shown.zip_file)
+            shown = callbacks.render_results(session, value, threshold_mode, output_root / session.key)
+            coco = str(shown.coco_file) if shown.coco_file else None
+            return session, shown.gallery, [str(p) for p in shown.mask_files], str(shown.zip_file), coco, _legend_html(shown.legend)
 
         @_user_errors
         def run(data: dict, progress=gr.Progress()):
-            pairs = callbacks.collect_support(
-                callbacks.support_pair(shot, *_editor_parts(data[editor]), data[mask])
-                for shot, (editor, mask) in enumerate(zip(editors, mask_uploads), 1)
-            )
+            classes = [
+                (data[name], [
+                    callbacks.support_pair(shot, *_editor_parts(data[editor]), data[mask])
+                    for shot, (editor, mask) in enumerate(zip(class_editors, class_masks), 1)
+                ])
+                for name, class_editors, class_masks in panels
+            ]
+            named = callbacks.collect_classes(classes)
             queries = callbacks.query_paths([*(data[query_files] or []), *(data[query_folder] or [])])
             session = data[session_state] or callbacks.Session()
-            session = callbacks.segment(pipe, session, pairs, queries, batch_size, progress=lambda f, d: progress(f, desc=d))
+            report = lambda f, d: progress(f, desc=d)  # noqa: E731
+            if named is None:
+                pairs = callbacks.collect_support(classes[0][1])
+                session = callbacks.segment(pipe, session, pairs, queries, batch_size, progress=report)
+            else:
+                session = callbacks.segment_classes(pipe, session, named, queries, batch_size, progress=report)
             return show(session, data[threshold], data[mode])
 
         @_user_errors
         def rethreshold(session: callbacks.Session | None, value: float, threshold_mode: str):
             if session is None or not session.results:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                return (gr.skip(),) * 6
             return show(session, value, threshold_mode)
 
-        outputs = [session_state, gallery, mask_files, zip_file]
+        outputs = [session_state, gallery, mask_files, zip_file, coco_file, legend_box]
+        panel_inputs = {component for name, class_editors, class_masks in panels for component in (name, *class_editors, *class_masks)}
         segment_button.click(
-            run, inputs={session_state, threshold, mode, query_files, query_folder, *editors, *mask_uploads}, outputs=outputs
+            run, inputs={session_state, threshold, mode, query_files, query_folder, *panel_inputs}, outputs=outputs
         )
         threshold.release(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
         mode.change(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
     return demo
+
+
+def _class_panel(index: int, name_label: str) -> tuple[gr.Textbox, list, list]:
+    """Class `index`'s widgets: its name box and one image editor + mask upload per example.
+    Class 1 keeps the element ids of the one-class page (``support-image-<shot>``)."""
+    prefix = "" if index == 1 else f"{index}-"
+    name = gr.Textbox(label=name_label, max_lines=1, elem_id=f"class-name-{index}")
+    editors, masks = [], []
+    with gr.Tabs():
+        for shot in range(1, callbacks.MAX_SHOTS + 1):
+            with gr.Tab(f"Example {shot}"):
+                editors.append(
+                    gr.ImageEditor(
+                        label=f"Image {shot}: paint the object, or upload its mask below",
+                        type="pil", image_mode="RGBA", format="png", sources=["upload", "clipboard"],
+                        brush=gr.Brush(colors=["#ff2828"], color_mode="fixed"), layers=False,
+                        transforms=(), elem_id=f"support-image-{prefix}{shot}",
+                    )
+                )
+                masks.append(
+                    gr.Image(
+                        label=f"Mask {shot} (white = object)", type="filepath", image_mode=None,
+                        sources=["upload"], height=240, elem_id=f"support-mask-{prefix}{shot}",
+                    )
+                )
+    return name, editors, masks
+
+
+def _legend_html(entries: list[tuple[str, str]]) -> str:
+    """The classes' colours as swatches (empty for one class)."""
+    items = "".join(
+        f'<span style="margin-right:1em"><span style="display:inline-block;width:0.9em;height:0.9em;'
+        f'background:{color};border:1px solid #000;vertical-align:middle"></span> {html.escape(name)}</span>'
+        for name, color in entries
+    )
+    return f"<div>{items}</div>" if entries else ""
 
 
 def _editor_parts(value: dict | None) -> tuple:
