@@ -216,7 +216,9 @@ def test_signal_during_a_rerun_restores_the_earlier_run_exactly(files, monkeypat
 def test_sigterm_from_outside_cleans_up_a_fresh_run(files, tmp_path):
     """A real SIGTERM sent by another process (as `timeout` or a scheduler does) mid-run: exit 143,
     no output folder, no partial or temporary file."""
-    marker = tmp_path / "written-3"
+    marker, sent = tmp_path / "written-3", tmp_path / "signal-sent"
+    # The writer holds the run mid-way until the signal is on its way, then a while longer, so that the
+    # run cannot finish first however loaded the machine is.
     script = f"""
 import pathlib, sys, time
 from diffews import io
@@ -227,7 +229,9 @@ def slow_save(self, image, name):
     count.append(name)
     if len(count) == 3:
         pathlib.Path({str(marker)!r}).touch()
-        time.sleep(0.5)  # the run is mid-way, with files written, when the signal comes
+        while not pathlib.Path({str(sent)!r}).exists():
+            time.sleep(0.01)
+        time.sleep(5)
     return path
 io.OutputFolder.save_image = slow_save
 sys.exit(main({segment_args(files, "--batch-size", "1")!r}))
@@ -238,6 +242,7 @@ sys.exit(main({segment_args(files, "--batch-size", "1")!r}))
         time.sleep(0.02)
     assert marker.exists(), process.communicate()[1]
     assert sorted(p.name for p in (files / "out").iterdir()) == ["a_mask.png", "a_overlay.png", "b_mask.png"]
+    sent.touch()
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
