@@ -236,3 +236,38 @@ def test_a_failure_in_one_process_undoes_the_writes_of_all(segment_files, tmp_pa
     assert "error: process 1 of 2: another process of this run stopped" in (tmp_path / "logs" / "rank0.err").read_text()
     assert folder_bytes(out) == before  # process 0's files removed, the earlier mask restored
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+
+
+def test_shipped_accelerate_configs_load():
+    config_args = pytest.importorskip("accelerate.commands.config.config_args")
+    one_node = config_args.load_config_from_file(str(ACCELERATE_CONFIGS / "one_node_multi_gpu.yaml"))
+    assert (one_node.distributed_type, one_node.num_machines, one_node.use_cpu) == ("MULTI_GPU", 1, False)
+    zero2 = config_args.load_config_from_file(str(ACCELERATE_CONFIGS / "deepspeed_zero2.yaml"))
+    assert (zero2.distributed_type, zero2.deepspeed_config["zero_stage"]) == ("DEEPSPEED", 2)
+
+
+class FakeDeepSpeedAccelerator:
+    """What the trainer reads of an `Accelerator` launched with a DeepSpeed config (deepspeed itself is not needed)."""
+
+    def __init__(self, **options):
+        self.options = options
+        self.state = type("State", (), {"deepspeed_plugin": type("Plugin", (), {"deepspeed_config": {"train_micro_batch_size_per_gpu": "auto"}})()})()
+
+
+def test_the_trainer_gives_deepspeed_its_batch_size_and_clipping_and_refuses_to_resume(tmp_path, monkeypatch):
+    accelerate = pytest.importorskip("accelerate")
+    from training_fixtures import tiny_config
+
+    from diffews.errors import InputError
+    from diffews.training import Trainer
+
+    monkeypatch.setattr(accelerate, "Accelerator", FakeDeepSpeedAccelerator)
+    trainer = Trainer(tiny_config(tmp_path, batch_size=3, max_grad_norm=0.5, gradient_accumulation_steps=2))
+    trainer.accelerator = trainer._accelerator(tmp_path)
+    assert trainer.accelerator.state.deepspeed_plugin.deepspeed_config == {"train_micro_batch_size_per_gpu": 3, "gradient_clipping": 0.5}
+    assert trainer.accelerator.options["gradient_accumulation_steps"] == 2  # DeepSpeed's "auto" takes accelerate's
+    with pytest.raises(InputError, match="resuming is not supported under DeepSpeed"):
+        trainer._resume(tmp_path / "checkpoints" / "step-00000002")

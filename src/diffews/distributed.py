@@ -101,6 +101,8 @@ def launched_processes() -> Processes:
 
     if not dist.is_initialized():
         dist.init_process_group("gloo", rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
+    if processes.local_rank < torch.cuda.device_count():  # "cuda" (kernels, generators) means this process's GPU
+        torch.cuda.set_device(processes.local_rank)
     return processes
 
 

@@ -268,7 +268,7 @@ class Trainer:
 
         config = self.config
         try:
-            return Accelerator(
+            accelerator = Accelerator(
                 mixed_precision=config.precision.mixed_precision,
                 gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
                 log_with=self._tracker(),
@@ -276,6 +276,13 @@ class Trainer:
             )
         except ValueError as error:
             raise InputError(f"mixed_precision {config.precision.mixed_precision}: {error}") from None
+        deepspeed = accelerator.state.deepspeed_plugin
+        if deepspeed is not None:
+            # DeepSpeed reads the micro-batch size from a prepared data loader, which the trainer does
+            # not use (it samples its own episodes), and clips gradients itself under ZeRO.
+            deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.optim.batch_size
+            deepspeed.deepspeed_config["gradient_clipping"] = config.optim.max_grad_norm or 0.0
+        return accelerator
 
     def _loader(self, train_data: Dataset, step: int) -> DataLoader:
         """This process's endless batches of `train_data`, from where `step` optimizer steps left off."""
@@ -304,6 +311,11 @@ class Trainer:
 
     def _resume(self, folder: Path) -> None:
         accelerator = self.accelerator
+        if accelerator.state.deepspeed_plugin is not None:
+            raise InputError(
+                f"{folder}: resuming is not supported under DeepSpeed: its optimizer states are partitioned over the processes "
+                "and a checkpoint keeps only the main process's"
+            )
         saved = load_train_state(folder)
         if saved["num_processes"] != accelerator.num_processes:
             logger.warning(
