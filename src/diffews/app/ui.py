@@ -110,11 +110,12 @@ def build_app(
                 for name, class_editors, class_masks in panels
             ]
             named = callbacks.collect_classes(classes)
+            # The examples are checked before the queries: a first-time user sees what to add first.
+            pairs = callbacks.collect_support(classes[0][1]) if named is None else None
             queries = callbacks.query_paths([*(data[query_files] or []), *(data[query_folder] or [])])
             session = data[session_state] or callbacks.Session()
             report = lambda f, d: progress(f, desc=d)  # noqa: E731
-            if named is None:
-                pairs = callbacks.collect_support(classes[0][1])
+            if pairs is not None:
                 session = callbacks.segment(pipe, session, pairs, queries, batch_size, progress=report)
             else:
                 session = callbacks.segment_classes(pipe, session, named, queries, batch_size, progress=report)
