@@ -275,3 +275,18 @@ def test_fss_class_folder_missing(benchmarks, tmp_path):
     (lists / "test.txt").write_text("dog\nzebra\n")
     with pytest.raises(InputError, match=r"1 of 2 test class folders are missing \(first: zebra\)"):
         open_split("fss", root, "test", None, splits=lists)
+
+
+def test_subsample_keeps_a_fixed_random_choice_of_images_per_class(benchmarks):
+    from diffews.data import open_split
+
+    root, _ = benchmarks
+    splits = [open_split("custom", root / "custom", "trn", None) for _ in range(2)]
+    full = open_split("custom", root / "custom", "trn", None)
+    for split in splits:
+        split.subsample(2)
+    first, second = splits
+    assert {c: len(keys) for c, keys in first.images_of_class.items()} == {1: 2, 2: 2}
+    assert first.pairs == second.pairs == sorted(first.pairs)
+    assert {key for key, _ in first.pairs} == {key for keys in first.images_of_class.values() for key in keys}
+    assert set(first.pairs) < set(full.pairs)

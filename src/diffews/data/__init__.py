@@ -94,6 +94,7 @@ def build_episode_dataset(
     target_size: int | str | None = None,
     preprocessing: str = "diffews",
     ways: int = 1,
+    images_per_class: int | None = None,
 ) -> Dataset:
     """Episodes of a benchmark split as a torch Dataset (item i a pure function of (seed, i)).
 
@@ -112,10 +113,13 @@ def build_episode_dataset(
         preprocessing: how images and masks are resized, ``"diffews"`` or ``"authors"`` (see
             `diffews.processing.images`).
         ways: classes per episode, N; 1 gives `EpisodeDataset`, more `NWayEpisodeDataset`.
+        images_per_class: use at most this many images of each class (`FewShotSplit.subsample`, seed 0).
 
     Items: see `EpisodeDataset` and `NWayEpisodeDataset`.
     """
     fewshot = open_split(benchmark, root, split, fold, splits, trust_pickle)
+    if images_per_class is not None:
+        fewshot.subsample(images_per_class)
     if episodes is None:
         episodes = get_benchmark(benchmark).default_episodes(fewshot)
     try:

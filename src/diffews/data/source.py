@@ -124,6 +124,16 @@ class FewShotSplit(ABC):
         """
         return [[key for key in self.images_of_class[class_id] if key != query]]
 
+    def subsample(self, count: int, seed: int = 0) -> None:
+        """Keep at most `count` images of every class, in place: a fixed random choice per class
+        (generator seeded with (seed, class id)), so a smaller training set is reproducible."""
+        for class_id, keys in self.images_of_class.items():
+            if len(keys) > count:
+                chosen = np.random.default_rng([seed, class_id]).choice(len(keys), size=count, replace=False)
+                self.images_of_class[class_id] = [keys[i] for i in sorted(chosen.tolist())]
+        kept = {(key, class_id) for class_id, keys in self.images_of_class.items() for key in keys}
+        self.pairs = [pair for pair in self.pairs if pair in kept]
+
     def describe(self) -> str:
         """e.g. "pascal val fold 0"."""
         fold = "all classes" if self.fold is None else f"fold {self.fold}"

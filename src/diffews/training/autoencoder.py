@@ -49,11 +49,13 @@ class AEDataOptions:
     train_split: str = option("trn", "split whose images and masks train the autoencoder")
     val_split: str = option("val", "split of the validation images and masks (PSNR, mask IoU)")
     val_images: int = option(64, "validation images (and their masks), the first in sorted order")
-    resolution: int = option(128, "training resolution in pixels (square; multiple of 8)")
+    resolution: int = option(128, "working resolution in pixels (square; multiple of 8): images and masks are resized to it")
+    crop: int | None = option(None, "train on random crops of this side (multiple of 8; cheaper steps, the network is convolutional); null: whole images")
 
     def check(self) -> None:
         require(self.benchmark in BENCHMARKS, "benchmark", f"one of {', '.join(BENCHMARKS)}", self.benchmark)
         check_resolution(self.resolution)
+        require(self.crop is None or (0 < self.crop <= self.resolution and self.crop % 8 == 0), "crop", "null or a multiple of 8 up to resolution", self.crop)
         require(self.val_images >= 1, "val_images", ">= 1", self.val_images)
 
 
@@ -212,6 +214,9 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
         flip = torch.rand(optim.batch_size, generator=generator) < 0.5
         inputs = torch.cat([image, mask_image])
         inputs[torch.cat([flip, flip])] = inputs[torch.cat([flip, flip])].flip(-1)
+        if config.data.crop is not None:
+            top, left = (int(v) for v in torch.randint(config.data.resolution - config.data.crop + 1, (2,), generator=generator))
+            inputs = inputs[..., top : top + config.data.crop, left : left + config.data.crop]
         posterior = vae.encode(inputs).latent_dist
         decoded = vae.decode(posterior.sample(generator)).sample
         errors = (decoded - inputs).abs().flatten(1).mean(dim=1)

@@ -59,6 +59,9 @@ class DataOptions:
         None, "folder of split lists, or 'hsnet' for HSNet's published PASCAL-5i / FSS-1000 lists; null: generated from the annotations"
     )
     train_episodes: int | None = option(None, "training episodes per pass over the data; null: the dataset's default")
+    train_images_per_class: int | None = option(
+        None, "train on at most this many images of each class (a fixed random choice); null: all"
+    )
     num_workers: int = option(4, "data loading worker processes per GPU")
     cache_latents: bool = option(
         False, "encode each training image and mask once with the frozen VAE and train from the stored posteriors "
@@ -74,6 +77,7 @@ class DataOptions:
         require(self.train_split in benchmark.splits, "train_split", f"one of {', '.join(benchmark.splits)} for {benchmark.title}", self.train_split)
         require(self.shots >= 1, "shots", ">= 1", self.shots)
         require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
+        require(self.train_images_per_class is None or self.train_images_per_class >= 2, "train_images_per_class", "null or >= 2", self.train_images_per_class)
         require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
 
 

@@ -14,7 +14,9 @@ TRAINING_TENSORS = ("query_image", "query_mask", "support_images", "support_mask
 EPISODE_KEYS = (*TRAINING_TENSORS, "class_id")
 
 
-def build_dataset(data: DataOptions, split: str, resolution: int, episodes: int | None, seed: int) -> Dataset:
+def build_dataset(
+    data: DataOptions, split: str, resolution: int, episodes: int | None, seed: int, images_per_class: int | None = None
+) -> Dataset:
     """The episodic dataset of `split` through `diffews.data.build_episode_dataset`, with N = `data.shots`."""
     if data.root is None:
         raise InputError("no dataset root: set data.root in the config or pass --root")
@@ -22,7 +24,7 @@ def build_dataset(data: DataOptions, split: str, resolution: int, episodes: int 
 
     return build_episode_dataset(
         data.benchmark, data.root, split, data.fold, data.shots, resolution=resolution, episodes=episodes, seed=seed,
-        splits=data.splits,
+        splits=data.splits, images_per_class=images_per_class,
     )
 
 

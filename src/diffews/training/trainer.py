@@ -144,7 +144,8 @@ class Trainer:
         model = self.model = load_start_model(config.model)
         self._vae_fp32 = self._prepare_model(model)
         train_data = self._train_dataset if self._train_dataset is not None else build_dataset(
-            config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed
+            config.data, config.data.train_split, config.model.resolution, config.data.train_episodes, config.run.seed,
+            config.data.train_images_per_class,
         )
         check_episode(train_data[0], config.data.shots)
         if config.data.cache_latents:
