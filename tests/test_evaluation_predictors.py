@@ -94,8 +94,7 @@ def test_all_foreground_scores_the_share_of_foreground(benchmarks, tmp_path, cap
     ("args", "message"),
     [
         (["--baseline", "support-mask"], "--baseline needs --resolution"),
-        (["--baseline", "support-mask", "--model", "tiny-random", "--resolution", "64"], "give either --model or --baseline"),
-        ([], "give either --model or --baseline"),
+        (["--baseline", "support-mask", "--model", "tiny-random", "--resolution", "64"], "give either --model or --baseline, not both"),
     ],
 )
 def test_baseline_argument_errors(benchmarks, tmp_path, capsys, args, message):
@@ -104,3 +103,20 @@ def test_baseline_argument_errors(benchmarks, tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_cached_latents_give_the_model_predictor_numbers(benchmarks, tiny_pipeline, shots):
+    from diffews.data import collate_episodes
+    from diffews.evaluation.predictors import CachedLatentsPredictor, ModelPredictor
+
+    root, _ = benchmarks
+    episodes = build_episode_dataset("custom", root / "custom", "val", None, shots, resolution=64, episodes=6, seed=1)
+    cached, plain = CachedLatentsPredictor(tiny_pipeline), ModelPredictor(tiny_pipeline)
+    for start in (0, 3, 0):  # the second pass over episodes 0-2 reads every latent from the cache
+        batch = collate_episodes([episodes[i] for i in range(start, start + 3)])
+        torch.testing.assert_close(cached.mask_images(batch), plain.mask_images(batch), atol=1e-5, rtol=1e-4)
+    assert len([key for key in cached.latents if key[0] == "image"]) == 7
+    swapped = OtherClassSupport(episodes)
+    batch = collate_episodes([swapped[i] for i in range(3)])
+    torch.testing.assert_close(cached.mask_images(batch), plain.mask_images(batch), atol=1e-5, rtol=1e-4)

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from ..data import EpisodeDataset
 from ..modeling import DiffewSConfig, SupportContext
 from ..pipeline import DiffewSPipeline
+from ..processing.masks import mask_to_image
 
 
 class Predictor(Protocol):
@@ -93,6 +94,47 @@ def class_mask_images(predictor: Predictor, batch: dict[str, Any]) -> torch.Tens
         for n in range(ways)
     ]
     return torch.stack(per_class, dim=1)
+
+
+class CachedLatentsPredictor(ModelPredictor):
+    """A `ModelPredictor` that encodes every distinct image, and every support mask, once.
+
+    In a benchmark the same test images come back as queries and as supports of many episodes;
+    their VAE latents (posterior means, as the model's own encoding) are kept on the CPU by image
+    key (``"query_key"``, ``"support_keys"``; a support mask by key and class) and reused. The
+    numbers are those of `ModelPredictor` up to float rounding; the speed options and `pad_to`
+    are not used (the model runs as is).
+    """
+
+    def __init__(self, pipe: DiffewSPipeline) -> None:
+        super().__init__(pipe)
+        self.latents: dict[tuple, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        model = self.pipe.model
+        batch_size, shots = batch["support_images"].shape[:2]
+        classes = batch.get("support_class_id", batch["class_id"])
+        support_keys = [[batch["support_keys"][k][b] for k in range(shots)] for b in range(batch_size)]
+        queries = self._latents([("image", key) for key in batch["query_key"]], batch["query_image"])
+        images = self._latents([("image", key) for keys in support_keys for key in keys], batch["support_images"].flatten(0, 1))
+        masks = self._latents(
+            [("mask", key, int(c)) for keys, c in zip(support_keys, classes) for key in keys],
+            mask_to_image(batch["support_masks"].flatten(0, 1).float()),
+        )
+        context = model.support_context(images.unflatten(0, (batch_size, shots)), masks.unflatten(0, (batch_size, shots)))
+        decode = self.pipe.mask_decoder if self.pipe.mask_decoder is not None else model.decode_mask_images
+        return decode(model.predict_mask_latents(queries, context)).float()
+
+    def _latents(self, keys: list[tuple], images: torch.Tensor) -> torch.Tensor:
+        """Latents of `images` ``(N, 3, R, R)`` (named by `keys`), encoding only those not seen yet."""
+        model = self.pipe.model
+        new_keys = [key for key in dict.fromkeys(keys) if key not in self.latents]
+        if new_keys:
+            first = {key: keys.index(key) for key in new_keys}
+            encoded = model.encode_images(images[[first[key] for key in new_keys]].to(model.device, model.dtype)).cpu()
+            self.latents.update(zip(new_keys, encoded))
+        return torch.stack([self.latents[key] for key in keys]).to(model.device, model.dtype)
 
 
 class Baseline:
