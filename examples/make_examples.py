@@ -1,68 +1,72 @@
-"""Regenerate the example images: ladybirds (the class) among distractors on grass.
+"""Write the shipped examples from the icon benchmark: supports and queries of one held-out class.
 
-Everything is drawn procedurally with a fixed seed, so the pictures are ours to license with the code.
-Run: python examples/make_examples.py
+The class comes from fold 0, which the built-in model diffews-icons-small never trained on; the
+images are its *test* images (never used to train or validate anything). Writes::
+
+    examples/support/<class>_support_<i>.jpg, ..._mask.png    the support images and masks
+    examples/query/<class>_query_<i>.jpg                      the queries
+    examples/query_ground_truth/<class>_query_<i>_mask.png    their true masks
+    examples/SOURCES.md                                 every pasted icon and background, with its licence
+
+Run (after building the benchmark, see docs/cutouts.md):
+
+    python examples/make_examples.py --root data/iconbench --class-name CLASS \\
+        --supports Papirus__0004 --queries Moka__0001 Paper__0002 bloom__0003
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-
-SIZE = (320, 240)
-HERE = Path(__file__).parent
-
-
-def grass(rng: np.random.Generator) -> Image.Image:
-    base = np.zeros((SIZE[1], SIZE[0], 3), np.float32)
-    base[..., 1] = 120 + 40 * rng.random((SIZE[1], SIZE[0]))
-    base[..., 0] = 40 + 20 * rng.random((SIZE[1], SIZE[0]))
-    base[..., 2] = 30 + 10 * rng.random((SIZE[1], SIZE[0]))
-    return Image.fromarray(base.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2))
-
-
-def ladybird(draw: ImageDraw.ImageDraw, mask: ImageDraw.ImageDraw, x: int, y: int, r: int, rng: np.random.Generator) -> None:
-    box = (x - r, y - r, x + r, y + r)
-    draw.ellipse(box, fill=(200, 20, 25))
-    draw.pieslice((x - r, y - r, x + r, y + r), 200, 340, fill=(20, 20, 20))
-    draw.line((x, y - r // 2, x, y + r), fill=(20, 20, 20), width=max(1, r // 10))
-    for _ in range(6):
-        dx, dy = rng.uniform(-0.6, 0.6, 2) * r
-        s = r // 6
-        draw.ellipse((x + dx - s, y + dy - s, x + dx + s, y + dy + s), fill=(15, 15, 15))
-    mask.ellipse(box, fill=255)
-
-
-def distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
-    x, y = rng.integers(30, SIZE[0] - 30), rng.integers(30, SIZE[1] - 30)
-    s = int(rng.integers(10, 25))
-    colour = tuple(int(c) for c in rng.integers(60, 230, 3))
-    draw.rectangle((x - s, y - s, x + s, y + s), fill=colour)
-
-
-def scene(name: str, bugs: list[tuple[int, int, int]], seed: int, mask_dir: str) -> None:
-    rng = np.random.default_rng(seed)
-    image = grass(rng)
-    mask = Image.new("L", SIZE, 0)
-    draw, mask_draw = ImageDraw.Draw(image), ImageDraw.Draw(mask)
-    for _ in range(3):
-        distractor(draw, rng)
-    for x, y, r in bugs:
-        ladybird(draw, mask_draw, x, y, r, rng)
-    image.save(HERE / f"{name}.jpg", quality=90)
-    mask.save(HERE / mask_dir / f"{Path(name).name}_mask.png")
+HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="the icon benchmark (diffews data composite output)")
+    parser.add_argument("--class-name", required=True, help="a fold-0 class")
+    parser.add_argument("--supports", nargs="+", required=True, metavar="STEM", help="test image stems used as supports")
+    parser.add_argument("--queries", nargs="+", required=True, metavar="STEM", help="test image stems used as queries")
+    args = parser.parse_args()
+
+    folds = json.loads((args.root / "benchmark.json").read_text())["folds"]
+    if args.class_name not in folds[0]:
+        raise SystemExit(f"{args.class_name} is not a fold-0 (held-out) class")
+    source = args.root / "test" / args.class_name
     for folder in ("support", "query", "query_ground_truth"):
-        (HERE / folder).mkdir(exist_ok=True)
-    scene("support/ladybird_1", [(150, 120, 45)], seed=1, mask_dir="support")
-    scene("support/ladybird_2", [(90, 80, 30), (230, 160, 38)], seed=2, mask_dir="support")
-    scene("query/meadow_1", [(200, 100, 40)], seed=3, mask_dir="query_ground_truth")
-    scene("query/meadow_2", [(80, 150, 25), (250, 70, 30)], seed=4, mask_dir="query_ground_truth")
-    scene("query/meadow_3", [(160, 130, 55)], seed=5, mask_dir="query_ground_truth")
+        shutil.rmtree(HERE / folder, ignore_errors=True)
+        (HERE / folder).mkdir()
+    name = args.class_name.replace("-", "_")
+    written = {}
+    for role, stems in (("support", args.supports), ("query", args.queries)):
+        for number, stem in enumerate(stems, 1):
+            out = f"{name}_{role}_{number}"
+            shutil.copyfile(source / f"{stem}.jpg", HERE / role / f"{out}.jpg")
+            mask_folder = "support" if role == "support" else "query_ground_truth"
+            shutil.copyfile(source / f"{stem}_mask.png", HERE / mask_folder / f"{out}_mask.png")
+            written[f"test/{args.class_name}/{stem}.jpg"] = f"{role}/{out}.jpg"
+    rows = [json.loads(line) for line in (args.root / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    lines = [
+        "# Sources of the example images",
+        "",
+        f"Test images of the held-out class `{args.class_name}` of the icon benchmark (fold 0), written by",
+        "`examples/make_examples.py`. Each image pastes icons from Debian icon-theme packages onto a background;",
+        "every pasted file and its licence (from the packages' copyright files) is listed below.",
+        "",
+    ]
+    for row in sorted((r for r in rows if r["image"] in written), key=lambda r: written[r["image"]]):
+        lines.append(f"## `{written[row['image']]}`")
+        lines.append("")
+        background = row["background"]
+        lines.append(f"- background: {background['source']} — licence: {background.get('licence') or 'unknown'}")
+        for item in row["objects"]:
+            lines.append(f"- {item['role']} `{item['class']}`: {item['source']} — licence: {item.get('licence') or 'unknown'}")
+        lines.append("")
+    (HERE / "SOURCES.md").write_text("\n".join(lines))
+    print(f"wrote {len(written)} examples of {args.class_name} and SOURCES.md")
 
 
 if __name__ == "__main__":

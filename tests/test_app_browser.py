@@ -109,14 +109,14 @@ def page(browser, app_url):
 
 
 def test_segment_two_queries_in_the_browser(page, tmp_path):
-    page.set_input_files("#support-image-1 input[type=file]", str(EXAMPLES / "support" / "ladybird_1.jpg"))
-    page.set_input_files("#support-mask-1 input[type=file]", str(EXAMPLES / "support" / "ladybird_1_mask.png"))
-    queries = [EXAMPLES / "query" / "meadow_1.jpg", EXAMPLES / "query" / "meadow_2.jpg"]
+    page.set_input_files("#support-image-1 input[type=file]", str(EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1.jpg"))
+    page.set_input_files("#support-mask-1 input[type=file]", str(EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1_mask.png"))
+    queries = [EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_1.jpg", EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_2.jpg"]
     page.set_input_files("#query-files input[type=file]", [str(q) for q in queries])
     # Uploads finish when the mask preview and both query files are shown.
     page.wait_for_selector("#support-mask-1 img")
     page.wait_for_selector("#support-image-1 canvas")
-    page.locator("#query-files").get_by_text("meadow_2").wait_for()
+    page.locator("#query-files").get_by_text("gnome_dev_cdrom_audio_query_2").wait_for()
 
     page.click("#segment")
     page.wait_for_function("document.querySelectorAll('#overlays img').length === 2", timeout=STEP_TIMEOUT_MS)
@@ -126,7 +126,7 @@ def test_segment_two_queries_in_the_browser(page, tmp_path):
 
     assert page.locator("#model-notice").inner_text().count("random weights") == 1
     captions = page.locator("#overlays").inner_text()
-    assert "meadow_1" in captions and "meadow_2" in captions
+    assert "gnome_dev_cdrom_audio_query_1" in captions and "gnome_dev_cdrom_audio_query_2" in captions
     for i, query in enumerate(queries):
         href = links.nth(i).get_attribute("href")
         assert href.endswith(f"/{query.stem}_mask.png")
@@ -140,7 +140,7 @@ def test_segment_two_queries_in_the_browser(page, tmp_path):
     archive = tmp_path / "masks.zip"
     archive.write_bytes(page.request.get(page.locator("#mask-zip a").get_attribute("href")).body())
     with zipfile.ZipFile(archive) as masks:
-        assert masks.namelist() == ["meadow_1_mask.png", "meadow_2_mask.png"]
+        assert masks.namelist() == ["gnome_dev_cdrom_audio_query_1_mask.png", "gnome_dev_cdrom_audio_query_2_mask.png"]
 
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -159,9 +159,9 @@ def test_errors_show_in_the_page_without_a_stack_trace(page):
 
 
 def test_the_shipped_example_fills_the_inputs(page):
-    page.get_by_text("Example: ladybirds (shipped images)").wait_for()
+    page.get_by_text("Example: a held-out icon class (shipped images)").wait_for()
     page.locator(".gallery-item, tbody tr").first.click()
-    page.locator("#query-files").get_by_text("meadow_3").wait_for()
+    page.locator("#query-files").get_by_text("gnome_dev_cdrom_audio_query_3").wait_for()
     page.wait_for_selector("#support-mask-1 img")
     page.get_by_role("tab", name="Example 2").click()
     page.wait_for_selector("#support-mask-2 img")

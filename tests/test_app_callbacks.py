@@ -17,9 +17,9 @@ from diffews.processing.images import load_image, load_mask
 from diffews.processing.thresholds import masks_at_sizes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SUPPORT_IMAGE = EXAMPLES / "support" / "ladybird_1.jpg"
-SUPPORT_MASK = EXAMPLES / "support" / "ladybird_1_mask.png"
-QUERIES = [EXAMPLES / "query" / "meadow_1.jpg", EXAMPLES / "query" / "meadow_2.jpg", EXAMPLES / "query" / "meadow_3.jpg"]
+SUPPORT_IMAGE = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1.jpg"
+SUPPORT_MASK = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1_mask.png"
+QUERIES = [EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_1.jpg", EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_2.jpg", EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_3.jpg"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_painted_mask_is_none_when_nothing_is_painted():
 def test_support_pair_uses_the_uploaded_mask_file(pair):
     np.testing.assert_array_equal(pair.mask, load_mask(SUPPORT_MASK))
     assert pair.image.mode == "RGB"
-    assert pair.source == "Example 1, ladybird_1_mask.png"
+    assert pair.source == "Example 1, gnome_dev_cdrom_audio_support_1_mask.png"
 
 
 def test_support_pair_prefers_an_uploaded_mask_over_painting():
@@ -152,7 +152,7 @@ def test_query_paths_errors(tmp_path):
     (tmp_path / "sub").mkdir()
     twin = tmp_path / "sub" / QUERIES[0].name
     twin.write_bytes(QUERIES[0].read_bytes())
-    with pytest.raises(InputError, match="would both write outputs named 'meadow_1_\\*'"):
+    with pytest.raises(InputError, match="would both write outputs named 'gnome_dev_cdrom_audio_query_1_\\*'"):
         callbacks.query_paths([str(QUERIES[0]), str(twin)])
 
 
@@ -177,7 +177,7 @@ def test_segment_matches_the_pipeline_and_encodes_the_support_once(pipe, pair):
     steps = []
     callbacks.segment(pipe, session, [pair], QUERIES, batch_size=2, progress=lambda f, d: steps.append((f, d)))
     assert session.support_encodings == 1
-    assert [r.stem for r in session.results] == ["meadow_1", "meadow_2", "meadow_3"]
+    assert [r.stem for r in session.results] == ["gnome_dev_cdrom_audio_query_1", "gnome_dev_cdrom_audio_query_2", "gnome_dev_cdrom_audio_query_3"]
     for result, mask_image in zip(session.results, reference.mask_images):
         np.testing.assert_allclose(result.mask_image, mask_image, atol=1e-6)
     assert [f for f, _ in steps] == [0.0, 0.0, 2 / 3, 1.0]
@@ -185,7 +185,7 @@ def test_segment_matches_the_pipeline_and_encodes_the_support_once(pipe, pair):
 
     callbacks.segment(pipe, session, [callbacks.SupportPair(pair.image.copy(), pair.mask.copy(), "x")], QUERIES[:1])
     assert session.support_encodings == 1, "an unchanged support set must not be encoded again"
-    assert [r.stem for r in session.results] == ["meadow_1"]
+    assert [r.stem for r in session.results] == ["gnome_dev_cdrom_audio_query_1"]
     # A batch of 1 instead of 2 sums in another order: equal up to float32 rounding.
     np.testing.assert_allclose(session.results[0].mask_image, reference.mask_images[0], atol=1e-5)
 
@@ -201,9 +201,9 @@ def test_render_equals_the_pipeline_masks_and_writes_pngs_and_zip(pipe, pair, tm
                          threshold=threshold, threshold_mode=mode)
         folder = tmp_path / f"{mode}-{threshold}"
         shown = callbacks.render(session, threshold, mode, folder)
-        assert [p.name for p in shown.mask_files] == ["meadow_1_mask.png", "meadow_2_mask.png"]
+        assert [p.name for p in shown.mask_files] == ["gnome_dev_cdrom_audio_query_1_mask.png", "gnome_dev_cdrom_audio_query_2_mask.png"]
         with zipfile.ZipFile(shown.zip_file) as archive:
-            assert archive.namelist() == ["meadow_1_mask.png", "meadow_2_mask.png"]
+            assert archive.namelist() == ["gnome_dev_cdrom_audio_query_1_mask.png", "gnome_dev_cdrom_audio_query_2_mask.png"]
             zipped = [np.asarray(Image.open(io.BytesIO(archive.read(p.name)))) for p in shown.mask_files]
         for path, inside, expected, (overlay, caption), query in zip(shown.mask_files, zipped, reference.masks, shown.gallery, QUERIES):
             written = np.asarray(Image.open(path))

@@ -15,7 +15,7 @@ from diffews.cli.main import main
 from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-SUPPORT = ["--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png")]
+SUPPORT = ["--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"), str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png")]
 
 
 @pytest.fixture(scope="module")

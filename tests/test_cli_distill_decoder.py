@@ -20,10 +20,10 @@ def test_distill_then_segment_with_the_mask_decoder(tmp_path, capsys):
     assert metrics["eval_masks"] == 4 and 0 <= metrics["iou_vs_vae_decoder"] <= 1 and metrics["decode_speedup"] > 0
 
     status = main(["segment", "--model", "tiny-random", "--device", "cpu", "--mask-decoder", str(out),
-                   "--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png"),
-                   "--query", str(EXAMPLES / "query/meadow_1.jpg"), "--out", str(tmp_path / "masks")])
+                   "--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"), str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png"),
+                   "--query", str(EXAMPLES / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(tmp_path / "masks")])
     assert status == 0
-    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["meadow_1_mask.png", "meadow_1_overlay.png"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["gnome_dev_cdrom_audio_query_1_mask.png", "gnome_dev_cdrom_audio_query_1_overlay.png"]
 
 
 def test_wrong_number_of_stages_is_an_input_error(tmp_path, capsys):
@@ -36,8 +36,8 @@ def test_wrong_number_of_stages_is_an_input_error(tmp_path, capsys):
 
 def test_missing_mask_decoder_file_writes_nothing(tmp_path, capsys):
     status = main(["segment", "--model", "tiny-random", "--device", "cpu", "--mask-decoder", str(tmp_path / "nope.safetensors"),
-                   "--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png"),
-                   "--query", str(EXAMPLES / "query/meadow_1.jpg"), "--out", str(tmp_path / "masks")])
+                   "--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"), str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png"),
+                   "--query", str(EXAMPLES / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(tmp_path / "masks")])
     assert status == 2
     assert "nope.safetensors: no such mask decoder file" in capsys.readouterr().err
     assert not (tmp_path / "masks").exists()

@@ -81,7 +81,7 @@ def test_segment_options_and_globs(files):
 def test_shipped_examples_segment(tmp_path):
     args = [
         "segment", "--model", "tiny-random",
-        "--support", str(EXAMPLES / "support/ladybird_1.jpg"), str(EXAMPLES / "support/ladybird_1_mask.png"),
+        "--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"), str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png"),
         "--query", str(EXAMPLES / "query"), "--out", str(tmp_path / "out"),
     ]
     assert main(args) == 0

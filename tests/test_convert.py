@@ -123,7 +123,7 @@ def test_missing_unet_config(tmp_path, capsys, checkpoint):
 def test_converted_folder_segments_from_the_command_line(tmp_path, checkpoint):
     assert main(["convert", "--unet", str(checkpoint["unet_bin"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R)]) == 0
     examples = Path(__file__).resolve().parents[1] / "examples"
-    args = ["segment", "--model", str(tmp_path / "m"), "--support", str(examples / "support/ladybird_1.jpg"),
-            str(examples / "support/ladybird_1_mask.png"), "--query", str(examples / "query/meadow_1.jpg"), "--out", str(tmp_path / "o")]
+    args = ["segment", "--model", str(tmp_path / "m"), "--support", str(examples / "support/gnome_dev_cdrom_audio_support_1.jpg"),
+            str(examples / "support/gnome_dev_cdrom_audio_support_1_mask.png"), "--query", str(examples / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(tmp_path / "o")]
     assert main(args) == 0
-    assert (tmp_path / "o/meadow_1_mask.png").is_file()
+    assert (tmp_path / "o/gnome_dev_cdrom_audio_query_1_mask.png").is_file()

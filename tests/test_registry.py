@@ -40,9 +40,9 @@ def test_a_registered_name_loads_everywhere(tmp_path, monkeypatch):
     assert same_weights(load_model("shipped-model"), reference)
     assert same_weights(DiffewSPipeline.from_pretrained("shipped-model").model, reference)
     out = tmp_path / "out"
-    assert main(["segment", "--model", "shipped-model", "--support", str(EXAMPLES / "support/ladybird_1.jpg"),
-                 str(EXAMPLES / "support/ladybird_1_mask.png"), "--query", str(EXAMPLES / "query/meadow_1.jpg"), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["meadow_1_mask.png", "meadow_1_overlay.png"]
+    assert main(["segment", "--model", "shipped-model", "--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"),
+                 str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png"), "--query", str(EXAMPLES / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["gnome_dev_cdrom_audio_query_1_mask.png", "gnome_dev_cdrom_audio_query_1_overlay.png"]
 
 
 def test_released_names_load_what_diffews_download_converted(tmp_path, monkeypatch):

@@ -280,9 +280,9 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
 
     # The name now works everywhere: the library's resolver and the commands.
     assert_converted_model(load_model("incontext"), authors_unet_state(CLONE_MODELS["incontext"][0])[1])
-    args = ["segment", "--model", "incontext", "--support", str(EXAMPLES / "support/ladybird_1.jpg"),
-            str(EXAMPLES / "support/ladybird_1_mask.png"), "--query", str(EXAMPLES / "query/meadow_1.jpg"), "--out", str(home / "masks")]
-    assert main(args) == 0 and (home / "masks/meadow_1_mask.png").is_file()
+    args = ["segment", "--model", "incontext", "--support", str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1.jpg"),
+            str(EXAMPLES / "support/gnome_dev_cdrom_audio_support_1_mask.png"), "--query", str(EXAMPLES / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(home / "masks")]
+    assert main(args) == 0 and (home / "masks/gnome_dev_cdrom_audio_query_1_mask.png").is_file()
 
 
 def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):

@@ -103,3 +103,18 @@ def test_init_model_errors_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: {tmp_path}: not a diffusers autoencoder folder (no config.json)"
     assert not (tmp_path / "m").exists()
     assert torch.equal(constant_prompt_embedding(8, "zeros"), torch.zeros(1, 77, 8))
+
+
+def test_the_built_in_model_configs_load():
+    from pathlib import Path
+
+    from diffews.training.config import BENCHMARKS, TrainConfig
+
+    if "composite" not in BENCHMARKS:
+        pytest.skip("the composite benchmark reader (diffews data composite) is not in this checkout")
+    configs = Path(__file__).resolve().parents[1] / "configs" / "icons"
+    autoencoder = AutoencoderConfig.load(configs / "autoencoder.yaml")
+    assert (autoencoder.data.benchmark, autoencoder.data.fold, autoencoder.model.block_out_channels) == ("composite", 0, (16, 32, 64, 64))
+    unet = TrainConfig.load(configs / "fold0.yaml")
+    assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128)
+    assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]

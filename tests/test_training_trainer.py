@@ -148,7 +148,7 @@ def test_ema_follows_the_formula():
 def test_cli_trains_through_the_dataset_builder(tmp_path, monkeypatch, capsys):
     built = []
 
-    def fake_build(data, split, resolution, episodes, seed):
+    def fake_build(data, split, resolution, episodes, seed, images_per_class=None):
         built.append((data.benchmark, data.root, split, data.fold, data.shots, resolution, seed))
         return SquaresEpisodes(4, data.shots, resolution)
 

@@ -4,7 +4,8 @@ Every command, the app and `DiffewSPipeline.from_pretrained` get their model her
 ``name_or_path`` means, in order:
 
 1. an existing local path: a DiffewS model folder (written by ``save_pretrained``);
-2. a name registered in `MODELS`: ``tiny-random`` (a tiny model with random weights that checks
+2. a name registered in `MODELS`: ``diffews-icons-small`` (the built-in model, packaged with diffews:
+   the default wherever no model is named), ``tiny-random`` (a tiny model with random weights that checks
    an installation), the authors' released models once ``diffews download`` has converted them
    (``incontext``, ``coco-fold0`` ... ``coco-fold3``), and whatever else is registered;
 3. otherwise a hub repository id of a DiffewS model folder.
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .modeling import DiffewSModel
+from .modeling.builtin import DEFAULT_MODEL, builtin_folder
 from .release.catalog import RELEASES, downloaded_model
 
 logger = logging.getLogger("diffews")
@@ -104,3 +106,10 @@ register(
 )
 for _release in RELEASES.values():
     register(folder_model(_release.name, f"the authors' {_release.use}", lambda name=_release.name: downloaded_model(name)))
+register(
+    folder_model(
+        DEFAULT_MODEL,
+        "the built-in model, packaged with diffews: a small DiffewS trained on icons, never on photos",
+        builtin_folder,
+    )
+)

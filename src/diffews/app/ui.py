@@ -191,7 +191,7 @@ def _add_examples(folder: Path, editors: list, mask_uploads: list, query_files: 
     shots = len(pairs)
     row = [value for pair in pairs for value in pair] + [queries]
     inputs = [component for pair in zip(editors[:shots], mask_uploads[:shots]) for component in pair] + [query_files]
-    gr.Examples([row], inputs=inputs, label="Example: ladybirds (shipped images)", cache_examples=False)
+    gr.Examples([row], inputs=inputs, label="Example: a held-out icon class (shipped images)", cache_examples=False)
 
 
 def launch(demo: gr.Blocks, host: str, port: int | None, output_root: Path) -> str:

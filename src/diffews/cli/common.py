@@ -15,6 +15,7 @@ from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.config import check_resolution
 from ..modeling.mask_decoder import load_mask_decoder
 from ..modeling.prompt import describe_prompt
+from ..modeling.builtin import DEFAULT_MODEL
 from ..pipeline import DiffewSPipeline, SpeedOptions
 from ..processing.thresholds import THRESHOLD_MODES
 from ..registry import MODELS, load_model
@@ -25,14 +26,15 @@ TRUE = ("1", "true", "yes")
 """Values of ACCELERATE_USE_CPU (set by ``accelerate launch --cpu``) that keep a launched run on the CPU."""
 
 
-def add_model_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """--model, --device, --dtype."""
+def add_model_options(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+    """--model (default: the built-in model), --device, --dtype."""
     parser.add_argument(
         "--model",
-        required=required,
+        default=default,
         metavar="M",
         help="DiffewS model: a folder written by DiffewSPipeline.save_pretrained, a hub repository id, or a name: "
-        + "; ".join(f"'{model.name}' ({model.summary})" for model in MODELS.values()),
+        + "; ".join(f"'{model.name}' ({model.summary})" for model in MODELS.values())
+        + f". Default: {DEFAULT_MODEL}.",
     )
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument(

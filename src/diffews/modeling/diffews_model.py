@@ -121,9 +121,14 @@ class DiffewSModel(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path, torch_dtype: torch.dtype | None = None, device: torch.device | str | None = None
+        cls,
+        name_or_path: str | Path,
+        torch_dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> DiffewSModel:
-        """Load a DiffewS folder written by `save_pretrained` (local path or hub id); safetensors only."""
+        """Load a DiffewS folder written by `save_pretrained` (local path or hub id; model names:
+        `diffews.registry.load_model`); safetensors only. Weights load as float32 unless `torch_dtype`
+        says otherwise (as in diffusers), whatever dtype they are stored in."""
         root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"], MODEL_ALTERNATIVES)
         require_subfolders(root, ["vae", "unet", "scheduler"])
         for name in (CONFIG_NAME, PROMPT_NAME):
@@ -141,7 +146,7 @@ class DiffewSModel(nn.Module):
             model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
         except ValueError as error:
             raise InputError(f"{root / PROMPT_NAME}: {error}") from None
-        return model.to(device=device, dtype=torch_dtype)
+        return model.to(device=device, dtype=torch_dtype if torch_dtype is not None else torch.float32)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the model as a folder: ``diffews_config.json``, ``prompt_embedding.safetensors``,

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..modeling import DiffewSModel, SupportContext
 from ..modeling.config import check_resolution
+from ..modeling.builtin import DEFAULT_MODEL
 from ..modeling.mask_decoder import MaskDecoder
 from ..registry import load_model
 from ..processing.images import ImageInput, MaskInput, image_to_tensor, open_image_file, prepare_support, resize_image
@@ -130,13 +131,13 @@ class DiffewSPipeline:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path,
+        name_or_path: str | Path = DEFAULT_MODEL,
         torch_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         speed: SpeedOptions | None = None,
     ) -> DiffewSPipeline:
-        """Load a DiffewS model by name, folder or hub repository id (`diffews.registry.load_model`;
-        safetensors only)."""
+        """Load a DiffewS model by name (default: the built-in ``diffews-icons-small``, packaged with
+        diffews), folder or hub repository id (`diffews.registry.load_model`; safetensors only)."""
         return cls(load_model(name_or_path, torch_dtype=torch_dtype, device=device), speed)
 
     def save_pretrained(self, path: str | Path) -> None:
