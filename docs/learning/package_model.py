@@ -1,0 +1,50 @@
+"""Package a trained model as the built-in diffews-icons-small: weights stored in float16.
+
+    python docs/learning/package_model.py outputs/icons-fold0/model src/diffews/models/diffews-icons-small
+    python docs/learning/package_model.py outputs/icons-init src/diffews/models/diffews-icons-small \
+        --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet instead
+
+Loads the folder that `diffews train` exported, casts every weight to float16 (half the size; it
+loads back as float32, see `DiffewSModel.from_pretrained`) and saves it into the package folder,
+keeping the model card (README.md) already there. Prints the folder's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from diffews import DiffewSModel
+from diffews.modeling.prompt import PROMPT_CONSTANT
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trained", type=Path, help="model folder written by diffews train")
+    parser.add_argument("package", type=Path, help="the built-in model's folder in the package")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="take the UNet weights from this diffews train checkpoint")
+    args = parser.parse_args()
+    model = DiffewSModel.from_pretrained(args.trained)
+    if args.checkpoint is not None:
+        model.unet.load_state_dict(load_file(args.checkpoint / "unet.safetensors"), strict=True)
+    model = model.to(torch.float16)
+    model.config = replace(model.config, prompt=PROMPT_CONSTANT)  # init-model's fixed embedding, not a text encoder's
+    card = args.package / "README.md"
+    with tempfile.TemporaryDirectory() as staging:
+        model.save_pretrained(staging)
+        if card.is_file():
+            shutil.copyfile(card, Path(staging) / "README.md")
+        shutil.rmtree(args.package, ignore_errors=True)
+        shutil.copytree(staging, args.package)
+    size = sum(p.stat().st_size for p in args.package.rglob("*") if p.is_file())
+    print(f"wrote {args.package} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

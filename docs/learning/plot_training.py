@@ -1,0 +1,62 @@
+"""Plot a `diffews train` run: training loss and validation mIoU against optimizer steps.
+
+Reads the run's TensorBoard logs (``<output_dir>/logs``: ``train/loss``, ``val/miou``,
+``final/miou``) and writes a PNG. Needs matplotlib (``pip install matplotlib``).
+
+    python docs/learning/plot_training.py outputs/icons-fold0 docs/learning/training.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of the run's event files: tag -> sorted (step, value), later writes winning."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, dict[int, float]] = {}
+    for events in sorted((run / "logs").rglob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            series.setdefault(tag, {}).update({e.step: e.value for e in accumulator.Scalars(tag)})
+    return {tag: sorted(values.items()) for tag, values in series.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the run's output_dir")
+    parser.add_argument("png", type=Path, help="image to write")
+    parser.add_argument("--json", type=Path, default=None, help="also write the series as JSON")
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scalars = read_scalars(args.run)
+    loss = scalars.get("train/loss", [])
+    miou = scalars.get("val/miou", []) + scalars.get("final/miou", [])
+    figure, left = plt.subplots(figsize=(7, 4), dpi=120)
+    left.plot(*zip(*loss), color="tab:blue", linewidth=1, label="training loss (mean of logged window)")
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("OI2M loss (MSE)", color="tab:blue")
+    left.set_yscale("log")
+    right = left.twinx()
+    right.plot(*zip(*sorted(miou)), color="tab:red", marker="o", markersize=3, label="validation mIoU")
+    right.set_ylabel("validation mIoU (%)", color="tab:red")
+    figure.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.png)
+    if args.json:
+        args.json.write_text(json.dumps({"train/loss": loss, "val/miou": sorted(miou)}, indent=1) + "\n")
+    print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
