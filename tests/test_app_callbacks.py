@@ -239,8 +239,8 @@ def test_sessions_get_distinct_keys():
     assert callbacks.Session().key != callbacks.Session().key
 
 
-SECOND_IMAGE = EXAMPLES / "support" / "ladybird_2.jpg"
-SECOND_MASK = EXAMPLES / "support" / "ladybird_2_mask.png"
+SECOND_IMAGE = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_2.jpg"
+SECOND_MASK = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_2_mask.png"
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +281,7 @@ def test_two_classes_give_the_pipelines_label_maps_a_coco_file_and_a_legend(pipe
         threshold=0.5, threshold_mode="absolute",
     )
     shown = callbacks.render_results(session, 0.5, "absolute", tmp_path / "out")
-    assert [p.name for p in shown.mask_files] == ["meadow_1_labels.png", "meadow_2_labels.png"]
+    assert [p.name for p in shown.mask_files] == ["gnome_dev_cdrom_audio_query_1_labels.png", "gnome_dev_cdrom_audio_query_2_labels.png"]
     assert [name for name, _ in shown.legend] == ["bug", "leaf"] and shown.legend[0][1] != shown.legend[1][1]
     coco = COCO(str(shown.coco_file))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["bug", "leaf"]
@@ -291,12 +291,12 @@ def test_two_classes_give_the_pipelines_label_maps_a_coco_file_and_a_legend(pipe
         for annotation in coco.loadAnns(coco.getAnnIds(imgIds=image["id"])):
             painted[coco.annToMask(annotation).astype(bool)] = annotation["category_id"]
         np.testing.assert_array_equal(painted, expected)
-    assert [image["file_name"] for image in coco.dataset["images"]] == ["meadow_1.jpg", "meadow_2.jpg"]
+    assert [image["file_name"] for image in coco.dataset["images"]] == ["gnome_dev_cdrom_audio_query_1.jpg", "gnome_dev_cdrom_audio_query_2.jpg"]
     with zipfile.ZipFile(shown.zip_file) as archive:
-        assert archive.namelist() == ["meadow_1_labels.png", "meadow_2_labels.png", "annotations.json"]
+        assert archive.namelist() == ["gnome_dev_cdrom_audio_query_1_labels.png", "gnome_dev_cdrom_audio_query_2_labels.png", "annotations.json"]
 
     callbacks.segment_classes(pipe, session, {"bug": [pair], "moss": [second_pair]}, QUERIES[:1])
     assert session.support_encodings == 3, "only the new class is encoded"
     assert list(session.class_contexts) == ["bug", "moss"]
     callbacks.segment(pipe, session, [pair], QUERIES[:1])
-    assert callbacks.render_results(session, 0.5, "absolute", tmp_path / "binary").mask_files[0].name == "meadow_1_mask.png"
+    assert callbacks.render_results(session, 0.5, "absolute", tmp_path / "binary").mask_files[0].name == "gnome_dev_cdrom_audio_query_1_mask.png"
