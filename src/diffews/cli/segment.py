@@ -72,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=["png", "coco"], default="png",
         help=f"several classes: png writes label maps and overlays; coco also writes {COCO_FILE} (default png)",
     )
-    parser.add_argument("--instances", action="store_true", help=f"with --format coco: one annotation per connected component of a class")
+    parser.add_argument("--instances", action="store_true", help="with --format coco: one annotation per connected component of a class")
     add_threshold_options(parser)
     parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (512)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
