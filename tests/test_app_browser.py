@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -103,7 +104,9 @@ def page(browser, app_url):
 
     page.route("**/*", only_loopback)
     page.goto(app_url, wait_until="load", timeout=STEP_TIMEOUT_MS)
-    page.wait_for_selector("#segment")
+    # The status line is filled by the page's load event: from then on, a click reaches the server.
+    page.locator("#model-status").get_by_text("ready").wait_for()
+    assert "tiny-random" in page.locator("#model-status").inner_text()
     yield page
     context.close()
 
@@ -148,6 +151,36 @@ def test_segment_two_queries_in_the_browser(page, tmp_path):
     if os.environ.get("DIFFEWS_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(artifacts / "app.png", ROOT / "docs" / "app-screenshot.png")
     assert page.outside == [], "the page tried to reach the internet"
+
+
+def test_two_named_classes_give_label_maps_a_legend_and_a_coco_file(page, tmp_path):
+    support = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1.jpg"
+    mask = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1_mask.png"
+    rest = tmp_path / "rest_mask.png"
+    Image.fromarray(np.where(np.asarray(Image.open(mask).convert("L")) > 127, 0, 255).astype(np.uint8)).save(rest)
+    page.get_by_text("More classes (label maps and a COCO file)").click()
+    page.fill("#class-name-1 textarea, #class-name-1 input", "cd")
+    page.fill("#class-name-2 textarea, #class-name-2 input", "rest")
+    page.set_input_files("#support-image-1 input[type=file]", str(support))
+    page.set_input_files("#support-mask-1 input[type=file]", str(mask))
+    page.set_input_files("#support-image-2-1 input[type=file]", str(support))
+    page.set_input_files("#support-mask-2-1 input[type=file]", str(rest))
+    page.set_input_files("#query-files input[type=file]", str(EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_1.jpg"))
+    for selector in ("#support-mask-1 img", "#support-mask-2-1 img", "#support-image-1 canvas", "#support-image-2-1 canvas"):
+        page.wait_for_selector(selector)
+    page.locator("#query-files").get_by_text("gnome_dev_cdrom_audio_query_1").wait_for()
+
+    page.click("#segment")
+    page.wait_for_function("document.querySelectorAll('#overlays img').length === 1", timeout=STEP_TIMEOUT_MS)
+    page.locator("#coco-file a").wait_for()
+    legend = page.locator("#legend").inner_text()
+    assert "cd" in legend and "rest" in legend
+    href = page.locator("#mask-files a").first.get_attribute("href")
+    assert href.endswith("/gnome_dev_cdrom_audio_query_1_labels.png")
+    labels = np.asarray(Image.open(BytesIO(page.request.get(href).body())))
+    assert labels.shape == Image.open(EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_1.jpg").size[::-1]
+    assert set(np.unique(labels)) <= {0, 1, 2}, "a label map: 0 = no class, then the classes in order"
+    assert page.outside == []
 
 
 def test_errors_show_in_the_page_without_a_stack_trace(page):

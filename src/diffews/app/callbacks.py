@@ -103,6 +103,11 @@ def model_notice(model: str) -> str | None:
     return None if named is None or named.warning is None else f"Model '{named.name}': {named.warning}"
 
 
+def model_status(model: str, resolution: int) -> str:
+    """The page's status line: which model segments, at which working resolution."""
+    return f"Model **{model}**, ready (working resolution {resolution} px)."
+
+
 def painted_mask(layers: Iterable[Image.Image | None]) -> np.ndarray | None:
     """Union of the painted (non-transparent) pixels of brush layers, ``(H, W)`` bool; None if nothing is painted."""
     painted = None

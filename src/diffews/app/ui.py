@@ -62,6 +62,8 @@ def build_app(
         notice = callbacks.model_notice(model_name)
         if notice:
             gr.Markdown(f"**Warning:** {notice}", elem_id="model-notice")
+        # Filled by the page's load event: once it shows, the page is connected and its buttons work.
+        status = gr.Markdown(elem_id="model-status")
         panels: list[tuple[gr.Textbox, list, list]] = []  # per class: name box, image editors, mask uploads
         with gr.Row(equal_height=False):
             with gr.Column():
@@ -134,6 +136,7 @@ def build_app(
         )
         threshold.release(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
         mode.change(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
+        demo.load(lambda: callbacks.model_status(model_name, config.resolution), outputs=status, show_progress="hidden")
     return demo
 
 
