@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from _common import write_json
 
+from diffews.data import open_split
 from diffews.evaluation import EvaluationSettings, run_evaluation
 from diffews.evaluation.predictors import BASELINES
 from diffews.modeling import DiffewSModel
@@ -44,7 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, type=Path, help="the icon benchmark (diffews data composite output)")
     parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
-    parser.add_argument("--episodes", type=int, default=200, help="held-out validation episodes scored (default 200)")
+    parser.add_argument(
+        "--episodes", type=int, default=None,
+        help="held-out validation episodes scored (default: one per fold-0 validation image, so that every class is scored)",
+    )
     parser.add_argument("--margin", type=float, default=5.0, help="points the trained model must win by (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/learning_regression.json"))
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config)
         model = DiffewSModel.from_pretrained(trainer.train())
         training_s = time.perf_counter() - started
-        settings = EvaluationSettings("composite", str(args.root), "val", 1, args.episodes, 0, 128)
+        episodes = args.episodes or len(open_split("composite", args.root, "val", 0).pairs)
+        settings = EvaluationSettings("composite", str(args.root), "val", 1, episodes, 0, 128)
         predictors = {"trained": model, "untrained": DiffewSModel.from_pretrained(init)}
         predictors.update({f"baseline {name}": make() for name, make in BASELINES.items()})
         scores = {
@@ -78,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         scores["trained, other-class supports"] = run_evaluation(model, other, [0], work / "other.json", "other", progress=False)["mean"]["miou"]
 
     trained = scores["trained"]
-    print(f"{args.steps} steps in {training_s:.0f} s; fold-0 val, {args.episodes} episodes, 1 shot")
+    print(f"{args.steps} steps in {training_s:.0f} s; fold-0 val, {episodes} episodes, 1 shot")
     for name, miou in scores.items():
         print(f"{name:<32}{miou:7.2f}")
     failures = [name for name in REQUIRED if trained < scores[name] + args.margin]
-    write_json(args.json, {"steps": args.steps, "training_s": training_s, "episodes": args.episodes, "margin": args.margin,
+    write_json(args.json, {"steps": args.steps, "training_s": training_s, "episodes": episodes, "margin": args.margin,
                            "miou": scores, "threads": torch.get_num_threads(), "passed": not failures})
     if failures:
         print(f"FAILED: the trained model does not beat {', '.join(failures)} by {args.margin} points", file=sys.stderr)

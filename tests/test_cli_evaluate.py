@@ -73,7 +73,22 @@ def test_scores_line_up_with_the_ground_truth(benchmarks, tmp_path, monkeypatch,
     assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "10", "--score-size", score_size) == 0
     result = json.loads(out.read_text())["results"]["0"]
     assert result["miou"] == miou and result["fbiou"] == fbiou
-    assert set(result["per_class_iou"].values()) == {miou}
+    assert set(result["per_class_iou"].values()) == {miou} and result["unscored_classes"] == []
+
+
+def test_classes_without_an_episode_are_reported_and_warned_about(benchmarks, tmp_path, monkeypatch, caplog):
+    root, _ = benchmarks
+    monkeypatch.setattr(evaluate_module, "predict", perfect_predictions)
+    out = tmp_path / "report.json"
+    assert evaluate(root, out, "--benchmark", "coco", "--fold", "1", "--episodes", "5") == 0
+    result = json.loads(out.read_text())["results"]["1"]
+    unscored = result["unscored_classes"]
+    scored = [name for name in result["per_class_iou"] if name not in unscored]
+    assert 1 <= len(scored) <= 5 and len(unscored) == 20 - len(scored)
+    assert {result["per_class_iou"][name] for name in scored} == {100.0}
+    assert {result["per_class_iou"][name] for name in unscored} == {0.0}
+    assert result["miou"] == pytest.approx(100 * len(scored) / 20)
+    assert f"{len(unscored)} of 20 classes got no episode and count as IoU 0" in caplog.text
 
 
 def test_fold_all_reports_every_fold_and_their_mean(benchmarks, tmp_path, capsys):

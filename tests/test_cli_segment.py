@@ -213,6 +213,28 @@ def test_signal_during_a_rerun_restores_the_earlier_run_exactly(files, monkeypat
     assert capsys.readouterr().err.strip().splitlines()[-1] == name
 
 
+def test_a_second_signal_during_the_clean_up_is_ignored(files, monkeypatch, capsys):
+    """Ctrl-C, then SIGTERM while the run puts the earlier run back (a scheduler's follow-up, or a
+    user pressing Ctrl-C twice): the clean-up still finishes and the folder is as the earlier run left it."""
+    from diffews import io
+
+    assert main(segment_args(files)) == 0
+    before = folder_state(files / "out")
+    rollback = io.Transaction.rollback
+
+    def signal_then_rollback(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        rollback(self)
+
+    monkeypatch.setattr(io.Transaction, "rollback", signal_then_rollback)
+    signal_after_writes(monkeypatch, signal.SIGINT, writes=3)
+    assert main(segment_args(files, "--threshold", "0.9", "--batch-size", "1")) == 130
+    assert folder_state(files / "out") == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2:] == ["SIGTERM ignored: cleaning up", "interrupted"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigterm_from_outside_cleans_up_a_fresh_run(files, tmp_path):
     """A real SIGTERM sent by another process (as `timeout` or a scheduler does) mid-run: exit 143,
     no output folder, no partial or temporary file."""

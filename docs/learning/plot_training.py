@@ -1,9 +1,12 @@
 """Plot a `diffews train` run: training loss and validation mIoU against optimizer steps.
 
 Reads the run's TensorBoard logs (``<output_dir>/logs``: ``train/loss``, ``val/miou``,
-``final/miou``) and writes a PNG. Needs matplotlib (``pip install matplotlib``).
+``final/miou``) and writes a PNG. Needs matplotlib (``pip install matplotlib``). Several runs that
+continue one another are drawn as one curve: ``DIR@OFFSET`` shifts a run's steps by OFFSET (a run
+started from an earlier run's weights counts its steps from 0); a dotted line marks where it starts.
 
     python docs/learning/plot_training.py outputs/icons-fold0 docs/learning/training.png
+    python docs/learning/plot_training.py outputs/icons-fold0 outputs/icons-fold0-continue@2750 docs/learning/training.png
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the run's output_dir")
+    parser.add_argument("runs", nargs="+", help="the runs' output_dirs, in order, each optionally DIR@OFFSET")
     parser.add_argument("png", type=Path, help="image to write")
     parser.add_argument("--json", type=Path, default=None, help="also write the series as JSON")
     args = parser.parse_args()
@@ -38,23 +41,37 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scalars = read_scalars(args.run)
-    loss = scalars.get("train/loss", [])
-    miou = scalars.get("val/miou", []) + scalars.get("final/miou", [])
+    loss: dict[int, float] = {}
+    miou: dict[int, float] = {}
+    starts = []
+    for run in args.runs:
+        folder, _, offset = run.partition("@")
+        offset = int(offset or 0)
+        scalars = read_scalars(Path(folder))
+        if offset:
+            starts.append(offset)
+            # A continuation replaces what the earlier run logged after its starting point.
+            loss = {step: value for step, value in loss.items() if step <= offset}
+            miou = {step: value for step, value in miou.items() if step <= offset}
+        loss.update({offset + step: value for step, value in scalars.get("train/loss", [])})
+        miou.update({offset + step: value for step, value in scalars.get("val/miou", []) + scalars.get("final/miou", [])})
+    loss, miou = sorted(loss.items()), sorted(miou.items())
     figure, left = plt.subplots(figsize=(7, 4), dpi=120)
     left.plot(*zip(*loss), color="tab:blue", linewidth=1, label="training loss (mean of logged window)")
     left.set_xlabel("optimizer step")
     left.set_ylabel("OI2M loss (MSE)", color="tab:blue")
     left.set_yscale("log")
     right = left.twinx()
-    right.plot(*zip(*sorted(miou)), color="tab:red", marker="o", markersize=3, label="validation mIoU")
+    right.plot(*zip(*miou), color="tab:red", marker="o", markersize=3, label="validation mIoU")
+    for start in starts:
+        left.axvline(start, color="gray", linestyle=":", linewidth=1)
     right.set_ylabel("validation mIoU (%)", color="tab:red")
     figure.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.93))
     args.png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.png)
     if args.json:
-        args.json.write_text(json.dumps({"train/loss": loss, "val/miou": sorted(miou)}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"train/loss": loss, "val/miou": miou, "continuations": starts}, indent=1) + "\n")
     print(f"wrote {args.png}")
 
 

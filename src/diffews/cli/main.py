@@ -75,14 +75,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_on_termination_signals() -> dict[int, object]:
-    """Install the `Terminated` handler for `TERMINATION_SIGNALS` (main thread only); returns the previous handlers."""
+    """Make SIGINT raise `KeyboardInterrupt` and `TERMINATION_SIGNALS` raise `Terminated` in the main
+    thread, once: a signal that arrives after the first, while the run cleans up (removing partial
+    outputs, putting back the files a re-run replaced), is reported and ignored, so the clean-up
+    always finishes (SIGKILL still stops at once). Returns the previous handlers (none outside the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
+    signals = (signal.SIGINT, *TERMINATION_SIGNALS)
 
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated(signum)
+    def stop(signum: int, frame: object) -> None:
+        for other in signals:
+            signal.signal(other, cleaning_up)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
-    return {signum: signal.signal(signum, terminate) for signum in TERMINATION_SIGNALS}
+    def cleaning_up(signum: int, frame: object) -> None:
+        print(f"{signal.Signals(signum).name} ignored: cleaning up", file=sys.stderr)
+
+    return {signum: signal.signal(signum, stop) for signum in signals}
 
 
 def _quiet_libraries() -> None:

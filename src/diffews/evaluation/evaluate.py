@@ -21,6 +21,7 @@ summed exactly, so the report is the one a single process writes (only its timin
 from __future__ import annotations
 
 import glob
+import logging
 import json
 import re
 import time
@@ -45,6 +46,8 @@ from ..processing.overlay import overlay_mask
 from ..processing.thresholds import masks_at_sizes
 from .metrics import NWayMeter, SegmentationMeter
 from .predictors import ModelPredictor, OtherClassSupport, Predictor, class_mask_images
+
+logger = logging.getLogger("diffews")
 
 DEFAULT_SCORE_SIZE = 512
 
@@ -251,10 +254,17 @@ def run_evaluation(
         elapsed = processes.max(prior + time.perf_counter() - run_start)
         meter = meter.merged(processes.sum)
         scores = meter.compute()
+        if scores["unscored"] and processes.is_main:
+            logger.warning(
+                "%s fold %s: %d of %d classes got no episode and count as IoU 0 in mIoU; score more episodes "
+                "(--episodes; one per image of the split: %d)", settings.benchmark, name, len(scores["unscored"]),
+                len(scores["per_class_iou"]), len(dataset.split.pairs),
+            )
         results[name] = {
             "miou": scores["miou"],
             "fbiou": scores["fbiou"],
             "per_class_iou": {dataset.split.class_names[c]: v for c, v in scores["per_class_iou"].items()},
+            "unscored_classes": [dataset.split.class_names[c] for c in scores["unscored"]],
             "episodes": meter.episodes,
             "elapsed_s": elapsed,
             "episodes_per_s": meter.episodes / max(elapsed, 1e-9),

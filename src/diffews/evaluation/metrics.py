@@ -81,13 +81,15 @@ class SegmentationMeter:
         self.episodes += len(rows)
 
     def compute(self) -> dict[str, Any]:
-        """``{"miou": float, "fbiou": float, "per_class_iou": {class id: float}}``, all in 0..100."""
+        """``{"miou": float, "fbiou": float, "per_class_iou": {class id: float}, "unscored": [class id]}``,
+        scores in 0..100. ``unscored``: the classes no episode was scored for; they count as IoU 0 in mIoU."""
         per_class = self.intersections[:, 1].double() / self.unions[:, 1].clamp(min=1).double() * 100
         totals = self.intersections.sum(dim=0).double() / self.unions.sum(dim=0).clamp(min=1).double()
         return {
             "miou": float(per_class.mean()),
             "fbiou": float(totals.mean() * 100),
             "per_class_iou": {c: float(v) for c, v in zip(self.class_ids, per_class)},
+            "unscored": [c for c, unions in zip(self.class_ids, self.unions.sum(dim=1).tolist()) if unions == 0],
         }
 
     def merged(self, total: Callable[[torch.Tensor], torch.Tensor]) -> SegmentationMeter:
