@@ -165,7 +165,7 @@ def test_hand_computed_example():
 
 def test_fresh_meter_scores_zero():
     scores = SegmentationMeter([1, 2]).compute()
-    assert scores == {"miou": 0.0, "fbiou": 0.0, "per_class_iou": {1: 0.0, 2: 0.0}}
+    assert scores == {"miou": 0.0, "fbiou": 0.0, "per_class_iou": {1: 0.0, 2: 0.0}, "unscored": [1, 2]}
 
 
 def test_state_dict_round_trip_continues_accumulation_exactly():
