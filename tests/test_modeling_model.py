@@ -139,6 +139,38 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, tiny_model):
     assert json.loads((tmp_path / "model/unet/config.json").read_text())["in_channels_ref"] == 8
 
 
+def tree_state(folder):
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_save_leaves_an_earlier_model_and_other_files_untouched(tmp_path, monkeypatch):
+    """Ctrl-C while the VAE is written (config, prompt, scheduler and UNet already replaced): the
+    folder is exactly as before, the user's own file included; into a new folder: nothing is left."""
+    import diffews.modeling.diffews_model as model_module
+
+    model, folder = build_tiny_model(seed=0), tmp_path / "model"
+    model.save_pretrained(folder)
+    (folder / "notes.txt").write_text("the user's own file")
+    before = tree_state(folder)
+    save_folder = model_module.save_safetensors_folder
+
+    def interrupt_at_the_vae(state_dict, staged):
+        if any(key.startswith("post_quant_conv") for key in state_dict):
+            raise KeyboardInterrupt
+        save_folder(state_dict, staged)
+
+    monkeypatch.setattr(model_module, "save_safetensors_folder", interrupt_at_the_vae)
+    with torch.no_grad():
+        model.prompt_embedding.add_(1)  # a different model: every file would change
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(folder)
+    assert tree_state(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == ["diffews_config.json", "notes.txt", "prompt_embedding.safetensors", "scheduler", "unet", "vae"]
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(tmp_path / "new" / "model")
+    assert not (tmp_path / "new" / "model").exists()
+
+
 def test_from_pretrained_casts_dtype(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path)
     loaded = DiffewSModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)

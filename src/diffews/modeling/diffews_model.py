@@ -12,6 +12,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
 from ..errors import InputError
+from ..io import Transaction, remove
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
 from .config import DiffewSConfig
@@ -150,16 +151,33 @@ class DiffewSModel(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the model as a folder: ``diffews_config.json``, ``prompt_embedding.safetensors``,
-        ``scheduler/``, ``unet/`` (standard UNet keys plus ``conv_in_ref.*``) and ``vae/``."""
+        ``scheduler/``, ``unet/`` (standard UNet keys plus ``conv_in_ref.*``) and ``vae/``.
+
+        All or nothing (`diffews.io.Transaction`): each part is written under a temporary name and
+        put in place; if anything fails or is interrupted, the parts already replaced are put back,
+        a folder this call created is removed, and other files in `path` are never touched."""
         root = Path(path)
+        created = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
-        (root / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_safetensors({PROMPT_KEY: self.prompt_embedding}, root / PROMPT_NAME)
-        self.scheduler.save_pretrained(root / "scheduler")
-        for name in ("unet", "vae"):
-            module = getattr(self, name)
-            module.save_config(root / name)
-            save_safetensors_folder(module.state_dict(), root / name)
+        parts = Transaction()
+        try:
+            with parts.write(root / CONFIG_NAME) as staged:
+                staged.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            with parts.write(root / PROMPT_NAME) as staged:
+                save_safetensors({PROMPT_KEY: self.prompt_embedding}, staged)
+            with parts.write(root / "scheduler", folder=True) as staged:
+                self.scheduler.save_pretrained(staged)
+            for name in ("unet", "vae"):
+                module = getattr(self, name)
+                with parts.write(root / name, folder=True) as staged:
+                    module.save_config(staged)
+                    save_safetensors_folder(module.state_dict(), staged)
+        except BaseException:
+            parts.rollback()
+            if created:
+                remove(root)
+            raise
+        parts.commit()
 
     # ------------------------------------------------------------------ the method
 
