@@ -1,12 +1,13 @@
 """Package a trained model as the built-in diffews-icons-small: weights stored in float16.
 
-    python docs/learning/package_model.py outputs/icons-fold0/model src/diffews/models/diffews-icons-small
-    python docs/learning/package_model.py outputs/icons-init src/diffews/models/diffews-icons-small \
-        --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet instead
+    python docs/learning/package_model.py outputs/icons-fold0-continue/model src/diffews/models/diffews-icons-small
+    python docs/learning/package_model.py outputs/icons-init outputs/icons-step2750 --dtype float32 \
+        --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet, to train on from
 
-Loads the folder that `diffews train` exported, casts every weight to float16 (half the size; it
-loads back as float32, see `DiffewSModel.from_pretrained`) and saves it into the package folder,
-keeping the model card (README.md) already there. Prints the folder's size.
+Loads the folder that `diffews train` exported (or an initial model plus a checkpoint's UNet), casts
+every weight to float16 (half the size; it loads back as float32, see `DiffewSModel.from_pretrained`)
+or keeps float32, and saves it into the target folder (replaced), keeping the model card
+(README.md) already there. Prints the folder's size.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ def main() -> None:
     parser.add_argument("trained", type=Path, help="model folder written by diffews train")
     parser.add_argument("package", type=Path, help="the built-in model's folder in the package")
     parser.add_argument("--checkpoint", type=Path, default=None, help="take the UNet weights from this diffews train checkpoint")
+    parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored weights (default float16)")
     args = parser.parse_args()
     model = DiffewSModel.from_pretrained(args.trained)
     if args.checkpoint is not None:
         model.unet.load_state_dict(load_file(args.checkpoint / "unet.safetensors"), strict=True)
-    model = model.to(torch.float16)
+    model = model.to(getattr(torch, args.dtype))
     model.config = replace(model.config, prompt=PROMPT_CONSTANT)  # init-model's fixed embedding, not a text encoder's
     card = args.package / "README.md"
     with tempfile.TemporaryDirectory() as staging:
