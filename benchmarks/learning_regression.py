@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from _common import write_json
 
+from diffews import DiffewSPipeline
 from diffews.data import open_split
 from diffews.evaluation import EvaluationSettings, run_evaluation
-from diffews.evaluation.predictors import BASELINES
-from diffews.modeling import DiffewSModel
+from diffews.evaluation.predictors import BASELINES, CachedLatentsPredictor
 from diffews.modeling.builtin import builtin_folder
 from diffews.modeling.scratch import build_scratch_model
 from diffews.training import Trainer, load_config
@@ -44,7 +44,9 @@ REQUIRED = ("untrained", "baseline all-foreground", "baseline support-mask", "tr
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, type=Path, help="the icon benchmark (diffews data composite output)")
-    parser.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (default 1e-3; the recipe's is 3e-4)")
+    parser.add_argument("--images-per-class", type=int, default=4, help="training images per class (default 4; the recipe's is 8)")
     parser.add_argument(
         "--episodes", type=int, default=None,
         help="held-out validation episodes scored (default: one per fold-0 validation image, so that every class is scored)",
@@ -66,27 +68,30 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(CONFIGS / "fold0.yaml", {
             "pretrained": str(init), "root": str(args.root), "max_steps": args.steps, "warmup_steps": min(100, args.steps),
             "val_every": 0, "tracker": "none", "output_dir": str(work / "run"), "checkpoint_every": args.steps,
+            "learning_rate": args.learning_rate, "train_images_per_class": args.images_per_class,
         })
         started = time.perf_counter()
         trainer = Trainer(config)
-        model = DiffewSModel.from_pretrained(trainer.train())
+        trained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(trainer.train()))
         training_s = time.perf_counter() - started
         episodes = args.episodes or len(open_split("composite", args.root, "val", 0).pairs)
         settings = EvaluationSettings("composite", str(args.root), "val", 1, episodes, 0, 128)
-        predictors = {"trained": model, "untrained": DiffewSModel.from_pretrained(init)}
+        untrained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(init))
+        untrained.latents = trained.latents  # the same VAE: each image and mask is encoded once for both
+        predictors = {"trained": trained, "untrained": untrained}
         predictors.update({f"baseline {name}": make() for name, make in BASELINES.items()})
         scores = {
             name: run_evaluation(predictor, settings, [0], work / f"{name}.json", name, progress=False)["mean"]["miou"]
             for name, predictor in predictors.items()
         }
         other = replace(settings, support="other-class")
-        scores["trained, other-class supports"] = run_evaluation(model, other, [0], work / "other.json", "other", progress=False)["mean"]["miou"]
+        scores["trained, other-class supports"] = run_evaluation(trained, other, [0], work / "other.json", "other", progress=False)["mean"]["miou"]
 
-    trained = scores["trained"]
+    trained_miou = scores["trained"]
     print(f"{args.steps} steps in {training_s:.0f} s; fold-0 val, {episodes} episodes, 1 shot")
     for name, miou in scores.items():
         print(f"{name:<32}{miou:7.2f}")
-    failures = [name for name in REQUIRED if trained < scores[name] + args.margin]
+    failures = [name for name in REQUIRED if trained_miou < scores[name] + args.margin]
     write_json(args.json, {"steps": args.steps, "training_s": training_s, "episodes": episodes, "margin": args.margin,
                            "miou": scores, "threads": torch.get_num_threads(), "passed": not failures})
     if failures:
