@@ -63,7 +63,7 @@ def build_app(
         if notice:
             gr.Markdown(f"**Warning:** {notice}", elem_id="model-notice")
         # Filled by the page's load event: once it shows, the page is connected and its buttons work.
-        status = gr.Markdown(elem_id="model-status")
+        status = gr.Markdown("Connecting to the server…", elem_id="model-status")
         panels: list[tuple[gr.Textbox, list, list]] = []  # per class: name box, image editors, mask uploads
         with gr.Row(equal_height=False):
             with gr.Column():
