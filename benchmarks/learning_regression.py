@@ -31,7 +31,7 @@ import torch
 from _common import write_json
 
 from diffews import DiffewSPipeline
-from diffews.data import open_split
+from diffews.data import EVERY_IMAGE
 from diffews.evaluation import EvaluationSettings, run_evaluation
 from diffews.evaluation.predictors import BASELINES, CachedLatentsPredictor
 from diffews.modeling.builtin import builtin_folder
@@ -77,16 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(config)
         trained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(trainer.train()))
         training_s = time.perf_counter() - started
-        episodes = args.episodes or len(open_split("composite", args.root, "val", 0).pairs)
-        settings = EvaluationSettings("composite", str(args.root), "val", 1, episodes, 0, 128)
+        settings = EvaluationSettings("composite", str(args.root), "val", 1, args.episodes or EVERY_IMAGE, 0, 128)
         untrained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(init))
         untrained.latents = trained.latents  # the same VAE: each image and mask is encoded once for both
         predictors = {"trained": trained, "untrained": untrained}
         predictors.update({f"baseline {name}": make() for name, make in BASELINES.items()})
-        scores = {
-            name: run_evaluation(predictor, settings, [0], work / f"{name}.json", name, progress=False)["mean"]["miou"]
-            for name, predictor in predictors.items()
-        }
+        reports = {name: run_evaluation(predictor, settings, [0], work / f"{name}.json", name, progress=False) for name, predictor in predictors.items()}
+        scores = {name: report["mean"]["miou"] for name, report in reports.items()}
+        episodes = reports["trained"]["results"]["0"]["episodes"]
         other = replace(settings, support="other-class")
         scores["trained, other-class supports"] = run_evaluation(trained, other, [0], work / "other.json", "other", progress=False)["mean"]["miou"]
 

@@ -14,7 +14,7 @@ import diffews.evaluation.evaluate as evaluate_module
 from diffews import DiffewSPipeline, SpeedOptions
 from diffews._testing import build_tiny_model
 from diffews.cli.main import main
-from diffews.data import collate_episodes
+from diffews.data import collate_episodes, open_split
 from diffews.data.splits import read_pair_lists
 from diffews.evaluation import EvaluationSettings, ModelPredictor
 from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, save_mask_decoder
@@ -89,6 +89,26 @@ def test_classes_without_an_episode_are_reported_and_warned_about(benchmarks, tm
     assert {result["per_class_iou"][name] for name in unscored} == {0.0}
     assert result["miou"] == pytest.approx(100 * len(scored) / 20)
     assert f"{len(unscored)} of 20 classes got no episode and count as IoU 0" in caplog.text
+
+
+def test_episodes_all_takes_every_image_once(benchmarks, tmp_path, monkeypatch, caplog):
+    root, _ = benchmarks
+    monkeypatch.setattr(evaluate_module, "predict", perfect_predictions)
+    out = tmp_path / "report.json"
+    assert evaluate(root, out, "--benchmark", "pascal", "--fold", "2", "--episodes", "all") == 0
+    result = json.loads(out.read_text())["results"]["2"]
+    assert result["episodes"] == len(open_split("pascal", root, "val", 2).pairs) > 6
+    assert result["unscored_classes"] == [] and result["miou"] == 100.0 and "no episode" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "every"])
+def test_bad_episode_counts_are_one_line_errors(benchmarks, tmp_path, capsys, value):
+    root, _ = benchmarks
+    with pytest.raises(SystemExit) as stopped:
+        evaluate(root, tmp_path / "report.json", "--benchmark", "coco", "--fold", "1", "--episodes", value)
+    assert stopped.value.code == 2
+    assert f"expected a positive number or 'all', got '{value}'" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_fold_all_reports_every_fold_and_their_mean(benchmarks, tmp_path, capsys):

@@ -54,15 +54,30 @@ def test_same_seed_writes_the_same_bytes_whatever_the_workers(inputs, built, tmp
     assert sum(first[name] != other.get(name) for name in images) > len(images) // 2
 
 
-def test_mask_is_the_visible_footprint_of_the_targets(built):
-    """Opaque rectangles, no rotation: each object covers its recorded box, later ones on top."""
+@pytest.fixture(scope="module")
+def labelled(inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("labelled") / "bench"
+    assert composite(inputs, out, *BUILT, "--label-distractors") == 0
+    return out
+
+
+def footprint(row: dict, shape: tuple[int, int]) -> np.ndarray:
+    """Opaque rectangles, no rotation: the index of the object each pixel shows (-1: background)."""
+    owner = np.full(shape, -1)
+    for index, obj in enumerate(row["objects"]):
+        top, left = max(obj["top"], 0), max(obj["left"], 0)
+        owner[top : obj["top"] + obj["height"], left : obj["left"] + obj["width"]] = index
+    return owner
+
+
+@pytest.mark.parametrize("bench", ["built", "labelled"])
+def test_mask_is_the_visible_footprint_of_the_targets(bench, request):
+    """Each object covers its recorded box, later ones on top; in labelled copies the targets are the copy's class."""
+    built = request.getfixturevalue(bench)
     occluded = 0
     for row in manifest(built):
         mask = np.asarray(Image.open(built / row["mask"]))
-        owner = np.full(mask.shape, -1)
-        for index, obj in enumerate(row["objects"]):
-            top, left = max(obj["top"], 0), max(obj["left"], 0)
-            owner[top : obj["top"] + obj["height"], left : obj["left"] + obj["width"]] = index
+        owner = footprint(row, mask.shape)
         targets = [i for i, obj in enumerate(row["objects"]) if obj["role"] == "target"]
         np.testing.assert_array_equal(mask == 255, np.isin(owner, targets), err_msg=row["image"])
         assert set(np.unique(mask)) <= {0, 255}
@@ -94,6 +109,42 @@ def test_manifest_names_every_pasted_file_and_its_class(built, inputs):
     per_source = Counter((row["split"], row["class"], row["source"]) for row in rows)
     assert set(per_source.values()) == {2, 3}  # trn: 4 images from 2 sources; val, test: 3 images from 1
     assert Counter(split for split, _, _ in per_source) == {"trn": 2 * len(CLASSES), "val": len(CLASSES), "test": len(CLASSES)}
+
+
+def test_label_distractors_files_trn_images_under_their_visible_distractor_classes(built, labelled):
+    plain, files = tree_files(built), tree_files(labelled)
+    assert all(files[name] == data for name, data in plain.items() if not name.endswith(".json") and not name.endswith(".jsonl"))
+    rows = manifest(labelled)
+    copies = [row for row in rows if "copy_of" in row]
+    originals = {row["image"]: row for row in rows if "copy_of" not in row}
+    assert len(originals) == len(plain) // 2 - 1 and len(copies) >= len(CLASSES)
+    for row in copies:
+        original = originals[row["copy_of"]]
+        assert row["split"] == "trn" and files[row["image"]] == files[row["copy_of"]]
+        assert row["image"] == f"trn/{row['class']}/{original['source']}__{original['class']}-{row['copy_of'][-8:]}"
+    hidden = 0
+    for row in originals.values():
+        owner = footprint(row, (32, 32))
+        distractors = {obj["class"] for obj in row["objects"] if obj["role"] == "distractor"}
+        kept = {
+            name for name in distractors
+            if all((owner == i).sum() >= 0.4 * o["height"] * o["width"] for i, o in enumerate(row["objects"]) if o["class"] == name)
+        }
+        assert {c["class"] for c in copies if c["copy_of"] == row["image"]} == (kept if row["split"] == "trn" else set())
+        hidden += row["split"] == "trn" and kept != distractors
+    assert hidden >= 1  # a distractor hidden below --min-visible gets no copy
+    description = json.loads((labelled / "benchmark.json").read_text())
+    assert description["labelled_copies"] == len(copies) and description["images"]["trn"] == 4 * len(CLASSES) + len(copies)
+    train = open_split("composite", labelled, "trn", None)
+    assert len(train.pairs) == description["images"]["trn"]
+    folds = description["folds"]
+    fold0_train = {key for key, _ in open_split("composite", labelled, "trn", 0).pairs}
+    expected = {
+        row["image"][len("trn/"):-len(".jpg")] for row in rows
+        if row["split"] == "trn" and row["class"] not in folds[0] and originals[row.get("copy_of", row["image"])]["class"] not in folds[0]
+    }
+    assert fold0_train == expected and any("copy_of" in row for row in rows if row["image"][4:-4] in expected)
+    assert any(originals[row["copy_of"]]["class"] in folds[0] and row["class"] not in folds[0] for row in copies)  # left out above
 
 
 def test_folds_are_disjoint_cover_every_class_and_keep_families_together(built):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from diffews import DiffewSPipeline
+from diffews.data import EVERY_IMAGE
 from diffews.evaluation import EvaluationSettings, run_evaluation
 from diffews.evaluation.predictors import CachedLatentsPredictor
 
@@ -29,7 +30,6 @@ def main() -> None:
     parser.add_argument("--untrained", default=None, help="the same architecture before training (diffews init-model output)")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--oxygen", type=Path, default=None, help="the reserved oxygen set: scored, never used to choose anything")
-    parser.add_argument("--episodes", type=int, default=1176)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--runs", nargs="+", default=["trained:1", "trained:5", "other-class:1", "other-class:5", "untrained:1", "untrained:5", "oxygen:1", "oxygen:5"],
@@ -49,12 +49,11 @@ def main() -> None:
         if what == "oxygen":
             if args.oxygen is None:
                 continue
-            episodes = len(EvaluationSettings("composite", str(args.oxygen), "test", shots, None, 0, 128).dataset(0).split.pairs)
-            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, episodes, 0, 128)
+            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, EVERY_IMAGE, 0, 128)
             path, predictor = args.out / f"oxygen-fold0-test-{shots}shot-trained.json", oxygen
         else:
             support = "other-class" if what == "other-class" else "same-class"
-            settings = EvaluationSettings("composite", str(args.root), "test", shots, args.episodes, 0, 128, support=support)
+            settings = EvaluationSettings("composite", str(args.root), "test", shots, EVERY_IMAGE, 0, 128, support=support)
             path, predictor = args.out / f"fold0-test-{shots}shot-{what}.json", predictors[what]
         report = run_evaluation(predictor, settings, [0], path, what, batch_size=8)
         print(f"{shots}-shot {what:<12} mIoU {report['mean']['miou']:6.2f}  FB-IoU {report['mean']['fbiou']:6.2f}", flush=True)

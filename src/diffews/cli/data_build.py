@@ -77,6 +77,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--min-images-per-source", type=int, default=DEFAULTS.min_images_per_source, metavar="N",
         help="a split draws a class from only as many of its sources as give each N images, so same-source supports exist (default %(default)s)",
     )
+    composite.add_argument(
+        "--label-distractors", action="store_true",
+        help="also file each trn image under every distractor class that stays visible, with that class's mask (one picture, several targets: the support decides)",
+    )
     composite.add_argument("--same-source-fraction", type=float, default=DEFAULTS.same_source_fraction, metavar="X", help="share of episodes whose supports come from the query's source (default %(default)s)")
     composite.add_argument(
         "--folds-from", default=None, metavar="DIR",
@@ -130,7 +134,7 @@ def run_composite(args: argparse.Namespace) -> int:
         instances=_parse_span(args.instances, "--instances", int), distractors=_parse_span(args.distractors, "--distractors", int),
         scale=_parse_span(args.scale, "--scale", float), max_rotation=args.max_rotation, min_visible=args.min_visible,
         same_source_distractors=not args.any_source_distractors, same_source_fraction=args.same_source_fraction,
-        min_images_per_source=args.min_images_per_source, seed=args.seed,
+        min_images_per_source=args.min_images_per_source, label_distractors=args.label_distractors, seed=args.seed,
     )
     folds_from = Path(args.folds_from).expanduser() if args.folds_from else None
     summary = build_composite(

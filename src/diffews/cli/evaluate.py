@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..data import BENCHMARKS, ORIGINAL, get_benchmark
+from ..data import BENCHMARKS, EVERY_IMAGE, ORIGINAL, get_benchmark
 from ..distributed import launched_processes
 from ..errors import InputError
 from ..evaluation.evaluate import (
@@ -81,7 +81,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the query annotated for all of them), scored by mIoU over classes and FB-IoU",
     )
     parser.add_argument("--split", default=None, help="split to evaluate: default the benchmark's test split (val; FSS-1000: test)")
-    parser.add_argument("--episodes", type=int, default=None, metavar="N", help="episodes per fold (default 1000; FSS-1000 and custom folders: every image once)")
+    parser.add_argument(
+        "--episodes", type=episode_count, default=None, metavar="N",
+        help="episodes per fold, or 'all': one per image of the split (each image once, so every class is scored; "
+        "COCO and LVIS draw each episode's class) (default 1000; FSS-1000 and custom folders: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
     parser.add_argument(
         "--protocol", choices=["diffews", "authors"], default="diffews",
@@ -161,6 +165,19 @@ def check_protocol(args: argparse.Namespace) -> None:
         if value is not None and value != AUTHORS_PROTOCOL[name]:
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: --protocol authors uses {option} {AUTHORS_PROTOCOL[name]}; leave {option} out")
+
+
+def episode_count(text: str) -> int | str:
+    """``--episodes``: a positive count or ``"all"``."""
+    if text == EVERY_IMAGE:
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or '{EVERY_IMAGE}', got {text!r}")
+    return count
 
 
 def run(args: argparse.Namespace) -> int:

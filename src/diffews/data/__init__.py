@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 __all__ = [
     "BENCHMARKS",
+    "EVERY_IMAGE",
     "ORIGINAL",
     "PUBLISHED",
     "Benchmark",
@@ -79,6 +80,10 @@ def open_split(
     return found.open_split(Path(root).expanduser(), split, fold, split_lists_folder(found, splits), trust_pickle)
 
 
+EVERY_IMAGE = "all"
+"""`build_episode_dataset`'s episode count of one episode per (image, class) pair of the split."""
+
+
 def build_episode_dataset(
     benchmark: str,
     root: str | Path,
@@ -86,7 +91,7 @@ def build_episode_dataset(
     fold: int | None,
     shots: int,
     resolution: int = 512,
-    episodes: int | None = None,
+    episodes: int | str | None = None,
     seed: int = 0,
     *,
     splits: str | Path | None = None,
@@ -105,8 +110,11 @@ def build_episode_dataset(
         fold: the fold; None = all classes (in-context training, FSS-1000, custom folders).
         shots: support images per episode, K.
         resolution: working resolution R (images and masks are resized to R x R).
-        episodes: number of episodes; default the benchmark's `test_episodes` (1000 for PASCAL,
-            COCO and LVIS folds), every pair once for FSS-1000, custom folders and training.
+        episodes: number of episodes; `EVERY_IMAGE` (``"all"``): one per (image, class) pair of the
+            split, which takes every pair once as the query (every class scored) except on
+            class-balanced splits (COCO, LVIS: each episode draws its class); default the benchmark's
+            `test_episodes` (1000 for PASCAL, COCO and LVIS folds), every pair once for FSS-1000,
+            custom folders and training.
         seed: episode seed.
         splits, trust_pickle: see `open_split`.
         target_size: size of the ``"query_target"`` scoring mask: an int, ``"original"``, or R.
@@ -120,7 +128,9 @@ def build_episode_dataset(
     fewshot = open_split(benchmark, root, split, fold, splits, trust_pickle)
     if images_per_class is not None:
         fewshot.subsample(images_per_class)
-    if episodes is None:
+    if episodes == EVERY_IMAGE:
+        episodes = len(fewshot.pairs)
+    elif episodes is None:
         episodes = get_benchmark(benchmark).default_episodes(fewshot)
     try:
         if ways > 1:

@@ -59,11 +59,26 @@ def source_of(key: str) -> str:
     return stem.split(SOURCE_SEPARATOR)[0] if SOURCE_SEPARATOR in stem else ""
 
 
+def picture_class(key: str) -> str | None:
+    """The class a labelled copy's picture was drawn for: ``"<class>/<source>__<picture class>-<n>"`` -> ``"<picture class>"``.
+
+    None for an image of its own class (``"<class>/<source>__<n>"``).
+    """
+    stem = key.rsplit("/", 1)[-1]
+    rest = stem.split(SOURCE_SEPARATOR, 1)[-1]
+    return rest.rsplit("-", 1)[0] if "-" in rest else None
+
+
 class CompositeSplit(FolderSplit):
-    """A `FolderSplit` whose support draw prefers the query's source in a share of episodes."""
+    """A `FolderSplit` whose support draw prefers the query's source in a share of episodes.
+
+    Labelled copies (``diffews data composite --label-distractors``) of pictures drawn for a class
+    the split does not use are left out, so a fold's training never sees a held-out class's pictures.
+    """
 
     def __init__(self, split: str, fold: int | None, image_root: Path, class_names: list[str], same_source_fraction: float) -> None:
-        super().__init__(NAME, split, image_root, image_root, class_names)
+        used = set(class_names)
+        super().__init__(NAME, split, image_root, image_root, class_names, keep=lambda key: picture_class(key) in used or picture_class(key) is None)
         self.fold = fold
         self.same_source_fraction = same_source_fraction
 

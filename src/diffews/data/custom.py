@@ -12,7 +12,7 @@ numbered 1..N in name order. There are no folds: every class is used, whatever t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,10 @@ def read_target(path: Path) -> np.ndarray:
 class FolderSplit(FewShotSplit):
     """Classes as folders; image keys are ``"<class>/<name stem>"``."""
 
-    def __init__(self, benchmark: str, split: str, image_root: Path, mask_root: Path, class_names: Sequence[str]) -> None:
+    def __init__(
+        self, benchmark: str, split: str, image_root: Path, mask_root: Path, class_names: Sequence[str], keep: Callable[[str], bool] | None = None
+    ) -> None:
+        """`keep`: which image keys to use (default: all)."""
         names = {i + 1: name for i, name in enumerate(class_names)}
         self.files: dict[str, tuple[Path, Path]] = {}
         pairs = []
@@ -78,6 +81,8 @@ class FolderSplit(FewShotSplit):
             folder = require_dir(image_root / name, f"class {name!r} of {benchmark} {split} has no folder")
             for stem, paths in scan_class(folder, mask_root / name).items():
                 key = f"{name}/{stem}"
+                if keep is not None and not keep(key):
+                    continue
                 self.files[key] = paths
                 pairs.append((key, class_id))
         super().__init__(benchmark, split, None, list(names), names, pairs)

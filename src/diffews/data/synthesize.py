@@ -23,12 +23,16 @@ custom-folder root)::
     <out>/benchmark.json                              folds, options, counts
     <out>/manifest.jsonl                              per image: every pasted object's file, origin, licence
 
+With ``label_distractors`` (trn only) an image is also written as
+``<out>/trn/<distractor class>/<source>__<class>-<n>.jpg`` with the distractor class's mask.
+
 Classes are dealt into `NUM_FOLDS` disjoint folds; classes whose names share their first word
 (``go-next``, ``go-up``) go to the same fold, so a held-out class has no near-namesake in training.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -52,6 +56,8 @@ NUM_FOLDS = 4
 SPLIT_NAMES = ("trn", "val", "test")
 SOURCE_SEPARATOR = "__"
 MASK_SUFFIX = "_mask.png"
+LABELLED_SPLIT = "trn"
+"""The split whose images `CompositeOptions.label_distractors` also files under their distractors' classes."""
 JPEG_QUALITY = 95
 LAYOUT_TRIES = 20
 BACKGROUND_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -70,7 +76,13 @@ class Cutout:
 
 @dataclass(frozen=True)
 class CompositeOptions:
-    """How images are drawn. Ranges are inclusive ``(low, high)``; sizes are fractions of the image side."""
+    """How images are drawn. Ranges are inclusive ``(low, high)``; sizes are fractions of the image side.
+
+    With `label_distractors`, each trn image is also filed under every distractor class whose
+    objects each keep `min_visible` of themselves, with that class's mask: the same picture has a
+    different target depending on the class asked for, so a model must read the support to know what
+    to segment (it cannot learn each image's answer). val and test keep one class per image.
+    """
 
     size: int = 256
     images_per_class: int = 24
@@ -84,6 +96,7 @@ class CompositeOptions:
     same_source_distractors: bool = True
     same_source_fraction: float = 0.5
     min_images_per_source: int = 2
+    label_distractors: bool = False
     seed: int = 0
 
     def images(self, split: str) -> int:
@@ -215,6 +228,22 @@ def background_crop(image: Image.Image, side: int, rng: np.random.Generator) -> 
     return np.asarray(patch)
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """One composite image.
+
+    Attributes:
+        picture: ``(S, S, 3)`` uint8.
+        masks: class name -> ``(S, S)`` bool visible pixels of its objects: the image's class first,
+            then every distractor class whose objects each keep `min_visible` of themselves.
+        row: the manifest row (class, source, background, every pasted object).
+    """
+
+    picture: np.ndarray
+    masks: dict[str, np.ndarray]
+    row: dict
+
+
 class Composer:
     """Draws the images of a benchmark; `draw(split, class index, image index)` is deterministic."""
 
@@ -237,8 +266,8 @@ class Composer:
         start = SPLIT_NAMES.index(split) * used
         return sources[int(order[(start + image % used) % len(sources)])]
 
-    def draw(self, split: str, class_index: int, image: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(image ``(S, S, 3)`` uint8, mask ``(S, S)`` bool, manifest row) of one composite."""
+    def draw(self, split: str, class_index: int, image: int) -> Drawn:
+        """One composite: its picture, the masks of its visible classes, its manifest row."""
         o = self.options
         class_name = self.class_names[class_index]
         rng = np.random.default_rng([o.seed, SPLIT_NAMES.index(split), class_index, image])
@@ -261,7 +290,6 @@ class Composer:
             target_slots = [k for k, i in enumerate(order) if i < len(targets)]
             if all(visible_fraction(owner, objects, k) >= o.min_visible for k in target_slots):
                 break
-        mask = np.isin(owner, [k + 1 for k in target_slots])
         row = {
             "split": split, "class": class_name, "source": source,
             "background": {"file": str(background_path), "source": background_origin, "licence": background_licence},
@@ -274,7 +302,14 @@ class Composer:
                 for obj, i in zip(objects, order.tolist())
             ],
         }
-        return picture, mask, row
+        slots: dict[str, list[int]] = defaultdict(list)
+        for k, i in enumerate(order.tolist()):
+            slots[chosen[i].class_name].append(k)
+        masks = {class_name: np.isin(owner, [k + 1 for k in target_slots])}
+        for other, kept in slots.items():
+            if other != class_name and all(visible_fraction(owner, objects, k) >= o.min_visible for k in kept):
+                masks[other] = np.isin(owner, [k + 1 for k in kept])
+        return Drawn(picture, masks, row)
 
     @staticmethod
     def _pick(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
@@ -309,15 +344,35 @@ def _init_worker(composer: Composer, staging: Path) -> None:
     _worker["composer"], _worker["staging"] = composer, staging
 
 
-def _write_one(job: tuple[str, int, int]) -> dict:
+def _write_one(job: tuple[str, int, int]) -> list[dict]:
+    """Write one composite (and its labelled copies, see `CompositeOptions.label_distractors`); its manifest rows."""
     composer: Composer = _worker["composer"]  # type: ignore[assignment]
     staging: Path = _worker["staging"]  # type: ignore[assignment]
     split, class_index, image = job
-    picture, mask, row = composer.draw(split, class_index, image)
-    stem = f"{split}/{row['class']}/{row['source'] or 'image'}{SOURCE_SEPARATOR}{image:04d}"
-    Image.fromarray(picture).save(staging / f"{stem}.jpg", quality=JPEG_QUALITY)
-    Image.fromarray(mask.astype(np.uint8) * 255).save(staging / f"{stem}{MASK_SUFFIX}", optimize=False)
-    return {"image": f"{stem}.jpg", "mask": f"{stem}{MASK_SUFFIX}", **row}
+    drawn = composer.draw(split, class_index, image)
+    row = drawn.row
+    source = row["source"] or "image"
+    encoded = io.BytesIO()
+    Image.fromarray(drawn.picture).save(encoded, format="JPEG", quality=JPEG_QUALITY)
+    labelled = list(drawn.masks.items())
+    if not (composer.options.label_distractors and split == LABELLED_SPLIT):
+        labelled = labelled[:1]
+    rows = []
+    for class_name, mask in labelled:
+        copy = class_name != row["class"]
+        stem = f"{split}/{class_name}/{source}{SOURCE_SEPARATOR}{row['class'] + '-' if copy else ''}{image:04d}"
+        (staging / f"{stem}.jpg").write_bytes(encoded.getvalue())
+        Image.fromarray(mask.astype(np.uint8) * 255).save(staging / f"{stem}{MASK_SUFFIX}", optimize=False)
+        rows.append({"image": f"{stem}.jpg", "mask": f"{stem}{MASK_SUFFIX}", **_relabelled(row, class_name)})
+        if copy:
+            rows[-1]["copy_of"] = rows[0]["image"]
+    return rows
+
+
+def _relabelled(row: dict, class_name: str) -> dict:
+    """`row` with `class_name` as the image's class: its objects become the targets, the others distractors."""
+    objects = [{**obj, "role": "target" if obj["class"] == class_name else "distractor"} for obj in row["objects"]]
+    return {**row, "class": class_name, "objects": objects}
 
 
 @dataclass(frozen=True)
@@ -372,14 +427,16 @@ def build_composite(
         progress = dict(total=len(jobs), desc="compositing", unit="image")
         if workers <= 1:
             _init_worker(composer, staging)
-            rows = [_write_one(job) for job in tqdm(jobs, **progress)]
+            written = [_write_one(job) for job in tqdm(jobs, **progress)]
         else:
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(composer, staging)) as pool:
-                rows = list(tqdm(pool.map(_write_one, jobs, chunksize=16), **progress))
+                written = list(tqdm(pool.map(_write_one, jobs, chunksize=16), **progress))
+        rows = [row for job_rows in written for row in job_rows]
         (staging / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-        images = {split: options.images(split) * len(classes) for split in SPLIT_NAMES}
+        images = {split: sum(row["split"] == split for row in rows) for split in SPLIT_NAMES}
         description = {
             "format": FORMAT, "version": 1, "folds": folds, "images": images,
+            "labelled_copies": sum("copy_of" in row for row in rows),
             "sources": {name: composer.index.sources(name) for name in composer.class_names},
             "options": asdict(options),
         }

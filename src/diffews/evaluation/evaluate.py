@@ -59,7 +59,8 @@ class EvaluationSettings:
     Attributes:
         benchmark, root, split: the data (split "val", or "test" for FSS-1000).
         shots: support images per episode.
-        episodes: per fold; None = the benchmark's default (1000; FSS-1000: every test image once).
+        episodes: per fold; ``"all"``: every image of the split once (`diffews.data.EVERY_IMAGE`); None = the
+            benchmark's default (1000; FSS-1000: every test image once).
         seed: episode seed.
         resolution: working resolution of the model.
         score_size: side of the square scoring size, or "original".
@@ -79,7 +80,7 @@ class EvaluationSettings:
     root: str
     split: str
     shots: int = 1
-    episodes: int | None = None
+    episodes: int | str | None = None
     seed: int = 0
     resolution: int = 512
     score_size: int | str = DEFAULT_SCORE_SIZE
@@ -257,7 +258,7 @@ def run_evaluation(
         if scores["unscored"] and processes.is_main:
             logger.warning(
                 "%s fold %s: %d of %d classes got no episode and count as IoU 0 in mIoU; score more episodes "
-                "(--episodes; one per image of the split: %d)", settings.benchmark, name, len(scores["unscored"]),
+                "(--episodes all: one per image of the split, %d)", settings.benchmark, name, len(scores["unscored"]),
                 len(scores["per_class_iou"]), len(dataset.split.pairs),
             )
         results[name] = {
