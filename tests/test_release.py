@@ -295,6 +295,18 @@ def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch
     assert_converted(home / "models/coco-fold1", states["coco_fold1"])
 
 
+def test_download_stores_the_prompt_embedding_asked_for(capsys, home, fake_fetch):
+    status, _, err = run_cli(capsys, "download", "coco-fold2", "--prompt", "padded")
+    assert status == 0, err
+    folder = home / "models/coco-fold2"
+    assert json.loads((folder / "diffews_config.json").read_text())["prompt"] == "padded"
+    assert load_model("coco-fold2").prompt_embedding.shape[1] == 77
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    expect_error(capsys, ["download", "coco-fold2"], f"{folder} holds this model with the 'padded' prompt embedding, not 'authors-eval'")
+    assert run_cli(capsys, "download", "coco-fold2", "--prompt", "padded")[0] == 0 and len(fake_fetch) == 1
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
 def test_model_not_downloaded_yet(home):
     with pytest.raises(Exception, match="incontext: not downloaded yet; run 'diffews download incontext'"):
         downloaded_model("incontext")

@@ -7,6 +7,7 @@ import argparse
 from ..home import HOME_ENV
 from ..modeling.weights import SD21_HUB_ID
 from ..release import AUTHORS_REPOSITORY, RELEASES, download_model
+from .convert import add_prompt_option
 
 DESCRIPTION = f"""\
 Fetch one of the authors' released DiffewS models and convert it, once, into
@@ -39,9 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", choices=list(RELEASES), metavar="NAME", help=f"one of: {', '.join(RELEASES)}")
     parser.add_argument("--base", default=SD21_HUB_ID, metavar="PATH_OR_HUB_ID", help=f"Stable Diffusion 2.1 (default {SD21_HUB_ID})")
     parser.add_argument("--authors", metavar="DIR", help="take the UNet from this clone of the authors' repository instead of downloading it")
+    add_prompt_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    download_model(args.name, args.base, args.authors, report=lambda line: print(line, flush=True))
+    download_model(args.name, args.base, args.authors, report=lambda line: print(line, flush=True), prompt=args.prompt)
     return 0

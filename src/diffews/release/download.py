@@ -10,6 +10,7 @@ second process waits for the first instead of converting again, and a half-writt
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from ..errors import InputError
 from ..home import diffews_home
 from ..io import TEMP_SUFFIX
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
+from ..modeling.diffews_model import CONFIG_NAME
+from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..modeling.weights import SD21_HUB_ID, first_line
 from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
 from .layout import scan_clone, select_models, unet_folder
@@ -58,22 +61,27 @@ def download_model(
     base: str | Path = SD21_HUB_ID,
     authors: str | Path | None = None,
     report: Callable[[str], None] = print,
+    prompt: str = PROMPT_AUTHORS_EVAL,
 ) -> Path:
     """The converted model folder of the release `name` in ``$DIFFEWS_HOME/models``, fetching and converting
-    it first if needed (default conversion options).
+    it first if needed (default conversion options but `prompt`).
 
     Args:
         name: ``incontext`` or ``coco-fold0`` … ``coco-fold3`` (or the authors' folder names).
         base: Stable Diffusion 2.1: hub id (default: the community mirror) or a local folder.
         authors: a clone of the authors' repository to take the UNet from instead of downloading it.
         report: called with progress lines.
+        prompt: the empty-prompt embedding to store (`diffews.modeling.prompt.TEXT_PROMPTS`): the
+            authors' evaluation's (default) or their training's (``"padded"``).
 
     Raises:
-        InputError: one line naming what failed (download, layout, conversion) and how to place the files by hand.
+        InputError: one line naming what failed (download, layout, conversion) and how to place the files
+            by hand, or that the cache holds the model with the other prompt embedding.
     """
     chosen = release(name)
     target = models_dir() / chosen.name
     if is_model_folder(target):
+        _check_prompt(target, prompt)
         report(f"{chosen.name}: already in {target}")
         return target
     try:
@@ -88,17 +96,31 @@ def download_model(
         lock.acquire()
     try:
         if is_model_folder(target):
+            _check_prompt(target, prompt)
             report(f"{chosen.name}: converted by the other process, in {target}")
             return target
         _remove_abandoned_staging(chosen.name)
         unet = _authors_unet(chosen, authors)
         report(f"{chosen.name}: converting {unet} with the base {base}")
-        model = convert_authors_checkpoint(unet, resolve_base(base))
+        model = convert_authors_checkpoint(unet, resolve_base(base), prompt=prompt)
         save_new_folder(model, target, card=converted_model_card(model))
     finally:
         lock.release()
     report(f"{chosen.name}: ready in {target}; use it with --model {chosen.name}")
     return target
+
+
+def _check_prompt(folder: Path, prompt: str) -> None:
+    """`InputError` unless the converted model in `folder` stores the `prompt` embedding."""
+    try:
+        stored = json.loads((folder / CONFIG_NAME).read_text()).get("prompt")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"{folder / CONFIG_NAME}: not a readable diffews model config; remove {folder} and download again") from None
+    if stored != prompt:
+        raise InputError(
+            f"{folder} holds this model with the {stored!r} prompt embedding, not {prompt!r}; remove that folder to convert it "
+            f"again, or convert the other one into a folder of its own: diffews convert --unet UNET --base BASE --prompt {prompt} --out DIR"
+        )
 
 
 def _authors_unet(chosen: Release, clone: str | Path | None) -> Path:
