@@ -59,6 +59,13 @@ def source_of(key: str) -> str:
     return stem.split(SOURCE_SEPARATOR)[0] if SOURCE_SEPARATOR in stem else ""
 
 
+def image_stem(source: str, number: int, picture_class: str | None = None) -> str:
+    """File stem of image `number` of `source`: ``<source>__<n>``; for a labelled copy of a picture drawn
+    for another class, ``<source>__<picture class>-<n>``. Read back by `source_of` and `picture_class`."""
+    copy = f"{picture_class}-" if picture_class is not None else ""
+    return f"{source}{SOURCE_SEPARATOR}{copy}{number:04d}"
+
+
 def picture_class(key: str) -> str | None:
     """The class a labelled copy's picture was drawn for: ``"<class>/<source>__<picture class>-<n>"`` -> ``"<picture class>"``.
 
@@ -77,8 +84,8 @@ class CompositeSplit(FolderSplit):
     """
 
     def __init__(self, split: str, fold: int | None, image_root: Path, class_names: list[str], same_source_fraction: float) -> None:
-        used = set(class_names)
-        super().__init__(NAME, split, image_root, image_root, class_names, keep=lambda key: picture_class(key) in used or picture_class(key) is None)
+        kept = {*class_names, None}  # None: an image of its own class
+        super().__init__(NAME, split, image_root, image_root, class_names, keep=lambda key: picture_class(key) in kept)
         self.fold = fold
         self.same_source_fraction = same_source_fraction
 

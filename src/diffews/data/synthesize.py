@@ -49,12 +49,12 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import new_folder
+from .composite import image_stem, read_description, source_of
 from .paste import Pasted, paste_all, transform_cutout, visible_fraction
 
 FORMAT = "diffews-composite"
 NUM_FOLDS = 4
 SPLIT_NAMES = ("trn", "val", "test")
-SOURCE_SEPARATOR = "__"
 MASK_SUFFIX = "_mask.png"
 LABELLED_SPLIT = "trn"
 """The split whose images `CompositeOptions.label_distractors` also files under their distractors' classes."""
@@ -136,7 +136,7 @@ def find_cutouts(objects: Path) -> dict[str, list[Cutout]]:
 
 
 def _cutout(path: Path, class_name: str, row: dict) -> Cutout:
-    source = path.stem.split(SOURCE_SEPARATOR)[0] if SOURCE_SEPARATOR in path.stem else ""
+    source = source_of(path.stem)
     return Cutout(path, class_name, source, row.get("source"), row.get("licence"))
 
 
@@ -235,7 +235,8 @@ class Drawn:
     Attributes:
         picture: ``(S, S, 3)`` uint8.
         masks: class name -> ``(S, S)`` bool visible pixels of its objects: the image's class first,
-            then every distractor class whose objects each keep `min_visible` of themselves.
+            then (with `CompositeOptions.label_distractors`, in `LABELLED_SPLIT`) every distractor
+            class whose objects each keep `min_visible` of themselves.
         row: the manifest row (class, source, background, every pasted object).
     """
 
@@ -302,13 +303,14 @@ class Composer:
                 for obj, i in zip(objects, order.tolist())
             ],
         }
-        slots: dict[str, list[int]] = defaultdict(list)
-        for k, i in enumerate(order.tolist()):
-            slots[chosen[i].class_name].append(k)
         masks = {class_name: np.isin(owner, [k + 1 for k in target_slots])}
-        for other, kept in slots.items():
-            if other != class_name and all(visible_fraction(owner, objects, k) >= o.min_visible for k in kept):
-                masks[other] = np.isin(owner, [k + 1 for k in kept])
+        if o.label_distractors and split == LABELLED_SPLIT:
+            slots: dict[str, list[int]] = defaultdict(list)
+            for k, i in enumerate(order.tolist()):
+                slots[chosen[i].class_name].append(k)
+            for other, kept in slots.items():
+                if other != class_name and all(visible_fraction(owner, objects, k) >= o.min_visible for k in kept):
+                    masks[other] = np.isin(owner, [k + 1 for k in kept])
         return Drawn(picture, masks, row)
 
     @staticmethod
@@ -354,13 +356,10 @@ def _write_one(job: tuple[str, int, int]) -> list[dict]:
     source = row["source"] or "image"
     encoded = io.BytesIO()
     Image.fromarray(drawn.picture).save(encoded, format="JPEG", quality=JPEG_QUALITY)
-    labelled = list(drawn.masks.items())
-    if not (composer.options.label_distractors and split == LABELLED_SPLIT):
-        labelled = labelled[:1]
     rows = []
-    for class_name, mask in labelled:
+    for class_name, mask in drawn.masks.items():
         copy = class_name != row["class"]
-        stem = f"{split}/{class_name}/{source}{SOURCE_SEPARATOR}{row['class'] + '-' if copy else ''}{image:04d}"
+        stem = f"{split}/{class_name}/{image_stem(source, image, row['class'] if copy else None)}"
         (staging / f"{stem}.jpg").write_bytes(encoded.getvalue())
         Image.fromarray(mask.astype(np.uint8) * 255).save(staging / f"{stem}{MASK_SUFFIX}", optimize=False)
         rows.append({"image": f"{stem}.jpg", "mask": f"{stem}{MASK_SUFFIX}", **_relabelled(row, class_name)})
@@ -389,8 +388,6 @@ def folds_like(classes: dict[str, list[Cutout]], reference: Path) -> tuple[dict[
 
     So a second benchmark (another art style, an independent test set) scores the same held-out classes.
     """
-    from .composite import read_description
-
     folds = [[name for name in fold if name in classes] for fold in read_description(reference)["folds"]]
     if not all(folds):
         raise InputError(f"{reference}: the cut-outs share no class with fold {[bool(f) for f in folds].index(False)} of this benchmark")
