@@ -135,10 +135,7 @@ class DiffewSModel(nn.Module):
         for name in (CONFIG_NAME, PROMPT_NAME):
             if not (root / name).is_file():
                 raise InputError(f"{root}: missing {name}; is this a DiffewS model folder?")
-        try:
-            config = DiffewSConfig.from_dict(read_json(root / CONFIG_NAME))
-        except (TypeError, ValueError) as error:
-            raise InputError(f"{root / CONFIG_NAME}: {error}") from error
+        config = read_model_config(root)
         vae = _load_weights(AutoencoderKL, root / "vae")
         unet = _load_weights(UNet2DConditionModel, root / "unet")
         prompt_embedding = read_safetensors(root / PROMPT_NAME)[PROMPT_KEY]
@@ -314,6 +311,15 @@ class DiffewSModel(nn.Module):
 def _load_weights(cls: type, folder: Path) -> nn.Module:
     """A diffusers model from ``folder/config.json`` and its safetensors, loaded strictly."""
     return build_with_weights(cls, dict(cls.load_config(folder)), load_safetensors_folder(folder), folder)
+
+
+def read_model_config(folder: Path) -> DiffewSConfig:
+    """The `DiffewSConfig` stored in a model folder's ``diffews_config.json``; `InputError` naming the file if it is unreadable or invalid."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        return DiffewSConfig.from_dict(read_json(path))
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: {error}") from error
 
 
 def build_with_weights(cls: type, config: dict, state_dict: dict[str, torch.Tensor], source: Path) -> nn.Module:

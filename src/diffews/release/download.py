@@ -10,7 +10,6 @@ second process waits for the first instead of converting again, and a half-writt
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..errors import InputError
 from ..home import diffews_home
 from ..io import TEMP_SUFFIX
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
-from ..modeling.diffews_model import CONFIG_NAME
+from ..modeling.diffews_model import read_model_config
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..modeling.weights import SD21_HUB_ID, first_line
 from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
@@ -112,10 +111,7 @@ def download_model(
 
 def _check_prompt(folder: Path, prompt: str) -> None:
     """`InputError` unless the converted model in `folder` stores the `prompt` embedding."""
-    try:
-        stored = json.loads((folder / CONFIG_NAME).read_text()).get("prompt")
-    except (OSError, ValueError, AttributeError):
-        raise InputError(f"{folder / CONFIG_NAME}: not a readable diffews model config; remove {folder} and download again") from None
+    stored = read_model_config(folder).prompt
     if stored != prompt:
         raise InputError(
             f"{folder} holds this model with the {stored!r} prompt embedding, not {prompt!r}; remove that folder to convert it "
