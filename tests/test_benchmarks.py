@@ -45,3 +45,20 @@ def test_bench_classes_quick(benchmarks, tmp_path):
     )
     assert [row["classes"] for row in report["rows"]] == [1, 2]
     assert all(row["label_agreement"] >= 0.999 for row in report["rows"])  # both paths give the same label maps
+
+
+def test_train_step_quick(benchmarks, tmp_path):
+    report = benchmarks("train_step").main(
+        ["--device", "cpu", "--steps", "1", "--warmup", "1", "--mixed-precision", "no", "bf16", "--json", str(tmp_path / "t.json")]
+    )
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["mixed_precision"], r["gradient_checkpointing"]) for r in rows] == [
+        ("no", False), ("no", True), ("bf16", False), ("bf16", True)]
+    assert all(r["steps_per_s"] > 0 and r["peak_gib"] is None for r in report["rows"])
+
+
+def test_compare_devices_runs_the_examples(benchmarks, tmp_path):
+    report = benchmarks("compare_devices").main(["--device", "cpu", "--dtypes", "float32", "--out", str(tmp_path / "d.json")])
+    reference, same_device = report["rows"]
+    assert same_device["max_abs_diff"] == 0.0 and same_device["label_disagreement"] == 0.0
+    assert reference["mean_iou_vs_truth"] > 0.7  # the built-in model segments the README's examples
