@@ -22,7 +22,7 @@ from _common import describe_device, print_table, write_json
 from diffews._testing import TINY_RESOLUTION, build_tiny_model
 from diffews.modeling import DiffewSModel
 from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model
-from diffews.training.trainer import MIXED_DTYPES
+from diffews.training.trainer import MIXED_DTYPES, cast_module
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,7 +48,7 @@ def measure(args: argparse.Namespace, precision: str, checkpointing: bool, devic
     """Steps/s and peak GPU memory (GiB; None on CPU) of `args.steps` timed steps after the warm-up."""
     model, size = build(args.full, device)
     dtype, half = MIXED_DTYPES[precision], precision != "no"
-    model.vae.to(dtype).eval()
+    cast_module(model.vae, dtype).eval()
     model.unet.train()
     if checkpointing:
         model.unet.enable_gradient_checkpointing()

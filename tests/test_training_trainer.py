@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 from training_fixtures import SquaresEpisodes, tiny_config
 
 from diffews.cli.main import main
 from diffews.errors import InputError
 from diffews.modeling import DiffewSModel
+from diffews.registry import load_model
 from diffews._testing import build_tiny_model
 from diffews.training import Trainer
 from diffews.training.checkpoints import latest_checkpoint
@@ -88,6 +90,20 @@ def test_fine_tuning_starts_from_a_diffews_folder(tmp_path):
     folder = Trainer(config, train_dataset=SquaresEpisodes(4, 2)).train()
     start, tuned = (DiffewSModel.from_pretrained(p).unet.state_dict() for p in (tmp_path / "start", folder))
     assert all(torch.allclose(start[k], tuned[k], atol=1e-6) for k in start)  # from seed 3, not the run's seed 42
+
+
+def test_bf16_training_casts_the_vae_quietly_and_exports_it_in_float32(tmp_path, caplog):
+    """The frozen VAE runs in bf16 during training and is exported with its exact float32 weights,
+    without diffusers' keep-in-float32 warning for the cast."""
+    AcceleratorState._reset_state(True)  # accelerate keeps one mixed-precision setting per process
+    try:
+        with caplog.at_level("WARNING"):
+            folder = Trainer(tiny_config(tmp_path, max_steps=1, mixed_precision="bf16"), train_dataset=SquaresEpisodes(4, 2)).train()
+    finally:
+        AcceleratorState._reset_state(True)
+    assert "kept in float32" not in caplog.text
+    exported, start = DiffewSModel.from_pretrained(folder).vae.state_dict(), load_model("tiny-random").vae.state_dict()
+    assert all(exported[k].dtype == torch.float32 and torch.equal(exported[k], start[k]) for k in start)
 
 
 def test_dataset_with_too_few_shots_is_refused(tmp_path):

@@ -48,6 +48,15 @@ VAL_SEED = 0
 MIXED_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast `module`'s parameters and buffers to `dtype` in place, as `torch.nn.Module.to` does.
+
+    diffusers' own ``ModelMixin.to`` logs a warning about keep-in-float32 modules on every dtype
+    cast, even for models that have none (the SD VAE): a cast the trainer means would alarm users.
+    """
+    return torch.nn.Module.to(module, dtype=dtype)
+
+
 class TrainingStep(nn.Module):
     """The loss of a batch of episodes as a `forward`, so accelerate can wrap it (DDP, autocast).
 
@@ -254,7 +263,7 @@ class Trainer:
                 state.ema.copy_to(model.unet)
             final = self.validate(final=True) if config.validation.val_every else None
             if self._vae_fp32 is not None:
-                model.vae.to(torch.float32).load_state_dict(self._vae_fp32)
+                cast_module(model.vae, torch.float32).load_state_dict(self._vae_fp32)
             exported = export_model(model, config, state.step, final, len(self._val_data) if final else 0)
             logger.info("exported %s", exported)
         accelerator.wait_for_everyone()
@@ -362,7 +371,7 @@ class Trainer:
         model.vae.to(self.accelerator.device).eval()
         if vae_dtype != model.vae.dtype:
             vae_fp32 = {key: value.detach().cpu().clone() for key, value in model.vae.state_dict().items()}
-            model.vae.to(dtype=vae_dtype)
+            cast_module(model.vae, vae_dtype)
         model.unet.requires_grad_(True).train()
         if precision.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
