@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from diffews.errors import InputError
-from diffews.io import OutputFolder, Transaction, atomic_write, write_text
+from diffews.io import BACKUP_SUFFIX, OutputFolder, Transaction, atomic_write, temporary_path, write_text
 
 
 def image(value: int) -> Image.Image:
@@ -141,3 +144,47 @@ def test_every_written_file_respects_the_umask(tmp_path, umask, tiny_model):
     assert modes == expected
     assert {"out/a_mask.png", "report.json", "decoder.safetensors", "run/checkpoints/step-00000001/trainer_state.json",
             "model/unet/diffusion_pytorch_model.safetensors"} <= set(modes)
+
+
+KILLED_MID_RUN = """
+import os, signal, sys
+from diffews.io import OutputFolder
+with OutputFolder(sys.argv[1]) as out:
+    with out.write("replaced.txt") as staged:
+        staged.write_text("new")
+    with out.write("created.txt") as staged:
+        staged.write_text("new")
+    with out.write("half.txt") as staged:
+        staged.write_text("half of it")
+        os.kill(os.getpid(), signal.SIGKILL)  # no rollback can run
+"""
+
+
+def test_the_next_write_undoes_what_a_killed_run_left(tmp_path, caplog):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "replaced.txt").write_text("original")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_RUN, str(folder)])
+    assert killed.returncode == -9
+    assert (folder / "replaced.txt").read_text() == "new"
+    hidden = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert [name.rsplit(".", 1)[1] for name in hidden] == ["tmp", "orig"]  # .half.txt.*.tmp, .replaced.txt.*.orig
+
+    with caplog.at_level(logging.WARNING, logger="diffews"):
+        write_text(folder / "report.json", "{}")
+    assert (folder / "replaced.txt").read_text() == "original"
+    assert sorted(p.name for p in folder.iterdir()) == ["created.txt", "replaced.txt", "report.json"]
+    assert "restored 1 file(s) that an interrupted run had replaced" in caplog.text and "replaced.txt" in caplog.text
+
+
+def test_leftovers_of_a_running_process_or_another_host_are_kept(tmp_path):
+    (tmp_path / "a.txt").write_text("new")
+    running = temporary_path(tmp_path / "a.txt", BACKUP_SUFFIX)  # this process: still running
+    running.write_text("original")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = running.name.split(".")[-2].split("-")[0]
+    other_host = tmp_path / f".b.txt.{'1' if host == '000000' else '0'}00000-{dead.stdout.strip()}-abcdef12.orig"
+    other_host.write_text("original")  # a process of another machine sharing the folder: its pid says nothing here
+    write_text(tmp_path / "c.txt", "x")
+    assert running.read_text() == "original" and other_host.exists()
+    assert (tmp_path / "a.txt").read_text() == "new"

@@ -1,10 +1,13 @@
 """Files diffews reads and writes: atomic writes (files and folders), output folders, input paths.
 
 Every file or folder diffews writes is first written under a temporary name beside its target
-(``.<name>.<random>.tmp``) and renamed into place once complete, so nobody sees half of it and an
-interrupted write leaves no partial file. A `Transaction` keeps each file it replaces (renamed
-aside) until `commit`, so `rollback` restores exactly the earlier state: a failed or interrupted
-run never deletes or changes a file it did not create. What is written gets the ordinary modes
+(``.<name>.<host>-<pid>-<random>.tmp``) and renamed into place once complete, so nobody sees half of
+it and an interrupted write leaves no partial file. A `Transaction` keeps each file it replaces
+(renamed aside to ``.<name>.<host>-<pid>-<random>.orig``) until `commit`, so `rollback` restores
+exactly the earlier state: a failed or interrupted run never deletes or changes a file it did not
+create. A process killed outright (SIGKILL, power loss) cannot roll back; the next transaction that
+writes into the same folder on the same host finds what that dead process left there and undoes it
+(`recover_interrupted`): originals go back in place, temporary files are deleted. What is written gets the ordinary modes
 filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever the library that
 wrote it chose (safetensors, for one, writes 0600).
 """
@@ -13,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
+import logging
 import os
+import re
 import secrets
+import socket
 import shutil
 import tempfile
 import threading
@@ -29,14 +36,65 @@ from .distributed import Processes
 from .errors import InputError
 from .processing.images import IMAGE_SUFFIXES
 
+logger = logging.getLogger("diffews")
+
 TEMP_SUFFIX = ".tmp"
+BACKUP_SUFFIX = ".orig"
 MAX_PENDING_WRITES = 32
 """Writes queued on an `OutputFolder`'s writer thread before `save_image_later` waits (bounds the memory of queued images)."""
 
 
-def temporary_path(target: Path) -> Path:
-    """An unused name beside `target`, ``.<name>.<random>.tmp``, for staging it (nothing is created)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+def temporary_path(target: Path, suffix: str = TEMP_SUFFIX) -> Path:
+    """An unused name beside `target`, ``.<name>.<host>-<pid>-<random><suffix>``, for staging it or
+    (with `BACKUP_SUFFIX`) for keeping the original it replaces; nothing is created. The host and
+    process in the name let `recover_interrupted` tell a dead writer's leftovers from a live one's."""
+    return target.with_name(f".{target.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\.tmp|\.orig)")
+
+
+def recover_interrupted(folder: Path) -> list[Path]:
+    """Undo what writers killed outright left in `folder`; returns the targets restored.
+
+    Only leftovers of processes of this host that no longer run are touched: a kept original
+    (``.orig``) is put back in place of what the dead process wrote there, a staged temporary
+    (``.tmp``) is deleted. Files the dead process created without replacing anything stay.
+    """
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    restored = []
+    for entry in entries:
+        found = _LEFTOVER.fullmatch(entry.name)
+        if found is None or found["host"] != _HOST or _running(int(found["pid"])):
+            continue
+        if found["suffix"] == BACKUP_SUFFIX:
+            target = entry.with_name(found["name"])
+            remove(target)
+            os.rename(entry, target)
+            restored.append(target)
+        else:
+            remove(entry)
+    if restored:
+        logger.warning("restored %d file(s) that an interrupted run had replaced: %s",
+                       len(restored), ", ".join(str(p) for p in restored))
+    return restored
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one we may not signal counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove(path: Path) -> None:
@@ -59,12 +117,14 @@ class Transaction:
 
     def __init__(self) -> None:
         self._originals: dict[Path, Path | None] = {}
+        self._recovered: set[Path] = set()
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def write(self, target: str | Path, folder: bool = False, sync: bool = False) -> Iterator[Path]:
         """Stage `target`; `sync` flushes the staged file or tree to disk before the rename."""
         target = Path(target)
+        self._recover(target.parent)
         staged = temporary_path(target)
         if folder:
             staged.mkdir()
@@ -80,6 +140,14 @@ class Transaction:
         if sync:
             _fsync(target.parent)
 
+    def _recover(self, folder: Path) -> None:
+        """`recover_interrupted(folder)`, once per folder and transaction."""
+        with self._lock:
+            if folder in self._recovered:
+                return
+            self._recovered.add(folder)
+            recover_interrupted(folder)
+
     def _put_in_place(self, staged: Path, target: Path) -> None:
         with self._lock:
             if target in self._originals:  # written earlier in this transaction: ours to replace
@@ -87,7 +155,7 @@ class Transaction:
                     shutil.rmtree(target)
             else:
                 # Recorded before the rename, so an interrupt between the two still rolls back right.
-                backup = self._originals[target] = temporary_path(target) if _exists(target) else None
+                backup = self._originals[target] = temporary_path(target, BACKUP_SUFFIX) if _exists(target) else None
                 if backup is not None:
                     os.rename(target, backup)
             os.replace(staged, target)
