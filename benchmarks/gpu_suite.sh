@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU numbers of docs/performance.md in one run (about 7 minutes on one H100):
+# The GPU numbers of docs/performance.md in one run (about 4 minutes on one H100):
 #   1. the built-in model segments the README's examples on the GPU and on the CPU: the masks must agree;
 #   2. train_step.py at full SD 2.1 size, every mixed-precision setting, with and without checkpointing;
 #   3. bench_inference.py at full SD 2.1 size (random weights), bfloat16 then float32, 1 and 5 shots,
