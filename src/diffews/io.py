@@ -7,9 +7,9 @@ it and an interrupted write leaves no partial file. A `Transaction` keeps each f
 exactly the earlier state: a failed or interrupted run never deletes or changes a file it did not
 create. A process killed outright (SIGKILL, power loss) cannot roll back; the next transaction that
 writes into the same folder on the same host finds what that dead process left there and undoes it
-(`recover_interrupted`): originals go back in place, temporary files are deleted. What is written gets the ordinary modes
-filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever the library that
-wrote it chose (safetensors, for one, writes 0600).
+(`recover_interrupted`): originals go back in place, temporary files are deleted. What is written
+gets the ordinary modes filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever
+the library that wrote it chose (safetensors, for one, writes 0600).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import logging
 import os
 import re
 import secrets
-import socket
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
