@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from diffews.errors import InputError
-from diffews.io import BACKUP_SUFFIX, OutputFolder, Transaction, atomic_write, temporary_path, write_text
+from diffews.io import BACKUP_SUFFIX, COMMITTING_SUFFIX, OutputFolder, Transaction, atomic_write, temporary_path, write_text
 
 
 def image(value: int) -> Image.Image:
@@ -188,3 +188,33 @@ def test_leftovers_of_a_running_process_or_another_host_are_kept(tmp_path):
     write_text(tmp_path / "c.txt", "x")
     assert running.read_text() == "original" and other_host.exists()
     assert (tmp_path / "a.txt").read_text() == "new"
+
+
+def dead_writers_path(target, suffix):
+    """A leftover name as a process of this host that has exited would have named it."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host, _, random = temporary_path(target, suffix).name[len(target.name) + 2 : -len(suffix)].split("-")
+    return target.with_name(f".{target.name}.{host}-{exited.stdout.strip()}-{random}{suffix}")
+
+
+def test_a_run_killed_while_committing_is_finished_not_undone(tmp_path):
+    for name in ("x.txt", "y.txt"):
+        (tmp_path / name).write_text("new")
+    kept = dead_writers_path(tmp_path / "y.txt", BACKUP_SUFFIX)  # x's original already deleted by the commit
+    kept.write_text("original")
+    marker = kept.with_name(kept.name.replace(".y.txt.", ".diffews-commit.").replace(BACKUP_SUFFIX, COMMITTING_SUFFIX))
+    marker.touch()
+    write_text(tmp_path / "z.txt", "z")
+    assert (tmp_path / "x.txt").read_text() == (tmp_path / "y.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt", "y.txt", "z.txt"]
+
+
+def test_a_file_changed_after_the_killed_run_is_kept_with_its_earlier_version(tmp_path, caplog):
+    kept = dead_writers_path(tmp_path / "a.txt", BACKUP_SUFFIX)
+    kept.write_text("original")
+    os.utime(kept, ns=(0, 0))  # utime moves ctime to now: the rename aside is the file's last change
+    (tmp_path / "a.txt").write_text("edited by the user after the crash")
+    with caplog.at_level(logging.WARNING, logger="diffews"):
+        write_text(tmp_path / "b.txt", "b")
+    assert (tmp_path / "a.txt").read_text() == "edited by the user after the crash" and kept.read_text() == "original"
+    assert "changed after an interrupted run wrote it; kept" in caplog.text

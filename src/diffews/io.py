@@ -6,8 +6,9 @@ it and an interrupted write leaves no partial file. A `Transaction` keeps each f
 (renamed aside to ``.<name>.<host>-<pid>-<random>.orig``) until `commit`, so `rollback` restores
 exactly the earlier state: a failed or interrupted run never deletes or changes a file it did not
 create. A process killed outright (SIGKILL, power loss) cannot roll back; the next transaction that
-writes into the same folder on the same host finds what that dead process left there and undoes it
-(`recover_interrupted`): originals go back in place, temporary files are deleted. What is written
+writes into the same folder on the same machine finds what that dead process left there
+(`recover_interrupted`): the originals it had replaced go back in place, its temporary files are
+deleted, the files it created stay. What is written
 gets the ordinary modes filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever
 the library that wrote it chose (safetensors, for one, writes 0600).
 """
@@ -51,50 +52,91 @@ def temporary_path(target: Path, suffix: str = TEMP_SUFFIX) -> Path:
     return target.with_name(f".{target.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\.tmp|\.orig)")
+def _host_tag() -> str:
+    """Six hex digits naming this machine and process-id namespace: two containers that share a
+    host name (and a folder) but not their process ids never take each other's files for a dead one's."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.sha1(f"{socket.gethostname()}:{namespace}".encode()).hexdigest()[:6]
+
+
+_HOST = _host_tag()
+COMMITTING_SUFFIX = ".done"
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<owner>[0-9a-f]{6}-\d+)-[0-9a-f]{8}(?P<suffix>\.tmp|\.orig|\.done)")
 
 
 def recover_interrupted(folder: Path) -> list[Path]:
     """Undo what writers killed outright left in `folder`; returns the targets restored.
 
-    Only leftovers of processes of this host that no longer run are touched: a kept original
-    (``.orig``) is put back in place of what the dead process wrote there, a staged temporary
-    (``.tmp``) is deleted. Files the dead process created without replacing anything stay.
+    Only leftovers of processes of this host (and process-id namespace) that no longer run are
+    touched. A staged temporary (``.tmp``) is deleted. A kept original (``.orig``) goes back in place
+    of what the dead process wrote there — unless that process had begun to commit (its ``.done``
+    marker is there: the originals are then deleted, as the commit would have), or the file in place
+    changed after the dead process wrote it (then both stay, and a warning names them). Files the
+    dead process created without replacing anything stay. Safe against several processes
+    recovering the same folder at once: each leftover is claimed by one rename.
     """
     try:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
+    leftovers = [(entry, found) for entry in entries if (found := _LEFTOVER.fullmatch(entry.name))]
+    dead = {found["owner"] for _, found in leftovers if _is_dead(found["owner"])}
+    committing = {found["owner"] for _, found in leftovers if found["owner"] in dead and found["suffix"] == COMMITTING_SUFFIX}
     restored = []
-    for entry in entries:
-        found = _LEFTOVER.fullmatch(entry.name)
-        if found is None or found["host"] != _HOST or _running(int(found["pid"])):
+    for entry, found in leftovers:
+        if found["owner"] not in dead or found["suffix"] == COMMITTING_SUFFIX:
             continue
-        if found["suffix"] == BACKUP_SUFFIX:
-            target = entry.with_name(found["name"])
-            remove(target)
-            os.rename(entry, target)
-            restored.append(target)
-        else:
-            remove(entry)
+        try:
+            if found["suffix"] == TEMP_SUFFIX or found["owner"] in committing:
+                remove(entry)
+            elif _restore(entry, entry.with_name(found["name"])):
+                restored.append(entry.with_name(found["name"]))
+        except OSError as error:
+            logger.warning("%s: left by an interrupted run, could not be cleaned up (%s)", entry, error.strerror or error)
+    for entry, found in leftovers:
+        if found["suffix"] == COMMITTING_SUFFIX and found["owner"] in dead:
+            entry.unlink(missing_ok=True)
     if restored:
         logger.warning("restored %d file(s) that an interrupted run had replaced: %s",
                        len(restored), ", ".join(str(p) for p in restored))
     return restored
 
 
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists on this host (one we may not signal counts as running)."""
-    if pid == os.getpid():
-        return True
+def _restore(backup: Path, target: Path) -> bool:
+    """Put `backup` (an original a dead process renamed aside) back at `target`; False if another
+    process got there first or `target` changed since the dead process wrote it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        renamed_aside = backup.stat().st_ctime_ns
+    except FileNotFoundError:
         return False
-    except PermissionError:
-        return True
+    if _exists(target) and target.lstat().st_mtime_ns > renamed_aside:
+        logger.warning("%s: changed after an interrupted run wrote it; kept, and its earlier version stays at %s", target, backup)
+        return False
+    claimed = temporary_path(target, BACKUP_SUFFIX)  # ours now: a process killed right here leaves it to the next recovery
+    try:
+        os.rename(backup, claimed)
+    except FileNotFoundError:
+        return False
+    remove(target)
+    os.rename(claimed, target)
     return True
+
+
+def _is_dead(owner: str) -> bool:
+    """Whether the writer `owner` (``<host>-<pid>``) is a process of this host that no longer runs."""
+    host, pid = owner.split("-")
+    if host != _HOST or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False  # someone else's process, or no valid pid: not ours to judge
+    return False
 
 
 def remove(path: Path) -> None:
@@ -166,11 +208,19 @@ class Transaction:
         return list(self._originals)
 
     def commit(self) -> None:
-        """Make the writes final: delete the originals they replaced."""
+        """Make the writes final: delete the originals they replaced.
+
+        A marker in each folder of those originals says the commit has begun, so a process killed
+        while deleting them is finished by `recover_interrupted`, not half undone."""
         with self._lock:
-            for backup in self._originals.values():
-                if backup is not None:
-                    remove(backup)
+            backups = [backup for backup in self._originals.values() if backup is not None]
+            markers = [temporary_path(folder / "diffews-commit", COMMITTING_SUFFIX) for folder in dict.fromkeys(b.parent for b in backups)]
+            for marker in markers:
+                marker.touch()
+            for backup in backups:
+                remove(backup)
+            for marker in markers:
+                marker.unlink(missing_ok=True)
             self._originals.clear()
 
     def rollback(self) -> None:
