@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffews.io import write_text
+
 CLEAR_REFS = Path("/proc/self/clear_refs")
 STATUS = Path("/proc/self/status")
 RESET_PEAK_RSS = "5"  # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM)
@@ -132,7 +134,7 @@ def mebibytes(value: int | None) -> float | None:
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:
-    """Write `report` as indented JSON, creating the folder."""
+    """Write `report` as indented JSON, atomically (a run cut short never leaves half a file), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_text(path, json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")

@@ -283,7 +283,7 @@ def print_report(bench: Bench, header: str) -> None:
                                       ("ms_per_query", "ms/query", ".2f"), ("queries_per_s", "queries/s", ".1f"),
                                       ("peak_mib", "peak MiB", ".0f"), ("speedup_vs_uncached", "x uncached", ".2f"),
                                       ("max_abs_diff", "max |diff|", ".1e")])
-    print("\nspeed options (cached path), each alone against the default")
+    print("\nspeed options (cached path), each alone against the default (peak MiB: every variant's weights stay loaded)")
     print_table(bench.rows["options"], [("dtype", "dtype", ""), ("option", "option", ""), ("ms_per_query", "ms/query", ".2f"),
                                         ("speedup_vs_default", "x default", ".2f"), ("max_abs_diff", "max |diff|", ".1e"),
                                         ("peak_mib", "peak MiB", ".0f")])

@@ -16,7 +16,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run with a time limit, log it, stop 
     local name=$1 limit=$2 started=$SECONDS
     shift 2
     echo "== $name (limit ${limit}s)" | tee -a "$log"
-    timeout "$limit" "$@" 2>&1 | tee -a "$log"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$log"
     local status=${PIPESTATUS[0]}
     echo "== $name: exit $status after $((SECONDS - started))s" | tee -a "$log"
     [ "$status" -eq 0 ] || exit "$status"

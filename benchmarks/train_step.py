@@ -82,9 +82,6 @@ def measure(args: argparse.Namespace, precision: str, checkpointing: bool, devic
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del model, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return {"mixed_precision": precision, "gradient_checkpointing": checkpointing, "steps_per_s": args.steps / seconds,
             "ms_per_step": 1000 * seconds / args.steps, "peak_gib": peak}
 
