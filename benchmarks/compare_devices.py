@@ -22,6 +22,7 @@ from _common import describe_device, print_table, write_json
 from PIL import Image
 
 from diffews import DiffewSPipeline
+from diffews.evaluation.metrics import intersection_union
 from diffews.modeling.config import TORCH_DTYPES
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -45,9 +46,10 @@ def example_files() -> tuple[list[Path], list[Path], list[Path], list[Path]]:
             [EXAMPLES / "query_ground_truth" / f"{p.stem}_mask.png" for p in queries])
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+def iou(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Foreground IoU of one mask against its ground truth, by the evaluator's own count (1 if both are empty)."""
+    intersections, unions = intersection_union(torch.from_numpy(prediction)[None], torch.from_numpy(truth.astype(np.uint8))[None])
+    return float(intersections[0, 1] / unions[0, 1]) if unions[0, 1] else 1.0
 
 
 def segment(device: str, dtype: torch.dtype, files: tuple[list[Path], ...]):

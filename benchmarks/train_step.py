@@ -12,12 +12,11 @@ scaler for fp16), the frozen VAE cast to that dtype. Random weights cost the sam
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import describe_device, print_table, write_json
+from _common import describe_device, print_table, timed, write_json
 
 from diffews._testing import TINY_RESOLUTION, build_tiny_model
 from diffews.modeling import DiffewSModel
@@ -73,14 +72,8 @@ def measure(args: argparse.Namespace, precision: str, checkpointing: bool, devic
     for _ in range(args.warmup):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds = sum(timed(step, device, args.steps, warmup=0))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"mixed_precision": precision, "gradient_checkpointing": checkpointing, "steps_per_s": args.steps / seconds,
             "ms_per_step": 1000 * seconds / args.steps, "peak_gib": peak}
