@@ -8,9 +8,9 @@ exactly the earlier state: a failed or interrupted run never deletes or changes 
 create. A process killed outright (SIGKILL, power loss) cannot roll back; the next transaction that
 writes into the same folder on the same machine finds what that dead process left there
 (`recover_interrupted`): the originals it had replaced go back in place, its temporary files are
-deleted, the files it created stay. What is written
-gets the ordinary modes filtered by the umask (files 0666 & ~umask, folders 0777 & ~umask), whatever
-the library that wrote it chose (safetensors, for one, writes 0600).
+deleted, the files it created stay. What is written gets the ordinary modes filtered by the umask
+(files 0666 & ~umask, folders 0777 & ~umask), whatever the library that wrote it chose (safetensors,
+for one, writes 0600).
 """
 
 from __future__ import annotations
@@ -82,22 +82,21 @@ def recover_interrupted(folder: Path) -> list[Path]:
         entries = sorted(folder.iterdir())
     except OSError:
         return []
-    leftovers = [(entry, found) for entry in entries if (found := _LEFTOVER.fullmatch(entry.name))]
-    dead = {found["owner"] for _, found in leftovers if _is_dead(found["owner"])}
-    committing = {found["owner"] for _, found in leftovers if found["owner"] in dead and found["suffix"] == COMMITTING_SUFFIX}
+    found_names = [(entry, found) for entry in entries if (found := _LEFTOVER.fullmatch(entry.name))]
+    dead = {owner for owner in {found["owner"] for _, found in found_names} if _is_dead(owner)}
+    leftovers = [(entry, found["name"], found["suffix"], found["owner"]) for entry, found in found_names if found["owner"] in dead]
+    committing = {owner for _, _, suffix, owner in leftovers if suffix == COMMITTING_SUFFIX}
     restored = []
-    for entry, found in leftovers:
-        if found["owner"] not in dead or found["suffix"] == COMMITTING_SUFFIX:
-            continue
+    for entry, name, suffix, owner in leftovers:
         try:
-            if found["suffix"] == TEMP_SUFFIX or found["owner"] in committing:
+            if suffix == TEMP_SUFFIX or (suffix == BACKUP_SUFFIX and owner in committing):
                 remove(entry)
-            elif _restore(entry, entry.with_name(found["name"])):
-                restored.append(entry.with_name(found["name"]))
+            elif suffix == BACKUP_SUFFIX and _restore(entry, entry.with_name(name)):
+                restored.append(entry.with_name(name))
         except OSError as error:
             logger.warning("%s: left by an interrupted run, could not be cleaned up (%s)", entry, error.strerror or error)
-    for entry, found in leftovers:
-        if found["suffix"] == COMMITTING_SUFFIX and found["owner"] in dead:
+    for entry, _, suffix, _ in leftovers:
+        if suffix == COMMITTING_SUFFIX:
             entry.unlink(missing_ok=True)
     if restored:
         logger.warning("restored %d file(s) that an interrupted run had replaced: %s",
