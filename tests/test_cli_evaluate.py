@@ -49,7 +49,7 @@ def test_evaluate_every_benchmark(benchmarks, tmp_path, capsys, benchmark, args,
     assert 0 <= fold["miou"] <= 100 and 0 <= fold["fbiou"] <= 100 and fold["episodes_per_s"] > 0
     assert report["mean"]["miou"] == fold["miou"]
     assert report["settings"]["benchmark"] == benchmark and report["settings"]["threshold_mode"] == "relative"
-    assert report["settings"]["scoring"] == "512x512, ground truth resized with nearest neighbour"
+    assert report["settings"]["scoring"] == "512x512, ground truth resized with nearest-exact"
     printed = capsys.readouterr().out
     assert f"{fold['miou']:7.2f}" in printed and f"wrote {out}" in printed
     assert not list(tmp_path.glob("*.partial.json"))
@@ -315,7 +315,10 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
     args = ["evaluate", "--model", str(tmp_path / "model"), "--workers", "0", "--root", str(root), "--out", str(out)]
     assert main([*args, "--benchmark", "pascal", "--fold", "0", "--episodes", "2", "--protocol", "authors"]) == 0
     settings = json.loads(out.read_text())["settings"]
-    expected = {"resolution": 512, "score_size": 512, "threshold": 0.25, "threshold_mode": "authors", "preprocessing": "authors"}
+    expected = {
+        "resolution": 512, "score_size": 512, "threshold": 0.25, "threshold_mode": "authors", "preprocessing": "authors",
+        "scoring": "512x512, ground truth resized with nearest",
+    }
     assert {key: settings[key] for key in expected} == expected
     timestep, mode, image_size, target_size = seen[0]
     assert timestep == 1 and mode == "authors" and image_size == 512 and target_size == 512

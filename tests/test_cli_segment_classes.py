@@ -178,7 +178,7 @@ def test_bad_class_inputs_exit_2_and_write_nothing(files, capsys):
     Image.fromarray(np.zeros((56, 32), dtype=np.uint8)).save(files / "empty.png")
     args = class_args(files)
     args[args.index(str(files / "d1.png"))] = str(files / "empty.png")
-    expect_error(capsys, args, f"class 'dog': every support mask is empty ({files / 'empty.png'})", out)
+    expect_error(capsys, args, f"class 'dog': every support mask is empty at 32x32 ({files / 'empty.png'})", out)
 
 
 def test_bad_label_image_inputs(files, capsys):
@@ -193,7 +193,7 @@ def test_bad_label_image_inputs(files, capsys):
     expect_error(capsys, args, f"{files / 'labels.png'}: label(s) 3 have no name in {files / 'names.txt'} (2 names)", out)
     labels[labels == 3] = 0
     Image.fromarray(labels).save(files / "labels.png")
-    expect_error(capsys, args, f"class 'road': every support mask is empty ({files / 'labels.png'} label 2)", out)
+    expect_error(capsys, args, f"class 'road': every support mask is empty at 64x64 ({files / 'labels.png'} label 2)", out)
     (files / "names.txt").write_text("car\nCAR\n")
     expect_error(capsys, args, f"{files / 'names.txt'}: class 'CAR' is given twice (as 'car' and 'CAR')", out)
     (files / "names.txt").write_text("car\nro:ad\n")

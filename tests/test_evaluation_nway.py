@@ -66,6 +66,14 @@ def test_too_many_ways_is_an_input_error(benchmarks, capsys, tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_cached_latents_with_ways_is_an_input_error(benchmarks, capsys, tmp_path):
+    root, _ = benchmarks
+    assert main(["evaluate", "--model", "tiny-random", "--root", str(root), "--benchmark", "pascal", "--fold", "0",
+                 "--ways", "2", "--cache-latents", "--out", str(tmp_path / "r.json")]) == 2
+    assert "--cache-latents: cached latents score 1-way episodes; leave it out with --ways" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_meter_scores_classes_and_foreground():
     meter = NWayMeter([1, 2, 3])
     targets = torch.tensor([[[0, 1, 1, 2], [255, 2, 0, 0]]], dtype=torch.uint8)

@@ -120,3 +120,28 @@ def test_cached_latents_give_the_model_predictor_numbers(benchmarks, tiny_pipeli
     swapped = OtherClassSupport(episodes)
     batch = collate_episodes([swapped[i] for i in range(3)])
     torch.testing.assert_close(cached.mask_images(batch), plain.mask_images(batch), atol=1e-5, rtol=1e-4)
+
+
+def test_cached_latents_run_under_the_pipelines_speed_options(benchmarks, tiny_model):
+    from diffews import DiffewSPipeline
+    from diffews.data import collate_episodes
+    from diffews.evaluation.predictors import CachedLatentsPredictor
+    from diffews.pipeline import SpeedOptions
+
+    root, _ = benchmarks
+    episodes = build_episode_dataset("custom", root / "custom", "val", None, 1, resolution=64, episodes=3, seed=1)
+    batch = collate_episodes([episodes[i] for i in range(3)])
+    cached = CachedLatentsPredictor(DiffewSPipeline(tiny_model, speed=SpeedOptions(autocast="bfloat16")))
+    calls = []  # (module, autocast on?) for every VAE encoder, UNet and VAE decoder call
+    hooks = [
+        module.register_forward_pre_hook(lambda m, args, name=name: calls.append((name, torch.is_autocast_enabled("cpu"))))
+        for name, module in [("encoder", tiny_model.vae.encoder), ("unet", tiny_model.unet), ("decoder", tiny_model.vae.decoder)]
+    ]
+    try:
+        cached.mask_images(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert {name for name, _ in calls} == {"encoder", "unet", "decoder"}
+    assert all(autocast for _, autocast in calls), calls
+    assert cached.record["cache_latents"] is True

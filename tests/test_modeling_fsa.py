@@ -106,12 +106,20 @@ def test_fusion_rejects_mismatched_support_sets():
         KVFusion(context)("l", torch.zeros(2, 8, 4), torch.zeros(2, 8, 4))
 
 
+@pytest.mark.parametrize("query_tokens", [4, 16])
+def test_fusion_rejects_supports_of_another_resolution(query_tokens):
+    context = SupportContext(keys={"l": torch.zeros(1, 16, 4)}, values={"l": torch.zeros(1, 16, 4)}, num_shots=2)
+    own = torch.zeros(1, query_tokens, 4)
+    with pytest.raises(ValueError, match=f"8 tokens per shot at a layer where the query has {query_tokens}"):
+        KVFusion(context)("l", own, own)
+
+
 def test_fusion_broadcasts_one_set_to_every_query():
     support = torch.randn(1, 8, 4)
     context = SupportContext(keys={"l": support}, values={"l": support}, num_shots=1)
-    own = torch.randn(3, 5, 4)
+    own = torch.randn(3, 8, 4)
     keys, _ = KVFusion(context)("l", own, own)
-    assert keys.shape == (3, 13, 4)
+    assert keys.shape == (3, 16, 4)
     for b in range(3):
         torch.testing.assert_close(keys[b], torch.cat([own[b], support[0]]))
 

@@ -130,3 +130,14 @@ def test_working_resolution_out_of_range_is_an_input_error(tiny_pipeline, suppor
         tiny_pipeline(queries, images, masks, resolution=resolution)
     with pytest.raises(InputError, match=message):
         tiny_pipeline.encode_support(images, masks, resolution=resolution)
+
+
+def test_support_encoded_at_another_resolution_is_refused(tiny_pipeline, support, queries):
+    context = tiny_pipeline.encode_support(*support, resolution=32)
+    with pytest.raises(ValueError, match="must be encoded at the same working resolution"):
+        tiny_pipeline(queries, support=context)
+
+
+def test_support_labels_must_match_the_images(tiny_pipeline, support):
+    with pytest.raises(InputError, match="^2 support images but 1 source labels$"):
+        tiny_pipeline.encode_support(*support, sources=["a.png"])

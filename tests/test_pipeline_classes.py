@@ -100,14 +100,21 @@ def test_class_batches_and_encoded_supports_do_not_change_results(tiny_pipeline,
         assert np.abs(a - b).max() <= 1e-5
 
 
-def test_empty_masks_of_a_class_are_left_out_but_not_all(tiny_pipeline, class_supports, queries):
+def vanishing_mask() -> np.ndarray:
+    """One foreground pixel of 400 x 400 that nearest-neighbour resizing to 64 x 64 never samples."""
+    mask = np.zeros((400, 400), dtype=bool)
+    mask[1, 1] = True
+    return mask
+
+
+@pytest.mark.parametrize("useless", [np.zeros((40, 40), dtype=bool), vanishing_mask()], ids=["empty", "vanishes-when-resized"])
+def test_empty_masks_of_a_class_are_left_out_but_not_all(tiny_pipeline, class_supports, queries, useless):
     images, masks = class_supports["dog"]
-    empty = np.zeros((40, 40), dtype=bool)
-    with_empty = tiny_pipeline.segment_classes(queries[:1], {"dog": ([images[0], images[1], images[0]], [masks[0], masks[1], empty])})
+    with_useless = tiny_pipeline.segment_classes(queries[:1], {"dog": ([images[0], images[1], images[0]], [masks[0], masks[1], useless])})
     without = tiny_pipeline.segment_classes(queries[:1], {"dog": (images, masks)})
-    assert np.abs(with_empty.probabilities[0] - without.probabilities[0]).max() <= 1e-5
-    with pytest.raises(InputError, match=r"^class 'dog': every support mask is empty \(a.png, b.png\)$"):
-        tiny_pipeline.encode_classes({"dog": (images, [empty, empty])}, sources={"dog": ["a.png", "b.png"]})
+    assert np.abs(with_useless.probabilities[0] - without.probabilities[0]).max() <= 1e-5
+    with pytest.raises(InputError, match=r"^class 'dog': every support mask is empty at 64x64 \(a.png, b.png\)$"):
+        tiny_pipeline.encode_classes({"dog": (images, [useless, useless])}, sources={"dog": ["a.png", "b.png"]})
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--score-size", default=None, metavar="S",
-        help=f"score at SxS against the nearest-resized ground truth (default {DEFAULT_SCORE_SIZE}, the authors' choice), "
+        help=f"score at SxS against the ground truth nearest-resized as --preprocessing says (default {DEFAULT_SCORE_SIZE}, the authors' choice), "
         "or 'original' for each image's own size",
     )
     add_threshold_options(parser)
@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     score_size = parse_score_size(args.score_size or str(DEFAULT_SCORE_SIZE))
     if args.ways > 1 and args.save_vis:
         raise InputError("--save-vis: panels show 1-way episodes; leave it out with --ways")
+    if args.ways > 1 and args.cache_latents:
+        raise InputError("--cache-latents: cached latents score 1-way episodes; leave it out with --ways")
     for name in ("ways", "shots", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -91,21 +91,24 @@ class EpisodeDataset(Dataset):
         query, class_id, supports = self.episode(index)
         query_image, query_target = self._load(query, class_id)
         support_pairs = [self.working_pair(key, class_id) for key in supports]
-        if self.target_size == ORIGINAL:
-            target = torch.from_numpy(query_target)
-        else:
-            size = (self.target_size, self.target_size)
-            target = resize_mask(query_target, size, MASK_NEAREST[self.preprocessing])[0].to(torch.uint8)
         return {
             **dict(zip(("query_image", "query_mask"), self._resize(query_image, query_target))),
             "support_images": torch.stack([image for image, _ in support_pairs]),
             "support_masks": torch.stack([mask for _, mask in support_pairs]),
             "class_id": class_id,
             "episode": index,
-            "query_target": target,
+            "query_target": self.scoring_target(query_target),
             "query_key": query,
             "support_keys": supports,
         }
+
+    def scoring_target(self, labels: np.ndarray) -> torch.Tensor:
+        """What a query is scored against: its labels ``(H, W)`` uint8 as they are (``target_size``
+        "original") or nearest-resized to ``target_size`` by the preprocessing's mask rule."""
+        if self.target_size == ORIGINAL:
+            return torch.from_numpy(labels)
+        size = (self.target_size, self.target_size)
+        return resize_mask(labels, size, MASK_NEAREST[self.preprocessing])[0].to(torch.uint8)
 
     def working_pair(self, key: str, class_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Image `key` ``(3, R, R)`` in [-1, 1] and its mask of `class_id` ``(1, R, R)`` in {0, 1} (ignore = 0)."""
@@ -197,10 +200,6 @@ class NWayEpisodeDataset(EpisodeDataset):
         image, labels = self.query_labels(query, classes)
         pairs = [[self.working_pair(key, c) for key in keys] for c, keys in zip(classes, supports)]
         size = (self.resolution, self.resolution)
-        if self.target_size == ORIGINAL:
-            target = torch.from_numpy(labels)
-        else:
-            target = resize_mask(labels, (self.target_size, self.target_size), MASK_NEAREST[self.preprocessing])[0].to(torch.uint8)
         return {
             "query_image": preprocess_image(image, size, self.preprocessing),
             "query_mask": resize_mask(labels, size, MASK_NEAREST[self.preprocessing]),
@@ -208,7 +207,7 @@ class NWayEpisodeDataset(EpisodeDataset):
             "support_masks": torch.stack([torch.stack([m for _, m in shots]) for shots in pairs]),
             "class_ids": torch.tensor(classes, dtype=torch.int64),
             "episode": index,
-            "query_target": target,
+            "query_target": self.scoring_target(labels),
             "query_key": query,
             "support_keys": supports,
         }

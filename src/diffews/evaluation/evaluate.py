@@ -4,7 +4,9 @@ Predictions come from `DiffewSPipeline.predict`, the computation `diffews segmen
 pipeline's mask decoder and speed options). Scoring follows the authors' evaluation by default:
 predictions (decoded at the working resolution) are brought to 512 x 512 and binarised with the
 model's threshold (relative 0.25 unless its config says otherwise); the ground truth is
-nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``). ``score_size="original"``
+nearest-resized to 512 x 512 (HSNet's ``use_original_imgsize = False``), by the preprocessing's mask
+rule: ``nearest-exact`` (centred) with diffews' default preprocessing, ``F.interpolate``'s
+``nearest`` (HSNet's and the authors') with ``preprocessing="authors"``. ``score_size="original"``
 scores at each query's original size instead (HSNet's other option). `authors_protocol` gives the
 settings of the authors' evaluation exactly (their preprocessing and thresholding, 512 x 512).
 
@@ -42,6 +44,7 @@ from ..errors import InputError
 from ..io import OutputFolder, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
+from ..processing.images import MASK_NEAREST, working_image_to_array
 from ..processing.overlay import overlay_mask
 from ..processing.thresholds import masks_at_sizes
 from .metrics import NWayMeter, SegmentationMeter
@@ -316,7 +319,7 @@ def _settings_record(settings: EvaluationSettings) -> dict[str, Any]:
     record["root"] = str(Path(settings.root).expanduser().resolve())
     record["scoring"] = (
         "original image size" if settings.score_size == ORIGINAL
-        else f"{settings.score_size}x{settings.score_size}, ground truth resized with nearest neighbour"
+        else f"{settings.score_size}x{settings.score_size}, ground truth resized with {MASK_NEAREST[settings.preprocessing]}"
     )
     return record
 
@@ -372,8 +375,7 @@ def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherCla
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
     """``(3, H, W)`` in [-1, 1] -> RGB PIL image."""
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(array)
+    return Image.fromarray(working_image_to_array(image))
 
 
 def _side_by_side(images: list[Image.Image], gap: int = 4) -> Image.Image:

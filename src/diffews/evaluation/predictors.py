@@ -62,6 +62,7 @@ class ModelPredictor:
         model = pipe.model
         self.record = {
             "mask_decoder": pipe.mask_decoder is not None,
+            "cache_latents": False,
             "speed": asdict(pipe.speed),
             "model_settings": {"timestep": model.config.timestep, "prompt": model.config.prompt, "prompt_tokens": model.prompt_embedding.shape[1]},
         }
@@ -101,18 +102,19 @@ class CachedLatentsPredictor(ModelPredictor):
 
     In a benchmark the same test images come back as queries and as supports of many episodes;
     their VAE latents (posterior means, as the model's own encoding) are kept on the CPU by image
-    key (``"query_key"``, ``"support_keys"``; a support mask by key and class) and reused. The
-    numbers are those of `ModelPredictor` up to float rounding; the speed options and `pad_to`
-    are not used (the model runs as is).
+    key (``"query_key"``, ``"support_keys"``; a support mask by key and class) and reused. Encoding,
+    support pass, query pass and decoding are the pipeline's (`DiffewSPipeline.encode_queries`,
+    `support_context`, `predict_latents`: speed options and mask decoder included), so the numbers
+    are those of `ModelPredictor` up to float rounding; `pad_to` is not used. 1-way episodes only.
     """
 
     def __init__(self, pipe: DiffewSPipeline) -> None:
         super().__init__(pipe)
+        self.record["cache_latents"] = True
         self.latents: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
     def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
-        model = self.pipe.model
         batch_size, shots = batch["support_images"].shape[:2]
         classes = batch.get("support_class_id", batch["class_id"])
         support_keys = [[batch["support_keys"][k][b] for k in range(shots)] for b in range(batch_size)]
@@ -122,19 +124,20 @@ class CachedLatentsPredictor(ModelPredictor):
             [("mask", key, int(c)) for keys, c in zip(support_keys, classes) for key in keys],
             mask_to_image(batch["support_masks"].flatten(0, 1).float()),
         )
-        context = model.support_context(images.unflatten(0, (batch_size, shots)), masks.unflatten(0, (batch_size, shots)))
-        decode = self.pipe.mask_decoder if self.pipe.mask_decoder is not None else model.decode_mask_images
-        return decode(model.predict_mask_latents(queries, context)).float()
+        context = self.pipe.support_context(images.unflatten(0, (batch_size, shots)), masks.unflatten(0, (batch_size, shots)))
+        return self.pipe.predict_latents(queries, context).mask_images
+
+    def class_mask_images(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise ValueError("cached latents score 1-way episodes; N-way episodes run uncached")
 
     def _latents(self, keys: list[tuple], images: torch.Tensor) -> torch.Tensor:
         """Latents of `images` ``(N, 3, R, R)`` (named by `keys`), encoding only those not seen yet."""
-        model = self.pipe.model
         new_keys = [key for key in dict.fromkeys(keys) if key not in self.latents]
         if new_keys:
             first = {key: keys.index(key) for key in new_keys}
-            encoded = model.encode_images(images[[first[key] for key in new_keys]].to(model.device, model.dtype)).cpu()
+            encoded = self.pipe.encode_queries(images[[first[key] for key in new_keys]]).cpu()
             self.latents.update(zip(new_keys, encoded))
-        return torch.stack([self.latents[key] for key in keys]).to(model.device, model.dtype)
+        return torch.stack([self.latents[key] for key in keys]).to(self.pipe.device, self.pipe.dtype)
 
 
 class Baseline:

@@ -112,7 +112,12 @@ class KVFusion:
         return self._fuse(key, self.context.keys[layer]), self._fuse(value, self.context.values[layer])
 
     def _fuse(self, own: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-        batch = own.shape[0]
+        batch, tokens = own.shape[:2]
+        if support.shape[1] != tokens * self.context.num_shots:
+            raise ValueError(
+                f"support context holds {support.shape[1] // self.context.num_shots} tokens per shot at a layer where "
+                f"the query has {tokens}: supports and queries must be encoded at the same working resolution"
+            )
         if support.shape[0] == 1:
             support = support.expand(batch, -1, -1)
         elif support.shape[0] != batch:

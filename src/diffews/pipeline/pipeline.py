@@ -17,7 +17,15 @@ from ..modeling.config import check_resolution
 from ..modeling.builtin import DEFAULT_MODEL
 from ..modeling.mask_decoder import MaskDecoder
 from ..registry import load_model
-from ..processing.images import ImageInput, MaskInput, image_to_tensor, open_image_file, prepare_support, resize_image
+from ..processing.images import (
+    ImageInput,
+    MaskInput,
+    image_to_tensor,
+    open_image_file,
+    prepare_support,
+    resize_image,
+    resize_mask,
+)
 from ..processing.labels import check_class_names, label_map
 from ..processing.masks import as_binary_mask
 from ..processing.thresholds import channel_mean, masks_at_sizes
@@ -188,6 +196,13 @@ class DiffewSPipeline:
             return self.model.encode_support(images.to(self.device, self.dtype), masks.to(self.device, self.dtype))
 
     @torch.no_grad()
+    def support_context(self, image_latents: torch.Tensor, mask_latents: torch.Tensor) -> SupportContext:
+        """Support context from VAE latents ``(S, K, 4, R/8, R/8)`` of S sets of K support images and of
+        their masks drawn white on black (e.g. kept from `encode_queries`), under the speed options."""
+        with self.speed.context(self.device):
+            return self.model.support_context(image_latents.to(self.device, self.dtype), mask_latents.to(self.device, self.dtype))
+
+    @torch.no_grad()
     def predict(self, query_images: torch.Tensor, support: SupportContext, pad_to: int | None = None) -> Prediction:
         """The inference primitive: a batch of queries and a support context -> decoded mask images.
 
@@ -213,8 +228,9 @@ class DiffewSPipeline:
 
     @torch.no_grad()
     def encode_queries(self, query_images: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
-        """VAE latents ``(B', 4, R/8, R/8)`` of query images ``(B, 3, R, R)`` in [-1, 1], under the
-        speed options; with ``speed.static_batch`` a short batch is padded to `pad_to` (B' = pad_to)."""
+        """VAE latents ``(B', 4, R/8, R/8)`` of query images ``(B, 3, R, R)`` in [-1, 1] (or of any images:
+        supports, masks drawn white on black), under the speed options; with ``speed.static_batch`` a
+        short batch is padded to `pad_to` (B' = pad_to)."""
         images = query_images.to(self.device, self.dtype)
         if self.speed.static_batch and pad_to is not None and images.shape[0] < pad_to:
             images = _pad(images, pad_to)
@@ -296,6 +312,8 @@ class DiffewSPipeline:
             raise InputError("no support images given: DiffewS needs at least one support image and mask")
         if len(images) != len(masks):
             raise InputError(f"{len(images)} support images but {len(masks)} support masks")
+        if sources is not None and len(sources) != len(images):
+            raise InputError(f"{len(images)} support images but {len(sources)} source labels")
         size = self._working_resolution(resolution)
         labels = list(sources) if sources is not None else [None] * len(images)
         pairs = [prepare_support(img, msk, size, i + 1, src) for i, (img, msk, src) in enumerate(zip(images, masks, labels))]
@@ -312,7 +330,8 @@ class DiffewSPipeline:
 
         Args:
             classes: class name -> a context from `encode_support`, or ``(images, masks)``
-                (K >= 1 pairs; masks of a class that are empty are left out of its support set).
+                (K >= 1 pairs; masks of a class that are empty, or become empty when resized to
+                the working resolution, are left out of its support set).
             sources: optional class name -> K labels (file names) for error messages.
             resolution: working resolution; defaults to the model's.
 
@@ -320,6 +339,7 @@ class DiffewSPipeline:
             InputError: invalid or duplicate class names, a class whose masks are all empty.
         """
         check_class_names(list(classes), "classes")
+        size = self._working_resolution(resolution)
         contexts = {}
         for name, given in classes.items():
             if isinstance(given, SupportContext):
@@ -332,12 +352,12 @@ class DiffewSPipeline:
                 raise InputError(f"class {name!r}: {len(images)} support images but {len(masks)} support masks")
             labels = list((sources or {}).get(name) or [None] * len(masks))
             binaries = _load_masks(masks, labels)
-            keep = [i for i, binary in enumerate(binaries) if binary.any()]
+            keep = [i for i, binary in enumerate(binaries) if binary.any() and resize_mask(binary, (size, size)).any()]
             if not keep:
                 shown = ", ".join(str(label) for label in labels if label) or f"{len(masks)} masks"
-                raise InputError(f"class {name!r}: every support mask is empty ({shown})")
+                raise InputError(f"class {name!r}: every support mask is empty at {size}x{size} ({shown})")
             contexts[name] = self.encode_support(
-                [images[i] for i in keep], [binaries[i] for i in keep], sources=[labels[i] for i in keep], resolution=resolution
+                [images[i] for i in keep], [binaries[i] for i in keep], sources=[labels[i] for i in keep], resolution=size
             )
         return contexts
 
@@ -389,13 +409,8 @@ class DiffewSPipeline:
 
         output = ClassesOutput(class_names=names, labels=[], probabilities=[], masks=[], thresholds=[])
         images_out = []
-        batches = list(_chunks(range(len(queries)), batch_size))
-        bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
-        for indices in tqdm(batches, **bar_config):
-            originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
-            batch = torch.stack([resize_image(t, (size, size)) for t in originals])
+        for batch, sizes in self._query_batches(queries, size, batch_size):
             mask_images = self.predict_classes(batch, supports, pad_to=batch_size, class_batch_size=class_batch_size)
-            sizes = [tuple(t.shape[1:]) for t in originals]
             for labels, probabilities, masks, cuts in label_maps_at_sizes(mask_images, sizes, rules):
                 output.labels.append(labels)
                 output.probabilities.append(probabilities)
@@ -452,12 +467,8 @@ class DiffewSPipeline:
 
         output = DiffewSOutput(masks=[], probabilities=[], thresholds=[])
         latents_out, images_out = [], []
-        batches = list(_chunks(range(len(queries)), batch_size))
-        bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
-        for indices in tqdm(batches, **bar_config):
-            originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
-            prediction = self.predict(torch.stack([resize_image(t, (size, size)) for t in originals]), support, pad_to=batch_size)
-            sizes = [tuple(t.shape[1:]) for t in originals]
+        for batch, sizes in self._query_batches(queries, size, batch_size):
+            prediction = self.predict(batch, support, pad_to=batch_size)
             for mask, probability, cut in masks_at_sizes(prediction.mask_images, sizes, threshold, threshold_mode):
                 output.masks.append(mask)
                 output.probabilities.append(probability)
@@ -471,6 +482,16 @@ class DiffewSPipeline:
         if output_mask_images:
             output.mask_images = torch.cat(images_out)
         return output
+
+
+    def _query_batches(self, queries: list, size: int, batch_size: int) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
+        """Queries in batches of `batch_size`, under the progress bar: each batch resized to ``(B, 3, size, size)``
+        in [-1, 1], with the queries' original ``(H, W)`` sizes."""
+        batches = list(_chunks(range(len(queries)), batch_size))
+        bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
+        for indices in tqdm(batches, **bar_config):
+            originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
+            yield torch.stack([resize_image(t, (size, size)) for t in originals]), [tuple(t.shape[1:]) for t in originals]
 
 
 def label_maps_at_sizes(

@@ -113,6 +113,11 @@ def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized.clamp(0, 1) * 2 - 1
 
 
+def working_image_to_array(image: torch.Tensor) -> np.ndarray:
+    """``(3, H, W)`` in [-1, 1] (a working image, as `resize_image` gives) -> ``(H, W, 3)`` uint8."""
+    return ((image.float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
 def resize_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "nearest-exact") -> torch.Tensor:
     """(H, W) labels (bool, or uint8 such as {0, 1, 255}) -> ``(1, *size)`` float, nearest neighbour
     (`mode`: ``"nearest-exact"`` or ``"nearest"``, see the module docstring)."""

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..modeling import DiffewSModel
 from ..pipeline import DiffewSPipeline
+from ..processing.images import working_image_to_array
 from ..processing.masks import mask_to_image
 
 EPISODE_KEYS = ("query_image", "query_mask", "support_images", "support_masks", "class_id")
@@ -55,5 +56,4 @@ def _panel(item: dict, prediction: torch.Tensor) -> np.ndarray:
         mask_to_image(item["query_mask"][None])[0],
         mask_to_image(prediction[None])[0],
     ]
-    row = torch.cat([tile.float().cpu() for tile in tiles], dim=2)
-    return ((row.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return working_image_to_array(torch.cat([tile.float().cpu() for tile in tiles], dim=2))
