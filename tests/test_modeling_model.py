@@ -269,3 +269,15 @@ def test_from_pretrained_refuses_pickle_only_weights(tmp_path, tiny_model):
     (tmp_path / "vae/diffusion_pytorch_model.safetensors").rename(tmp_path / "vae/diffusion_pytorch_model.bin")
     with pytest.raises(InputError, match="diffews reads safetensors weights only"):
         DiffewSModel.from_pretrained(tmp_path)
+
+
+@torch.no_grad()
+def test_images_are_encoded_on_the_vaes_own_device():
+    """The trainer moves the VAE to the accelerator before the rest of the model, then caches latents:
+    encoding must follow the VAE, not the prompt buffer that `DiffewSModel.device` reads."""
+    model = build_tiny_model()
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    expected = model.encode_posterior(images)
+    model.prompt_embedding = model.prompt_embedding.to("meta")  # the rest of the model elsewhere
+    assert model.device.type == "meta"
+    torch.testing.assert_close(model.encode_posterior(images), expected)

@@ -54,6 +54,15 @@ def test_autoencoder_run_saves_a_loadable_vae_with_its_report(trained):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
+def test_a_second_run_into_the_same_folder_keeps_the_first_autoencoder(trained, capsys):
+    data, out, _ = trained
+    before = {p.name: p.read_bytes() for p in (out / "vae").iterdir()}
+    args = ["train-autoencoder", "--root", str(data), "--output-dir", str(out), "--resolution", "32", "--max-steps", "1", "--warmup-steps", "0"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {out / 'vae'}: already holds an autoencoder; choose another output_dir"
+    assert {p.name: p.read_bytes() for p in (out / "vae").iterdir()} == before
+
+
 def test_round_trip_metrics_match_a_direct_computation():
     torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), norm_num_groups=4, latent_channels=4)

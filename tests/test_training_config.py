@@ -37,6 +37,13 @@ def test_partial_yaml_takes_defaults():
     assert config.optim.learning_rate == TrainConfig().optim.learning_rate
 
 
+def test_home_in_output_dir_is_expanded_once_for_every_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from_file = TrainConfig.from_yaml("checkpointing:\n  output_dir: ~/runs/coco\n")
+    from_flag = TrainConfig().with_overrides({"output_dir": "~/runs/coco"})
+    assert from_file.checkpointing.output_dir == from_flag.checkpointing.output_dir == str(tmp_path / "runs" / "coco")
+
+
 def test_option_names_are_unique_across_sections():
     names = [name for section in SECTIONS.values() for name in section.__dataclass_fields__]
     assert len(names) == len(set(names)) == len(option_sections())

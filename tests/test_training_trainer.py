@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -69,6 +70,38 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
     exported = [load_file(p / "model" / "unet" / "diffusion_pytorch_model.safetensors") for p in (tmp_path / "straight", run)]
     assert all(torch.equal(exported[0][k], exported[1][k]) for k in exported[0])  # EMA weights, resumed too
+
+
+def test_resume_refuses_options_the_checkpoint_fixes_and_takes_the_others(tmp_path):
+    data = SquaresEpisodes(4, 2)
+    Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2), train_dataset=data).train()
+    for changed in ({"learning_rate": 0.5}, {"seed": 7, "batch_size": 3}):
+        with pytest.raises(InputError, match="this run changes options the checkpoint fixes") as error:
+            Trainer(tiny_config(tmp_path, max_steps=3, resume="latest", **changed), train_dataset=data).train()
+        assert all(f"{name}: " in str(error.value) and f"-> {value}" in str(error.value) for name, value in changed.items())
+    resumed = Trainer(tiny_config(tmp_path, max_steps=3, resume="latest", log_every=1, val_every=0), train_dataset=data)
+    resumed.train()
+    assert resumed.state.step == 3
+
+
+def test_a_new_run_never_replaces_an_exported_model(tmp_path):
+    Trainer(tiny_config(tmp_path, max_steps=1, checkpoint_every=1), train_dataset=SquaresEpisodes(4, 2)).train()
+    shutil.rmtree(tmp_path / "checkpoints")  # the checkpoints deleted to save space; the model kept
+    before = (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    with pytest.raises(InputError, match="model: already holds a trained model; choose another output_dir"):
+        Trainer(tiny_config(tmp_path, max_steps=1), train_dataset=SquaresEpisodes(4, 2)).train()
+    assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+
+
+def test_ema_switched_on_at_resume_starts_from_the_resumed_weights(tmp_path, caplog):
+    data = SquaresEpisodes(4, 2)
+    Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2), train_dataset=data).train()
+    with caplog.at_level("WARNING"):
+        folder = Trainer(tiny_config(tmp_path, max_steps=2, resume="latest", use_ema=True), train_dataset=data).train()
+    assert "has no EMA weights: the average starts from the resumed weights" in caplog.text
+    trained = _unet_weights(latest_checkpoint(tmp_path))
+    exported = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")  # the average, after no further step
+    assert all(torch.equal(exported[k], trained[k]) for k in trained)
 
 
 def test_export_loads_and_carries_a_model_card(tmp_path):
@@ -191,6 +224,29 @@ def test_validation_scores_and_panels(tmp_path):
     result = validate(build_tiny_model(), SquaresEpisodes(3, 2), num_panels=2)
     assert set(result.metrics) == {"miou", "fbiou"} and all(0 <= v <= 100 for v in result.metrics.values())
     assert [p.shape for p in result.panels] == [(64, 256, 3)] * 2 and result.panels[0].dtype.name == "uint8"
+
+
+def test_validation_leaves_ignore_pixels_out_as_evaluate_does():
+    from diffews.training.validation import validate
+
+    episodes = SquaresEpisodes(4, 1)
+    items = [episodes[i] for i in range(len(episodes))]
+
+    def with_targets(ignore_background: bool) -> list[dict]:
+        result = []
+        for item in items:
+            target = item["query_mask"][0].to(torch.uint8)
+            if ignore_background:
+                target = torch.where(target == 1, target, torch.full_like(target, 255))
+            result.append({**item, "query_target": target})
+        return result
+
+    model = build_tiny_model()
+    plain = validate(model, items).metrics
+    assert validate(model, with_targets(False)).metrics == plain
+    # every background pixel ignored: foreground predicted there is no longer a false positive
+    ignored = validate(model, with_targets(True)).metrics
+    assert ignored["miou"] > plain["miou"]
 
 
 def test_cli_trains_on_a_benchmark_in_its_real_format(benchmarks, tmp_path, capsys):

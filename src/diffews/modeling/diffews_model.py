@@ -200,7 +200,8 @@ class DiffewSModel(nn.Module):
 
     def encode_posterior(self, images: torch.Tensor) -> torch.Tensor:
         """VAE posterior parameters of ``(N, 3, H, W)`` images in [-1, 1]: mean and log-variance, ``(N, 8, h, w)``."""
-        return self.vae.encode(images.to(device=self.device, dtype=self.vae_dtype)).latent_dist.parameters
+        weight = self.vae.post_quant_conv.weight  # the VAE's own device: the trainer moves it first (latent caching)
+        return self.vae.encode(images.to(device=weight.device, dtype=weight.dtype)).latent_dist.parameters
 
     def latents_from_posterior(
         self, posterior: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None

@@ -197,6 +197,8 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
     if run.threads is not None:
         torch.set_num_threads(run.threads)
     output = Path(run.output_dir).expanduser()
+    if (output / VAE_DIR).exists():
+        raise InputError(f"{output / VAE_DIR}: already holds an autoencoder; choose another output_dir")
     train_images, train_masks = load_pairs(config.data, config.data.train_split)
     val_images, val_masks = load_pairs(config.data, config.data.val_split, config.data.val_images)
     torch.manual_seed(run.seed)

@@ -157,6 +157,9 @@ class CheckpointOptions:
     keep_checkpoints: int = option(3, "keep only the newest this many checkpoints")
     resume: str | None = option(None, "'latest' (newest complete checkpoint in output_dir, if any) or a checkpoint folder")
 
+    def __post_init__(self) -> None:  # '~' expanded once: every reader of output_dir sees the same folder
+        object.__setattr__(self, "output_dir", str(Path(self.output_dir).expanduser()))
+
     def check(self) -> None:
         require(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
         require(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1", self.keep_checkpoints)
@@ -274,6 +277,29 @@ class TrainConfig(SectionedConfig):
     validation: ValidationOptions = field(default_factory=ValidationOptions)
     checkpointing: CheckpointOptions = field(default_factory=CheckpointOptions)
     run: RunOptions = field(default_factory=RunOptions)
+
+    def changes_for_resume(self, saved: TrainConfig) -> list[str]:
+        """``"name: saved -> now"`` for every option that differs from `saved` (the config a checkpoint was
+        written with) and would change the run's trajectory, i.e. is not in `RESUME_MAY_CHANGE`."""
+        now, before = (
+            {name: value for section in config.to_dict().values() for name, value in section.items()} for config in (self, saved)
+        )
+        return [
+            f"{name}: {_show(before[name])} -> {_show(value)}"
+            for name, value in now.items()
+            if name not in RESUME_MAY_CHANGE and value != before[name]
+        ]
+
+
+RESUME_MAY_CHANGE = frozenset({
+    "max_steps", "root", "num_workers", "gradient_checkpointing", "sdpa_backend", "use_ema", "ema_decay",
+    "val_every", "val_split", "val_episodes", "val_panels", "output_dir", "checkpoint_every", "keep_checkpoints", "resume",
+    "tracker", "project", "log_every",
+})
+"""Options a resumed run may set differently from its checkpoint: where the data lives, how long to
+train, speed and memory settings, the weight average, validation, checkpointing and logging. Every
+other option (learning rate, batch, seed, data, model, precision, ...) is restored from the checkpoint's
+state or decides the data order, so changing it would silently not apply or break bit-exact resume."""
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -79,8 +79,11 @@ class TrainState:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            if state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # a checkpoint without an average: start it from the resumed weights
+                self.ema = EMAWeights(self.unet, self.ema.decay)
         rng = state["rng"][min(process_index, len(state["rng"]) - 1)]
         torch.set_rng_state(rng["torch"])
         self.shots.generator.set_state(rng["shots"])

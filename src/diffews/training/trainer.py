@@ -27,6 +27,7 @@ from ..modeling.kernels import attention_kernel
 from ..registry import load_model, named_model
 from .checkpoints import (
     CHECKPOINTS,
+    CONFIG_FILE,
     check_output_dir,
     checkpoint_name,
     complete_checkpoints,
@@ -314,6 +315,8 @@ class Trainer:
                 f"{output_dir}: already holds checkpoints of a run; pass --resume latest to continue it, "
                 "or choose another output_dir"
             )
+        if resume is None and (output_dir / MODEL_DIR).exists():
+            raise InputError(f"{output_dir / MODEL_DIR}: already holds a trained model; choose another output_dir")
         found = resolve_resume(resume, output_dir)
         if resume == "latest" and found is None:
             logger.info("no checkpoint in %s yet: starting from scratch", output_dir)
@@ -326,6 +329,7 @@ class Trainer:
                 f"{folder}: resuming is not supported under DeepSpeed: its optimizer states are partitioned over the processes "
                 "and a checkpoint keeps only the main process's"
             )
+        self._check_resumed_config(folder)
         saved = load_train_state(folder)
         if saved["num_processes"] != accelerator.num_processes:
             logger.warning(
@@ -339,6 +343,20 @@ class Trainer:
         except (RuntimeError, KeyError, ValueError) as error:
             raise InputError(f"{folder}: does not match the model being trained ({_first_line(error)})") from None
         logger.info("resumed from %s at step %d", folder, self.state.step)
+
+    def _check_resumed_config(self, folder: Path) -> None:
+        """`InputError` if this run's options differ from the checkpoint's where that changes the run."""
+        try:
+            saved = TrainConfig.from_yaml((folder / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as error:
+            logger.warning("%s: cannot compare its %s with this run's (%s)", folder, CONFIG_FILE, _first_line(error))
+            return
+        changes = self.config.changes_for_resume(saved)
+        if changes:
+            raise InputError(
+                f"{folder}: this run changes options the checkpoint fixes ({'; '.join(changes)}); resume with the "
+                "checkpoint's settings (its config.yaml), or start a new run in another output_dir"
+            )
 
     def _progress_line(self, loss: float, path: Path) -> str:
         state, config = self.state, self.config

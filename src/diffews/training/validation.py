@@ -26,8 +26,9 @@ class ValidationResult:
 
 @torch.no_grad()
 def validate(model: DiffewSModel, dataset: Dataset, num_panels: int = 0, batch_size: int = 4) -> ValidationResult:
-    """Segment every episode of `dataset` (all its shots) with the model's default binarisation, at
-    the working resolution, and score them against ``"query_mask"``; `batch_size` episodes per call."""
+    """Segment every episode of `dataset` (all its shots) with the model's default binarisation and
+    score them as `diffews evaluate` does: against ``"query_target"`` (255 = ignore) where the
+    episodes have one, else against ``"query_mask"``; `batch_size` episodes per call."""
     from ..evaluation.evaluate import predict
     from ..evaluation.metrics import SegmentationMeter
     from ..evaluation.predictors import ModelPredictor
@@ -35,17 +36,25 @@ def validate(model: DiffewSModel, dataset: Dataset, num_panels: int = 0, batch_s
     predictor = ModelPredictor(DiffewSPipeline(model))
     threshold, mode = model.config.thresholding()
     items = [dataset[index] for index in range(len(dataset))]
+    targets = [_scoring_target(item) for item in items]
     predictions = []
     for start in range(0, len(items), batch_size):
         batch = default_collate([{key: item[key] for key in EPISODE_KEYS} for item in items[start : start + batch_size]])
-        predictions += predict(predictor, batch, threshold, mode, sizes=[tuple(batch["query_mask"].shape[-2:])] * len(batch["class_id"]))
-    targets = torch.stack([item["query_mask"][0].long() for item in items])
-    class_ids = torch.tensor([int(item["class_id"]) for item in items])
-    meter = SegmentationMeter(sorted(set(class_ids.tolist())))
-    meter.update(torch.stack(predictions), targets, class_ids)
+        predictions += predict(predictor, batch, threshold, mode, sizes=[tuple(t.shape) for t in targets[start : start + batch_size]])
+    class_ids = [int(item["class_id"]) for item in items]
+    meter = SegmentationMeter(sorted(set(class_ids)))
+    for prediction, target, class_id in zip(predictions, targets, class_ids):
+        meter.update(prediction[None], target[None], torch.tensor([class_id]))
     scores = meter.compute()
     panels = [_panel(item, prediction[None].float()) for item, prediction in zip(items[:num_panels], predictions)]
     return ValidationResult({"miou": float(scores["miou"]), "fbiou": float(scores["fbiou"])}, panels)
+
+
+def _scoring_target(item: dict) -> torch.Tensor:
+    """An episode's ground truth ``(H, W)``: its ``"query_target"`` (0/1, 255 = ignore) if it has one, else its mask."""
+    if "query_target" in item:
+        return torch.as_tensor(item["query_target"]).long()
+    return item["query_mask"][0].long()
 
 
 def _panel(item: dict, prediction: torch.Tensor) -> np.ndarray:
