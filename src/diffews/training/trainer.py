@@ -355,7 +355,8 @@ class Trainer:
         if changes:
             raise InputError(
                 f"{folder}: this run changes options the checkpoint fixes ({'; '.join(changes)}); resume with the "
-                "checkpoint's settings (its config.yaml), or start a new run in another output_dir"
+                "checkpoint's settings (its config.yaml), or export its weights (resume with --max-steps at its step) "
+                "and start a new run from them (--pretrained OUTPUT_DIR/model)"
             )
 
     def _progress_line(self, loss: float, path: Path) -> str:
