@@ -86,6 +86,13 @@ def test_every_weights_file_of_a_model_folder_is_checked(saved, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("damaged", ["unet/config.json", "vae/config.json"])
+def test_a_corrupt_component_config_is_one_line(saved, tmp_path, capsys, damaged):
+    broken = truncated_copy(saved / "diffews", tmp_path / "model", damaged)
+    expect_error(capsys, model_commands(tmp_path / "model", tmp_path)["segment"], f"{broken}: cannot read it")
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_mask_decoder(saved, tmp_path, capsys):
     broken = truncated_copy(saved / "decoder.safetensors", tmp_path / "decoder.safetensors", "")
     args = model_commands(saved / "diffews", tmp_path)["segment"] + ["--mask-decoder", str(broken)]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from safetensors import SafetensorError
 
 from ..errors import InputError
 from ..io import atomic_write
@@ -183,8 +184,8 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False,
             model.save_pretrained(staged)
             if card is not None:
                 (staged / "README.md").write_text(card)
-    except OSError as error:
-        raise InputError(f"{out}: cannot write here ({error.strerror or error})") from None
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
+        raise InputError(f"{out}: cannot write here ({getattr(error, 'strerror', None) or error})") from None
     return out
 
 

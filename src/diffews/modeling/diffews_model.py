@@ -310,8 +310,13 @@ class DiffewSModel(nn.Module):
 
 
 def _load_weights(cls: type, folder: Path) -> nn.Module:
-    """A diffusers model from ``folder/config.json`` and its safetensors, loaded strictly."""
-    return build_with_weights(cls, dict(cls.load_config(folder)), load_safetensors_folder(folder), folder)
+    """A diffusers model from ``folder/config.json`` and its safetensors, loaded strictly; `InputError`
+    naming the file for an unreadable config."""
+    try:
+        config = dict(cls.load_config(folder))
+    except (OSError, ValueError) as error:
+        raise InputError(f"{folder / 'config.json'}: cannot read it ({str(error).splitlines()[0]})") from None
+    return build_with_weights(cls, config, load_safetensors_folder(folder), folder)
 
 
 def read_model_config(folder: Path) -> DiffewSConfig:
