@@ -1,6 +1,6 @@
 """`Trainer`: fine-tunes Stable Diffusion 2.1 (or a DiffewS model) into DiffewS with accelerate.
 
-One code path for one GPU, DDP, multi-node, DeepSpeed and FSDP: whatever ``accelerate launch``
+One code path for one GPU, DDP, multi-node and DeepSpeed: whatever ``accelerate launch``
 sets up. The loss is `DiffewSModel.training_loss` (OI2M); the trainer adds the recipe around it:
 random K shots per step, AdamW with a decaying learning rate, gradient clipping and accumulation,
 mixed precision, optional EMA, periodic validation, atomic resumable checkpoints and the export.
@@ -287,6 +287,9 @@ class Trainer:
             )
         except ValueError as error:
             raise InputError(f"mixed_precision {config.precision.mixed_precision}: {error}") from None
+        if getattr(accelerator.state, "fsdp_plugin", None) is not None:
+            # the trainer clips and checkpoints the UNet's own parameters, which FSDP replaces by shards
+            raise InputError("FSDP is not supported by diffews train; launch with DDP or DeepSpeed ZeRO-2 (docs/scaling.md)")
         deepspeed = accelerator.state.deepspeed_plugin
         if deepspeed is not None:
             # DeepSpeed reads the micro-batch size from a prepared data loader, which the trainer does
