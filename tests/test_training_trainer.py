@@ -372,3 +372,18 @@ def test_cached_latents_train_like_encoding_every_step(benchmarks, tmp_path):
     cached.train()
     assert cached.loss_history == pytest.approx(plain.loss_history, rel=1e-4)
     assert len(cached.loss_history) == 2
+
+
+def test_fine_tuning_a_model_with_the_authors_evaluation_prompt_warns(monkeypatch, caplog):
+    from dataclasses import replace
+
+    from diffews.training import trainer as trainer_module
+    from diffews.training.config import ModelOptions
+
+    model = build_tiny_model()
+    model.config = replace(model.config, prompt="authors-eval")
+    monkeypatch.setattr(trainer_module, "load_model", lambda name: model)
+    with caplog.at_level("WARNING"):
+        trainer_module.load_start_model(ModelOptions(pretrained="converted", pretrained_type="diffews", resolution=64))
+    assert "converted holds the authors' evaluation prompt embedding (2 tokens)" in caplog.text
+    assert "convert with --prompt padded" in caplog.text

@@ -24,6 +24,7 @@ from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.diffews_model import CONFIG_NAME
 from ..modeling.kernels import attention_kernel
+from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..registry import load_model, named_model
 from .checkpoints import (
     CHECKPOINTS,
@@ -87,6 +88,11 @@ def load_start_model(options: ModelOptions) -> DiffewSModel:
     if kind == "stable-diffusion":
         return DiffewSModel.from_stable_diffusion(options.pretrained, config=settings)
     model = load_model(options.pretrained)
+    if model.config.prompt == PROMPT_AUTHORS_EVAL:
+        logger.warning(
+            "%s holds the authors' evaluation prompt embedding (2 tokens); their training used the empty prompt padded "
+            "to 77 tokens: to train as they did, convert with --prompt padded", options.pretrained,
+        )
     model.config = replace(model.config, resolution=options.resolution)
     return model
 
