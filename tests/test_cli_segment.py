@@ -150,6 +150,34 @@ def test_failure_mid_run_removes_what_this_run_wrote(files, capsys):
     assert not (files / "out").exists()
 
 
+def test_a_rerun_replaces_its_own_outputs_but_never_a_users_file(files, capsys):
+    assert main(segment_args(files)) == 0
+    assert main(segment_args(files, "--threshold", "0.9")) == 0  # diffews' own outputs: replaced
+    Image.new("L", (4, 4), 255).save(files / "out" / "b_mask.png")  # the user's file of that name
+    before = folder_state(files / "out")
+    expect_error(capsys, segment_args(files), f"{files / 'out' / 'b_mask.png'}: already exists and was not written by diffews")
+    assert folder_state(files / "out") == before
+
+
+def test_an_input_is_never_an_output(files, capsys):
+    """A mask written by diffews, used as a support mask of a run that writes into its folder."""
+    assert main(segment_args(files)) == 0
+    args = [
+        "segment", "--model", "tiny-random", "--support", str(files / "queries/a.jpg"), str(files / "out/a_mask.png"),
+        "--query", str(files / "queries/a.jpg"), "--out", str(files / "out"),
+    ]
+    before = folder_state(files / "out")
+    expect_error(capsys, args, f"{files / 'out' / 'a_mask.png'}: is an input of this run and would be replaced by an output")
+    assert folder_state(files / "out") == before
+
+
+def test_a_failed_run_removes_the_parent_folders_it_created(files, capsys):
+    expect_error(capsys, segment_args(files, "--model", "no-such-model", out="new/deeper/out"), "no-such-model")
+    assert not (files / "new").exists()
+    expect_error(capsys, segment_args(files, "--threshold", "2", out="new/out"), "--threshold")
+    assert not (files / "new").exists()
+
+
 def test_output_folder_keeps_files_written_before_the_run(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(RuntimeError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from .distributed import Processes
 from .errors import InputError
@@ -42,6 +43,8 @@ logger = logging.getLogger("diffews")
 TEMP_SUFFIX = ".tmp"
 BACKUP_SUFFIX = ".orig"
 MAX_PENDING_WRITES = 32
+SOFTWARE = "diffews"
+"""The ``Software`` text chunk of every PNG an `OutputFolder` writes: how a later run tells its own outputs."""
 """Writes queued on an `OutputFolder`'s writer thread before `save_image_later` waits (bounds the memory of queued images)."""
 
 
@@ -284,9 +287,10 @@ def write_text(path: str | Path, text: str) -> Path:
 class OutputFolder:
     """A folder that receives a run's files, each written atomically; a failed run leaves it as it was.
 
-    Inside ``with``, files land one by one (a reader never sees half a file). If the block fails,
-    interrupts included, the run is undone: files it created are removed, files it replaced are
-    restored exactly, and the folder goes too if this run created it. `save_image_later` moves
+    Inside ``with``, files land one by one (a reader never sees half a file); PNGs carry a ``Software``
+    chunk naming diffews (see `check_replaceable`). If the block fails, interrupts included, the run is
+    undone: files it created are removed, files it replaced are restored exactly, and the folder (and
+    any parent folders) go too if this run created them. `save_image_later` moves
     rendering and PNG encoding onto one writer thread, off the caller's critical path; leaving the
     ``with`` waits for it, and a failed write fails the run.
 
@@ -299,7 +303,7 @@ class OutputFolder:
         self.path = Path(path).expanduser()
         self._processes = processes
         self._files = Transaction()
-        self._created = False
+        self._created: list[Path] = []  # folders this run created, deepest first
         self._writer: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
 
@@ -312,7 +316,7 @@ class OutputFolder:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path}: output folder is an existing file")
         self._processes.barrier()  # every process looks before one of them creates the folder
-        self._created = not self.path.exists()
+        self._created = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
         self._processes.barrier()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -328,8 +332,10 @@ class OutputFolder:
 
     def save_image(self, image: Image.Image, name: str) -> Path:
         """Save `image` as PNG under `name`, atomically."""
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", SOFTWARE)
         with self.write(name) as staged:
-            image.save(staged, format="PNG")
+            image.save(staged, format="PNG", pnginfo=info)
         return self.path / name
 
     def save_image_later(self, render: Callable[[], Image.Image], name: str) -> None:
@@ -369,9 +375,11 @@ class OutputFolder:
             self._writer = None
         self._pending = []
         self._files.rollback()
-        if self._created and self.path.is_dir() and not any(self.path.iterdir()):
+        for folder in self._created:  # deepest first; each only while empty
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
             with contextlib.suppress(OSError):  # another process of the run may have removed it, or filled it again
-                self.path.rmdir()
+                folder.rmdir()
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:
@@ -394,6 +402,36 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
             raise InputError(f"{path}: no such file or folder")
         found.extend(files)
     return list(dict.fromkeys(found))
+
+
+def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable[Path] = ()) -> None:
+    """`InputError` unless every file `names` would put in `folder` is new or an output of an earlier
+    diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file `json_by_diffews`
+    recognises), and none of them is one of the run's `inputs`: a run never replaces a file it did not create."""
+    folder = Path(folder).expanduser()
+    own_inputs = {path.resolve() for path in inputs}
+    for name in names:
+        path = folder / name
+        if path.resolve() in own_inputs:
+            raise InputError(f"{path}: is an input of this run and would be replaced by an output; choose another --out")
+        if path.exists() and not _written_by_diffews(path):
+            raise InputError(f"{path}: already exists and was not written by diffews; choose another --out or move the file")
+
+
+def _written_by_diffews(path: Path) -> bool:
+    try:
+        if path.suffix.lower() == ".json":
+            return json_by_diffews(json.loads(path.read_text()))
+        with Image.open(path) as image:
+            return getattr(image, "text", {}).get("Software") == SOFTWARE
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def json_by_diffews(content: object) -> bool:
+    """Whether a JSON file's content is a diffews output: ``{"info": {"description": "diffews ..."}}``."""
+    info = content.get("info") if isinstance(content, dict) else None
+    return isinstance(info, dict) and str(info.get("description", "")).startswith(SOFTWARE)
 
 
 def output_stems(paths: list[Path]) -> list[str]:

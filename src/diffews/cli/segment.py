@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from ..distributed import launched_processes
 from ..errors import InputError
-from ..io import OutputFolder, expand_image_paths, output_stems
+from ..io import OutputFolder, check_replaceable, expand_image_paths, output_stems
+from ..modeling import DiffewSConfig
 from ..modeling.config import MAX_RESOLUTION
 from ..processing.images import check_image_file, load_image, load_mask
 from ..pipeline import DiffewSPipeline
@@ -91,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
     writer = BinaryOutputs(args) if classes is None else ClassOutputs(args, classes, processes.count)
     for path in queries:
         check_image_file(path)
+    try:  # before the model loads and any folder is made; the model's own defaults are checked once it is read
+        DiffewSConfig().thresholding(args.threshold, args.threshold_mode)
+    except ValueError as error:
+        raise InputError(f"--threshold: {error}") from None
+    check_replaceable(args.out, writer.output_names(stems), [*queries, *input_files(args)])
 
     mine = processes.shard(len(queries), args.batch_size)  # whole batches: the batches of a one-process run
     with OutputFolder(args.out, processes) as out:
@@ -116,6 +122,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def input_files(args: argparse.Namespace) -> list[Path]:
+    """The support files named on the command line (a --supports folder's files are checked by content)."""
+    named = [*(args.support or []), *(files for _, *files in args.classes or []), *(args.support_labels or [])]
+    return [Path(file).expanduser() for pair in named for file in pair] + ([Path(args.names).expanduser()] if args.names else [])
+
+
 class BinaryOutputs:
     """One class from --support: `<name>_mask.png` (0/255) and `<name>_overlay.png` per query."""
 
@@ -128,6 +140,9 @@ class BinaryOutputs:
         self.images = [load_image(image) for image, _ in args.support]
         self.masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
         self.support = None
+
+    def output_names(self, stems: list[str]) -> list[str]:
+        return [f"{stem}_{kind}.png" for stem in stems for kind in ("mask", "overlay")]
 
     def encode_support(self, pipe: DiffewSPipeline) -> None:
         sources = [mask for _, mask in self.args.support]
@@ -169,6 +184,10 @@ class ClassOutputs:
                 raise InputError(f"{target}: cannot write the COCO file (something other than a file is in the way)")
             self.coco = CocoWriter(list(classes), instances=args.instances)
             self.kind += f" and {COCO_FILE}"
+
+    def output_names(self, stems: list[str]) -> list[str]:
+        names = [f"{stem}_{kind}.png" for stem in stems for kind in ("labels", "overlay")]
+        return names + ([COCO_FILE] if self.coco is not None else [])
 
     def encode_support(self, pipe: DiffewSPipeline) -> None:
         given = {name: (images, masks) for name, (images, masks, _) in self.classes.items()}
