@@ -103,10 +103,11 @@ def expect_error(capsys, args: list[str], message: str) -> None:
         (lambda root: (root / "s2.png").unlink(), "{root}/s2.png: no such file"),
         (lambda root: (root / "s1.png").write_text("text"), "{root}/s1.png: cannot read image"),
         (lambda root: shutil.copy(root / "queries/a.jpg", root / "queries/a.png"), "would both write outputs named 'a_*'"),
+        (lambda root: shutil.copy(root / "queries/a.jpg", root / "queries/A.jpeg"), "would both write outputs named 'a_*'"),
         (lambda root: [p.unlink() for p in (root / "queries").iterdir()], "{root}/queries: folder has no image files"),
         (lambda root: (root / "out").write_text("a file"), "{root}/out: output folder is an existing file"),
     ],
-    ids=["empty-mask", "corrupt-query", "missing-support", "unreadable-mask", "name-clash", "empty-folder", "out-is-file"],
+    ids=["empty-mask", "corrupt-query", "missing-support", "unreadable-mask", "name-clash", "name-clash-in-case", "empty-folder", "out-is-file"],
 )
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(files, capsys, mutate, message):
     mutate(files)
@@ -148,6 +149,12 @@ def test_failure_mid_run_removes_what_this_run_wrote(files, capsys):
     expect_error(capsys, segment_args(files, "--batch-size", "1"), "queries/z.jpg: cannot read image")
     assert output_files(files) == []
     assert not (files / "out").exists()
+
+
+def test_hidden_files_of_a_query_folder_are_skipped(files):
+    (files / "queries" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    assert main(segment_args(files)) == 0
+    assert sorted(p.name for p in (files / "out").iterdir()) == [f"{n}_{kind}.png" for n in "abc" for kind in ("mask", "overlay")]
 
 
 def test_a_rerun_replaces_its_own_outputs_but_never_a_users_file(files, capsys):

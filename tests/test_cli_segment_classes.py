@@ -213,3 +213,10 @@ def test_binary_run_rejects_class_only_options(files, capsys):
     args = ["segment", "--model", "tiny-random", "--support", str(files / "c1.jpg"), str(files / "c1.png"),
             "--query", str(files / "queries"), "--out", str(files / "out"), "--format", "coco"]
     expect_error(capsys, args, "--format coco and --instances need named classes (--class, --supports or --support-labels)", files / "out")
+
+
+def test_names_file_with_a_byte_order_mark(tmp_path):
+    from diffews.cli.class_supports import read_names
+
+    (tmp_path / "names.txt").write_text("\ufeffcar\nroad\n", encoding="utf-8")  # as Windows Notepad saves it
+    assert read_names(tmp_path / "names.txt") == ["car", "road"]

@@ -383,7 +383,8 @@ class OutputFolder:
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:
-    """Files, folders (their image files, sorted) and glob patterns -> image paths, in order, deduplicated."""
+    """Files, folders (their image files, sorted; hidden ones skipped) and glob patterns -> image paths,
+    in order, deduplicated."""
     found: list[Path] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -393,7 +394,9 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
             if not files:
                 raise InputError(f"{spec}: pattern matched no image files")
         elif path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(  # hidden files (e.g. macOS '._name.jpg' metadata) skipped, as globs skip them
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
             if not files:
                 raise InputError(f"{path}: folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         elif path.is_file():
@@ -406,8 +409,8 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
 
 def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable[Path] = ()) -> None:
     """`InputError` unless every file `names` would put in `folder` is new or an output of an earlier
-    diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file `json_by_diffews`
-    recognises), and none of them is one of the run's `inputs`: a run never replaces a file it did not create."""
+    diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file diffews
+    recognises: ``info.description`` starts with diffews), and none of them is one of the run's `inputs`: a run never replaces a file it did not create."""
     folder = Path(folder).expanduser()
     own_inputs = {path.resolve() for path in inputs}
     for name in names:
@@ -421,27 +424,29 @@ def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable
 def _written_by_diffews(path: Path) -> bool:
     try:
         if path.suffix.lower() == ".json":
-            return json_by_diffews(json.loads(path.read_text()))
+            return _json_by_diffews(json.loads(path.read_text()))
         with Image.open(path) as image:
             return getattr(image, "text", {}).get("Software") == SOFTWARE
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
 
 
-def json_by_diffews(content: object) -> bool:
+def _json_by_diffews(content: object) -> bool:
     """Whether a JSON file's content is a diffews output: ``{"info": {"description": "diffews ..."}}``."""
     info = content.get("info") if isinstance(content, dict) else None
     return isinstance(info, dict) and str(info.get("description", "")).startswith(SOFTWARE)
 
 
 def output_stems(paths: list[Path]) -> list[str]:
-    """Output name stem of each input; raises if two inputs would write the same outputs."""
+    """Output name stem of each input; raises if two inputs would write the same outputs (stems that
+    differ only in case count as the same: they do on case-insensitive disks)."""
     owners: dict[str, Path] = {}
     for path in paths:
-        if path.stem in owners:
-            raise InputError(f"{owners[path.stem]} and {path} would both write outputs named '{path.stem}_*'")
-        owners[path.stem] = path
-    return list(owners)
+        key = path.stem.casefold()
+        if key in owners:
+            raise InputError(f"{owners[key]} and {path} would both write outputs named '{path.stem}_*'")
+        owners[key] = path
+    return [path.stem for path in owners.values()]
 
 
 def umask() -> int:

@@ -97,7 +97,7 @@ def _from_folder(root: Path) -> ClassFiles:
 def read_names(path: Path) -> list[str]:
     """Class names, one a line (line i names label i); `InputError` for unreadable files or blank lines."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is not part of label 1's name
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read names ({getattr(error, 'strerror', None) or error})") from None
     while lines and not lines[-1].strip():
