@@ -81,6 +81,14 @@ def test_support_pair_from_painting():
     assert result.image.mode == "RGB" and result.image.size == (40, 30)
 
 
+def test_messages_of_another_class_panel_name_the_class():
+    image = Image.new("RGB", (40, 30))
+    with pytest.raises(InputError, match=r"^class 2, support pair 1: no mask; upload a mask or paint the object on the image$"):
+        callbacks.support_pair(1, image, [], None, "class 2")
+    result = callbacks.support_pair(1, image, [layer((40, 30), (10, 5, 20, 15))], None, "class 2")
+    assert result.source == "class 2, Example 1, painted"
+
+
 def test_empty_support_panel_is_skipped():
     assert callbacks.support_pair(4, None, [], None) is None
 

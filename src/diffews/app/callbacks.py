@@ -120,30 +120,33 @@ def painted_mask(layers: Iterable[Image.Image | None]) -> np.ndarray | None:
 
 
 def support_pair(
-    index: int, image: Image.Image | None, layers: Sequence[Image.Image | None], mask_file: str | None
+    index: int, image: Image.Image | None, layers: Sequence[Image.Image | None], mask_file: str | None,
+    panel: str | None = None,
 ) -> SupportPair | None:
     """Support panel `index` (1-based) -> a pair, or None when the panel is empty.
 
     The mask is the uploaded `mask_file` if given (read by `diffews.processing.masks`' rule),
-    else what was painted on the image in brush `layers`.
+    else what was painted on the image in brush `layers`. `panel` names the class panel it sits in
+    (e.g. "class 2") in messages, where there are several.
 
     Raises:
         InputError: a mask without an image, an image without a mask, an unreadable or empty mask.
     """
+    where = f"{panel}, " if panel else ""
     if image is None:
         if mask_file:
-            raise InputError(f"support pair {index}: a mask but no image; add the image it belongs to")
+            raise InputError(f"{where}support pair {index}: a mask but no image; add the image it belongs to")
         return None
     name = Path(mask_file).name if mask_file else "painted"
     if mask_file:
-        mask = load_mask(mask_file, f"support mask {index} ({name})")
+        mask = load_mask(mask_file, f"{where}support mask {index} ({name})")
     else:
         painted = painted_mask(layers)
         if painted is None:
-            raise InputError(f"support pair {index}: no mask; upload a mask or paint the object on the image")
-        mask = to_binary_mask(painted, f"support mask {index} ({name})")
+            raise InputError(f"{where}support pair {index}: no mask; upload a mask or paint the object on the image")
+        mask = to_binary_mask(painted, f"{where}support mask {index} ({name})")
     # Empty panels are skipped, so the set's numbering can differ from the panels': name the panel.
-    return SupportPair(image.convert("RGB"), mask, f"Example {index}, {name}")
+    return SupportPair(image.convert("RGB"), mask, f"{where}Example {index}, {name}")
 
 
 def collect_support(pairs: Iterable[SupportPair | None]) -> list[SupportPair]:

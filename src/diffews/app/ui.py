@@ -106,10 +106,10 @@ def build_app(
         def run(data: dict, progress=gr.Progress()):
             classes = [
                 (data[name], [
-                    callbacks.support_pair(shot, *_editor_parts(data[editor]), data[mask])
+                    callbacks.support_pair(shot, *_editor_parts(data[editor]), data[mask], None if number == 1 else f"class {number}")
                     for shot, (editor, mask) in enumerate(zip(class_editors, class_masks), 1)
                 ])
-                for name, class_editors, class_masks in panels
+                for number, (name, class_editors, class_masks) in enumerate(panels, 1)
             ]
             named = callbacks.collect_classes(classes)
             # The examples are checked before the queries: a first-time user sees what to add first.
