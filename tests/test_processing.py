@@ -162,3 +162,30 @@ def test_the_authors_preprocessing_is_pils_8_bit_bilinear_resize_and_nearest_mas
     assert torch.equal(resize_mask(mask, (64, 64), MASK_NEAREST["authors"]), authors_reference.preprocess_mask(mask, 64))
     float_path = preprocess_image(image, (64, 64))
     assert (ours - float_path).abs().max() > 1 / 255, "the two preprocessings must differ, or choosing one means nothing"
+
+
+@pytest.mark.parametrize("instances", [False, True])
+def test_coco_annotations_equal_pycocotools_encoding_of_each_full_size_mask(instances):
+    """The RLEs are built from each component's pixels; the reference encodes a full-size mask per component."""
+    from pycocotools import mask as coco_mask
+
+    from diffews.processing.coco_export import CocoWriter
+    from diffews.processing.labels import connected_components
+
+    rng = np.random.default_rng(0)
+    for height, width in [(1, 1), (7, 58), (31, 17), (40, 40)]:
+        labels = ((rng.random((height, width)) < 0.6) * rng.integers(1, 4, (height, width))).astype(np.uint8)
+        labels[-1, -1] = 1  # a run that ends at the last pixel
+        probabilities = rng.random((3, height, width)).astype(np.float32)
+        writer = CocoWriter(["a", "b", "c"], instances=instances)
+        writer.add("x.png", labels, probabilities)
+        expected = []
+        for label in np.unique(labels)[np.unique(labels) > 0]:
+            parts, count = connected_components(labels == label) if instances else ((labels == label).astype(np.int32), 1)
+            for part in range(1, count + 1):
+                rle = coco_mask.encode(np.asfortranarray((parts == part).astype(np.uint8)))
+                score = probabilities[label - 1][parts == part].astype(np.float64).mean()
+                expected.append((int(label), rle["counts"].decode(), int(coco_mask.area(rle)), list(coco_mask.toBbox(rle)), score))
+        got = [(a["category_id"], a["segmentation"]["counts"], a["area"], a["bbox"], a["score"]) for a in writer.annotations]
+        assert [g[:4] for g in got] == [e[:4] for e in expected]
+        assert np.allclose([g[4] for g in got], [e[4] for e in expected], atol=1e-6)
