@@ -40,6 +40,12 @@ def test_rgb_mask_foreground_is_any_bright_channel():
     assert to_binary_mask(Image.fromarray(pixels, mode="RGB"), "m").tolist() == [[True, False], [True, False]]
 
 
+@pytest.mark.parametrize("mode", ["CMYK", "YCbCr", "LAB", "HSV"])
+def test_masks_in_other_colour_modes_are_read_as_they_look(mode):
+    pixels = np.array([[[255, 255, 255], [0, 0, 0]], [[200, 0, 0], [60, 60, 60]]], np.uint8)
+    assert to_binary_mask(Image.fromarray(pixels, mode="RGB").convert(mode), "m").tolist() == [[True, False], [True, False]]
+
+
 def test_rgba_mask_uses_a_varying_alpha_else_the_colour():
     pixels = np.zeros((1, 2, 4), np.uint8)
     pixels[0, 0, 3] = 255  # opaque black = foreground, transparent = background

@@ -31,6 +31,8 @@ def pil_mask_to_array(mask: Image.Image) -> np.ndarray:
         if alpha.min() != alpha.max():
             return alpha >= 128
         mask = mask.convert("RGB" if mask.mode in ("RGBA", "PA") else "L")
+    if len(mask.getbands()) > 1 and mask.mode != "RGB":  # CMYK, YCbCr, LAB, HSV: judged as they look
+        mask = mask.convert("RGB")
     if mask.mode == "RGB":
         return np.asarray(mask).max(axis=2) >= 128
     if mask.mode == "1":
