@@ -24,6 +24,7 @@ import diffews.evaluation.evaluate as evaluate_module
 from diffews.cli import segment as segment_module
 from diffews.cli.main import main
 from diffews.distributed import Processes
+from diffews.io import OutputFolder
 
 TIMINGS = ("elapsed_s", "episodes_per_s")
 
@@ -223,7 +224,8 @@ def _append(path: Path, line: str) -> None:
 def test_a_failure_in_one_process_undoes_the_writes_of_all(segment_files, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "q0_mask.png").write_bytes(b"an earlier run's mask")
+    with OutputFolder(out) as earlier:  # an earlier diffews run's mask, which this run replaces
+        earlier.save_image(Image.new("L", (4, 4), 255), "q0_mask.png")
     (out / "notes.txt").write_text("not ours")
     before = folder_bytes(out)
 
