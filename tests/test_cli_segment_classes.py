@@ -215,6 +215,16 @@ def test_binary_run_rejects_class_only_options(files, capsys):
     expect_error(capsys, args, "--format coco and --instances need named classes (--class, --supports or --support-labels)", files / "out")
 
 
+def test_coco_file_names_keep_the_sub_folders_of_queries_from_several_folders(files):
+    (files / "queries" / "more").mkdir()
+    (files / "queries" / "b.png").rename(files / "queries" / "more" / "b.png")
+    args = class_args(files, "--format", "coco")
+    args[args.index("--query") + 1 : args.index("--out")] = [str(files / "queries" / "a.jpg"), str(files / "queries" / "more")]
+    assert main(args) == 0
+    content = json.loads((files / "out" / "annotations.json").read_text())
+    assert [image["file_name"] for image in content["images"]] == ["a.jpg", "more/b.png"]
+
+
 def test_names_file_with_a_byte_order_mark(tmp_path):
     from diffews.cli.class_supports import read_names
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     stems = output_stems(queries)
     classes = read_classes(args)
     processes = launched_processes()
-    writer = BinaryOutputs(args) if classes is None else ClassOutputs(args, classes, processes.count)
+    writer = BinaryOutputs(args) if classes is None else ClassOutputs(args, classes, queries, processes.count)
     for path in queries:
         check_image_file(path)
     try:  # before the model loads and any folder is made; the model's own defaults are checked once it is read
@@ -168,7 +169,7 @@ class ClassOutputs:
 
     kind = "label maps and overlays"
 
-    def __init__(self, args: argparse.Namespace, classes: ClassFiles, processes: int = 1) -> None:
+    def __init__(self, args: argparse.Namespace, classes: ClassFiles, queries: list[Path], processes: int = 1) -> None:
         if args.instances and args.format != "coco":
             raise InputError("--instances: only used with --format coco")
         if args.format == "coco" and processes > 1:
@@ -177,6 +178,8 @@ class ClassOutputs:
         self.classes = classes
         self.contexts: dict = {}
         self.coco = None
+        # COCO file names relative to the queries' common folder: queries of several folders keep their sub-folders
+        self.query_root = Path(os.path.commonpath([str(path.resolve().parent) for path in queries]))
         if args.format == "coco":
             require_pycocotools()
             target = Path(args.out).expanduser() / COCO_FILE
@@ -205,7 +208,7 @@ class ClassOutputs:
             out.save_image_later(lambda labels=labels: label_image(labels, len(names)), f"{stem}_labels.png")
             out.save_image_later(lambda image=image, labels=labels: overlay_labels(image, labels, names), f"{stem}_overlay.png")
             if self.coco is not None:
-                self.coco.add(path.name, labels, probabilities)
+                self.coco.add(path.resolve().relative_to(self.query_root).as_posix(), labels, probabilities)
 
     def finish(self, out: OutputFolder) -> None:
         """Write the COCO file once every query is in it."""
