@@ -43,9 +43,9 @@ logger = logging.getLogger("diffews")
 TEMP_SUFFIX = ".tmp"
 BACKUP_SUFFIX = ".orig"
 MAX_PENDING_WRITES = 32
+"""Writes queued on an `OutputFolder`'s writer thread before `save_image_later` waits (bounds the memory of queued images)."""
 SOFTWARE = "diffews"
 """The ``Software`` text chunk of every PNG an `OutputFolder` writes: how a later run tells its own outputs."""
-"""Writes queued on an `OutputFolder`'s writer thread before `save_image_later` waits (bounds the memory of queued images)."""
 
 
 def temporary_path(target: Path, suffix: str = TEMP_SUFFIX) -> Path:
@@ -409,8 +409,9 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
 
 def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable[Path] = ()) -> None:
     """`InputError` unless every file `names` would put in `folder` is new or an output of an earlier
-    diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file diffews
-    recognises: ``info.description`` starts with diffews), and none of them is one of the run's `inputs`: a run never replaces a file it did not create."""
+    diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file whose
+    ``info.description`` starts with it), and none of them is one of the run's `inputs`: a run never
+    replaces a file it did not create."""
     folder = Path(folder).expanduser()
     own_inputs = {path.resolve() for path in inputs}
     for name in names:
