@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 
 from PIL import Image, PngImagePlugin
+from safetensors import SafetensorError
 
 from .distributed import Processes
 from .errors import InputError
@@ -282,6 +283,24 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_write(path) as staged:
         staged.write_text(text)
     return Path(path)
+
+
+def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
+    """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
+    (`atomic_write`): readers see the old folder or the complete new one, never a half-written one.
+
+    Raises:
+        InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
+            written (full disk, permissions); the temporary folder is removed, `target` kept as it was.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(target, folder=True) as staged:
+            write(staged)
+    except (OSError, SafetensorError) as error:
+        detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
+    return target
 
 
 class OutputFolder:

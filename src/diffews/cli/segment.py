@@ -178,10 +178,13 @@ class ClassOutputs:
         self.classes = classes
         self.contexts: dict = {}
         self.coco = None
-        # COCO file names relative to the queries' common folder: queries of several folders keep their sub-folders
-        self.query_root = Path(os.path.commonpath([str(path.resolve().parent) for path in queries]))
+        self.coco_names: dict[Path, str] = {}
         if args.format == "coco":
             require_pycocotools()
+            # file names relative to the queries' common folder: queries of several folders keep their sub-folders
+            resolved = {path: path.resolve() for path in queries}
+            root = Path(os.path.commonpath([str(full.parent) for full in resolved.values()]))
+            self.coco_names = {path: full.relative_to(root).as_posix() for path, full in resolved.items()}
             target = Path(args.out).expanduser() / COCO_FILE
             if target.exists() and not target.is_file() or target.is_symlink():
                 raise InputError(f"{target}: cannot write the COCO file (something other than a file is in the way)")
@@ -208,7 +211,7 @@ class ClassOutputs:
             out.save_image_later(lambda labels=labels: label_image(labels, len(names)), f"{stem}_labels.png")
             out.save_image_later(lambda image=image, labels=labels: overlay_labels(image, labels, names), f"{stem}_overlay.png")
             if self.coco is not None:
-                self.coco.add(path.resolve().relative_to(self.query_root).as_posix(), labels, probabilities)
+                self.coco.add(self.coco_names[path], labels, probabilities)
 
     def finish(self, out: OutputFolder) -> None:
         """Write the COCO file once every query is in it."""

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from safetensors import SafetensorError
 
 from ..errors import InputError
-from ..io import atomic_write
+from ..io import replace_folder
 from .card import render_card
 from .config import DiffewSConfig
 from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
@@ -178,15 +177,13 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False,
             raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
         if not is_model_folder(out):
             raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out, folder=True) as staged:
-            model.save_pretrained(staged)
-            if card is not None:
-                (staged / "README.md").write_text(card)
-    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
-        raise InputError(f"{out}: cannot write here ({getattr(error, 'strerror', None) or error})") from None
-    return out
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        if card is not None:
+            (folder / "README.md").write_text(card)
+
+    return replace_folder(out, write, "write here")
 
 
 def _refused_content(error: Exception) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..io import SOFTWARE
 from .labels import connected_components
 
 
@@ -66,7 +67,7 @@ class CocoWriter:
     def to_dict(self) -> dict:
         """The COCO annotation file's content (JSON-ready)."""
         return {
-            "info": {"description": "diffews segment", "version": "1.0"},
+            "info": {"description": f"{SOFTWARE} segment", "version": "1.0"},  # how a later run tells its own file
             "images": self.images,
             "categories": [{"id": i, "name": name, "supercategory": ""} for i, name in enumerate(self.class_names, 1)],
             "annotations": self.annotations,

@@ -26,13 +26,13 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import replace_folder
 from ..modeling.config import check_resolution
 from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
 from ..data import BENCHMARKS
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
 from .config import SectionedConfig, option, require
-from .export import replace_folder
 
 logger = logging.getLogger("diffews")
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from safetensors import SafetensorError
-
-from ..errors import InputError
-from ..io import atomic_write
+from ..io import replace_folder
 from ..modeling import DiffewSModel
 from ..modeling.card import render_card
 from ..modeling.prompt import describe_prompt
@@ -33,24 +29,6 @@ def export_model(
 
     target = Path(config.checkpointing.output_dir) / MODEL_DIR
     return replace_folder(target, write, "export the model", "; the checkpoints hold the trained weights")
-
-
-def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
-    """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
-    (`diffews.io.atomic_write`): readers see the old folder or the complete new one, never a half-written one.
-
-    Raises:
-        InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
-            written (full disk, permissions); the temporary folder is removed, `target` kept as it was.
-    """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(target, folder=True) as staged:
-            write(staged)
-    except (OSError, SafetensorError) as error:
-        detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
-    return target
 
 
 def model_card(
