@@ -14,7 +14,7 @@ from diffews.cli.main import main
 from diffews.data import build_episode_dataset, open_split
 from diffews.data.composite import source_of
 from diffews.data.paste import OPAQUE, Pasted, paste_all
-from diffews.data.synthesize import assign_folds, first_word
+from diffews.data.synthesize import assign_folds, deal_into, first_word
 
 SMALL = ["--size", "32", "--images-per-class", "4", "--eval-images-per-class", "3"]
 
@@ -260,3 +260,39 @@ def test_training_configs_know_the_composite_folds():
     assert load_config(None, {"benchmark": "composite", "fold": "3"}).data.fold == 3
     with pytest.raises(InputError, match=r"fold must be null or 0\.\.3 for cut-out composite, got 4"):
         load_config(None, {"benchmark": "composite", "fold": "4"})
+
+
+def test_several_object_folders_add_up_and_folds_from_keeps_the_reference_folds(inputs, built, tmp_path):
+    """A second cut-out folder adds sources to shared classes and new classes; --folds-from keeps the folds it knows."""
+    objects, backgrounds = inputs
+    extra = write_cutouts(tmp_path / "extra", classes=("apple", "go-up", "hat", "ink-pot", "jar"), sources=("chalk",))
+    reference = json.loads((built / "benchmark.json").read_text())["folds"]
+    args = ["data", "composite", "--objects", str(objects), str(extra), "--backgrounds", str(backgrounds), *SMALL, "--folds-from", str(built)]
+
+    assert main([*args, "--out", str(tmp_path / "same")]) == 0
+    same = json.loads((tmp_path / "same" / "benchmark.json").read_text())
+    assert same["folds"] == reference
+    assert same["sources"]["apple"] == sorted([*SOURCES, "chalk"])
+
+    assert main([*args, "--deal-new-classes", "--out", str(tmp_path / "dealt")]) == 0
+    dealt = json.loads((tmp_path / "dealt" / "benchmark.json").read_text())["folds"]
+    assert [[c for c in fold if c in CLASSES] for fold in dealt] == reference
+    assert sorted(c for fold in dealt for c in fold) == sorted({*CLASSES, "go-up", "hat", "ink-pot", "jar"})
+    go_fold = [i for i, fold in enumerate(reference) if "go-left" in fold][0]
+    assert "go-up" in dealt[go_fold]
+    new_sizes = sorted(len(d) - len(r) for d, r in zip(dealt, reference))
+    assert sum(new_sizes) == 4 and new_sizes[-1] <= 2
+
+
+def test_deal_new_classes_needs_folds_from(inputs, tmp_path, capsys):
+    assert composite(inputs, tmp_path / "out", "--deal-new-classes") == 2
+    assert error_line(capsys) == "error: --deal-new-classes adds classes to the folds of --folds-from DIR; give that too"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deal_into_fills_the_smallest_folds_and_assign_folds_is_dealing_into_empty_ones():
+    names = [f"c{i:03d}-x" for i in range(40)] + ["d-1", "d-2", "d-3"]
+    assert assign_folds(names, seed=5) == deal_into([[], [], [], []], names, seed=5)
+    folds = deal_into([["a-1", "a-2", "a-3"], ["b-1"], [], ["d-0"]], ["a-4", "d-9", "e-1", "f-1"], seed=0)
+    assert folds[0] == ["a-1", "a-2", "a-3", "a-4"] and folds[3] == ["d-0", "d-9"]
+    assert sorted(len(f) for f in folds[1:3]) == [1, 2] and sorted(folds[1] + folds[2]) == ["b-1", "e-1", "f-1"]

@@ -1,4 +1,4 @@
-"""`diffews data icons | backgrounds | composite`: build a few-shot benchmark from cut-out objects."""
+"""`diffews data icons | emoji | backgrounds | composite`: build a few-shot benchmark from cut-out objects."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..data.backgrounds import WALLPAPER_ROOTS, gather_backgrounds
+from ..data.emoji import NOTO_FONT, SYMBOLA_FONT, gather_emoji
+from ..data.emoji import SETS as EMOJI_SETS
 from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
 from ..data.synthesize import CompositeOptions, build_composite
 from ..errors import InputError
@@ -14,7 +16,7 @@ DEFAULTS = CompositeOptions()
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add the three build commands to `diffews data`."""
+    """Add the build commands (icons, emoji, backgrounds, composite) to `diffews data`."""
     icons = commands.add_parser(
         "icons",
         help="gather cut-out objects from installed icon themes: one class per icon name drawn by several themes",
@@ -41,6 +43,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     icons.add_argument("--workers", type=int, default=1, metavar="N", help="rasterising processes (default %(default)s)")
     icons.set_defaults(run=run_icons)
 
+    emoji = commands.add_parser(
+        "emoji",
+        help="gather cut-out objects from installed emoji sets: one class per emoji drawn by several sets",
+        description="Gather emoji cut-outs (Debian: fonts-noto-color-emoji, ruby-gemojione, fonts-symbola) in the layout of "
+        "'diffews data icons'; pass the folder to 'diffews data composite --objects' beside an icon folder or alone.",
+    )
+    emoji.add_argument("--out", required=True, metavar="DIR", help="new folder: <class>/<set>__<code point>.png, manifest.jsonl, classes.json")
+    emoji.add_argument("--sets", default=",".join(EMOJI_SETS), metavar="A,B", help="emoji sets to draw with (default %(default)s)")
+    emoji.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out (default %(default)s)")
+    emoji.add_argument("--min-sets", type=int, default=3, metavar="N", help="sets that must draw an emoji for it to be a class (default %(default)s)")
+    emoji.add_argument(
+        "--min-silhouette-iou", type=float, default=0.0, metavar="X",
+        help="remove cut-outs whose silhouette agrees less than this with the rest of their class (default %(default)s: keep all)",
+    )
+    emoji.add_argument("--emojione", default=None, metavar="DIR", help="the gemojione gem folder (default: found under the Ruby gem folders)")
+    emoji.add_argument("--noto-font", default=str(NOTO_FONT), metavar="FILE", help="Noto Color Emoji font (default %(default)s)")
+    emoji.add_argument("--symbola-font", default=str(SYMBOLA_FONT), metavar="FILE", help="Symbola font (default %(default)s)")
+    emoji.set_defaults(run=run_emoji)
+
     backgrounds = commands.add_parser(
         "backgrounds", help="gather background photos from wallpaper folders and generate textures",
         description="Background images for 'diffews data composite': wallpapers (Debian: gnome-backgrounds, ...) and generated textures.",
@@ -60,7 +81,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Paste cut-outs (<objects>/<class>/<source>__<name>.png, RGBA) onto backgrounds: a benchmark with "
         "trn/val/test images, masks, 4 class folds and a manifest, read by --benchmark composite.",
     )
-    composite.add_argument("--objects", required=True, metavar="DIR", help="cut-outs: <class>/<source>__<name>.png (RGBA; alpha = mask)")
+    composite.add_argument(
+        "--objects", required=True, nargs="+", metavar="DIR",
+        help="cut-outs: <class>/<source>__<name>.png (RGBA; alpha = mask); several folders (icons and emoji) add up",
+    )
     composite.add_argument("--backgrounds", required=True, metavar="DIR", help="folder of background images")
     composite.add_argument("--out", required=True, metavar="DIR", help="new folder for the benchmark")
     composite.add_argument("--seed", type=int, default=DEFAULTS.seed, help="the same seed writes the same bytes (default %(default)s)")
@@ -85,6 +109,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     composite.add_argument(
         "--folds-from", default=None, metavar="DIR",
         help="reuse the class folds of this composite benchmark (classes it lacks are left out): score the same held-out classes on other art",
+    )
+    composite.add_argument(
+        "--deal-new-classes", action="store_true",
+        help="with --folds-from: add the classes it lacks to its folds (a name family it has keeps its fold) instead of leaving them out",
     )
     composite.add_argument("--workers", type=int, default=1, metavar="N", help="compositing processes (default %(default)s)")
     composite.set_defaults(run=run_composite)
@@ -121,6 +149,18 @@ def run_icons(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_emoji(args: argparse.Namespace) -> int:
+    summary = gather_emoji(
+        Path(args.out).expanduser(), _names(args.sets), args.size, args.min_sets, args.min_silhouette_iou,
+        Path(args.emojione).expanduser() if args.emojione else None, Path(args.noto_font).expanduser(), Path(args.symbola_font).expanduser(),
+    )
+    print(
+        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from the sets {', '.join(summary.sets)} to {args.out}; "
+        f"removed {summary.outliers} silhouette outliers"
+    )
+    return 0
+
+
 def run_backgrounds(args: argparse.Namespace) -> int:
     roots = [Path(p).expanduser() for p in _names(args.wallpapers)]
     summary = gather_backgrounds(Path(args.out).expanduser(), roots, args.textures, args.size, args.seed)
@@ -136,9 +176,12 @@ def run_composite(args: argparse.Namespace) -> int:
         same_source_distractors=not args.any_source_distractors, same_source_fraction=args.same_source_fraction,
         min_images_per_source=args.min_images_per_source, label_distractors=args.label_distractors, seed=args.seed,
     )
+    if args.deal_new_classes and not args.folds_from:
+        raise InputError("--deal-new-classes adds classes to the folds of --folds-from DIR; give that too")
     folds_from = Path(args.folds_from).expanduser() if args.folds_from else None
     summary = build_composite(
-        Path(args.objects).expanduser(), Path(args.backgrounds).expanduser(), Path(args.out).expanduser(), options, args.workers, folds_from
+        [Path(p).expanduser() for p in args.objects], Path(args.backgrounds).expanduser(), Path(args.out).expanduser(), options,
+        args.workers, folds_from, args.deal_new_classes,
     )
     counts = ", ".join(f"{split} {n}" for split, n in summary.images.items())
     print(f"wrote {summary.classes} classes ({counts} images; folds of {', '.join(map(str, summary.folds))} classes) to {args.out}")

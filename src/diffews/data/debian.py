@@ -25,10 +25,11 @@ def owning_packages(paths: Sequence[Path]) -> dict[Path, str]:
     return owners
 
 
-def package_licence(package: str | None) -> str | None:
-    """Licence of a package's main files from its machine-readable copyright file, if it has one.
+def package_licence(package: str | None, files: str = "*") -> str | None:
+    """Licence of a package's files from its machine-readable copyright file, if it has one.
 
-    The ``License:`` of the ``Files: *`` paragraph, else the first non-empty ``License:``.
+    The ``License:`` of the paragraph whose ``Files:`` lists the pattern `files` (default ``*``: the
+    main files; e.g. ``assets/*`` for a gem's artwork), else the first non-empty ``License:``.
     """
     if package is None:
         return None
@@ -41,7 +42,7 @@ def package_licence(package: str | None) -> str | None:
         licence = fields.get("license", "").strip()
         if not licence:
             continue
-        if fields.get("files", "").strip() == "*":
+        if files in fields.get("files", "").split():
             return licence
         first = first or licence
     return first

@@ -214,10 +214,15 @@ def rasterise(path: Path, size: int) -> Image.Image:
     else:
         image = Image.open(path)
     image = image.convert("RGBA")
-    if max(image.size) > size:
-        scale = size / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
-    return image
+    return fit_longer_side(image, size) if max(image.size) > size else image
+
+
+def fit_longer_side(image: Image.Image, size: int) -> Image.Image:
+    """`image` resized (Lanczos, aspect kept) so that its longer side is `size` pixels."""
+    if max(image.size) == size:
+        return image
+    scale = size / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
 
 
 def crop_to_object(image: Image.Image, threshold: int = 128) -> Image.Image | None:
@@ -342,13 +347,13 @@ def gather_icons(
                     "source": str(icon.path), "package": packages[theme], "licence": licences[theme],
                 })
         silhouettes = _run(jobs, workers)
-        kept, outliers, dropped, info = _clean(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
+        kept, outliers, dropped, info = clean_cutouts(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
         if not info:
             raise InputError(
                 f"{root}: none of the {len(classes)} classes is left after cleaning ({dropped} lost themes to silhouettes agreeing "
                 f"less than --min-silhouette-iou {min_silhouette_iou}, the rest to unreadable or too small icons)"
             )
-        _write_jsonl(staging / "manifest.jsonl", kept)
+        write_jsonl(staging / "manifest.jsonl", kept)
         (staging / "classes.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
     return IconSummary(sorted(scans), len(info), len(kept), outliers, dropped)
 
@@ -361,9 +366,9 @@ def _run(jobs: list[tuple[Path, Path, int, int]], workers: int) -> list[np.ndarr
         return list(tqdm(pool.map(_render_one, jobs, chunksize=32), **progress))
 
 
-def _clean(
+def clean_cutouts(
     staging: Path,
-    classes: dict[str, dict[str, IconFile]],
+    classes: Iterable[str],
     entries: list[dict],
     silhouettes: list[np.ndarray | None],
     min_themes: int,
@@ -371,7 +376,8 @@ def _clean(
 ) -> tuple[list[dict], int, int, dict[str, dict]]:
     """Drop empty cut-outs and silhouette outliers, then classes left with too few themes.
 
-    Returns the kept manifest rows, the number of outlier cut-outs removed, of classes dropped
+    `entries` (manifest rows with ``"file"``, ``"class"``, ``"theme"``) and `silhouettes` (None: an
+    empty cut-out) are parallel; files are relative to `staging`. Returns the kept manifest rows, the number of outlier cut-outs removed, of classes dropped
     for them, and the per-class description.
     """
     by_class: dict[str, list[tuple[dict, np.ndarray]]] = defaultdict(list)
@@ -402,5 +408,6 @@ def _clean(
     return kept, outliers, dropped, info
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """One JSON object per line (keys sorted)."""
     path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))

@@ -120,18 +120,24 @@ def read_manifest(folder: Path) -> dict[str, dict]:
     return rows
 
 
-def find_cutouts(objects: Path) -> dict[str, list[Cutout]]:
-    """Class name -> its cut-outs (sorted), from ``objects/<class>/*.png``; `InputError` for a bad folder."""
-    if not objects.is_dir():
-        raise InputError(f"{objects}: folder not found; --objects needs <class>/<name>.png cut-outs (RGBA)")
-    rows = read_manifest(objects)
-    classes: dict[str, list[Cutout]] = {}
-    for folder in sorted(p for p in objects.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith("."))
-        if files:
-            classes[folder.name] = [_cutout(path, folder.name, rows.get(f"{folder.name}/{path.name}", {})) for path in files]
+def find_cutouts(objects: Path | Sequence[Path]) -> dict[str, list[Cutout]]:
+    """Class name -> its cut-outs (sorted), from ``<folder>/<class>/*.png`` of one or more folders; `InputError` for a bad folder.
+
+    A class found in several folders gets the cut-outs of all of them (more sources of one object).
+    """
+    folders = [Path(objects)] if isinstance(objects, (str, Path)) else [Path(p) for p in objects]
+    classes: dict[str, list[Cutout]] = defaultdict(list)
+    for objects_folder in folders:
+        if not objects_folder.is_dir():
+            raise InputError(f"{objects_folder}: folder not found; --objects needs <class>/<name>.png cut-outs (RGBA)")
+        rows = read_manifest(objects_folder)
+        for folder in sorted(p for p in objects_folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file() and not p.name.startswith("."))
+            classes[folder.name].extend(_cutout(path, folder.name, rows.get(f"{folder.name}/{path.name}", {})) for path in files)
+    classes = {name: sorted(cutouts, key=lambda c: c.path) for name, cutouts in sorted(classes.items()) if cutouts}
     if len(classes) < NUM_FOLDS:
-        raise InputError(f"{objects}: {len(classes)} class folder(s) with PNG cut-outs; at least {NUM_FOLDS} are needed (one per fold)")
+        where = ", ".join(map(str, folders))
+        raise InputError(f"{where}: {len(classes)} class folder(s) with PNG cut-outs; at least {NUM_FOLDS} are needed (one per fold)")
     return classes
 
 
@@ -161,21 +167,31 @@ def first_word(class_name: str) -> str:
 
 
 def assign_folds(class_names: Sequence[str], seed: int, num_folds: int = NUM_FOLDS) -> list[list[str]]:
-    """Classes dealt into `num_folds` disjoint folds of near-equal size, families (`first_word`) kept together.
+    """Classes dealt into `num_folds` disjoint folds of near-equal size, families (`first_word`) kept together (`deal_into`)."""
+    folds = deal_into([[] for _ in range(num_folds)], class_names, seed)
+    if not all(folds):
+        families = {first_word(name) for name in class_names}
+        raise InputError(f"{len(class_names)} classes in {len(families)} name families cannot fill {num_folds} folds")
+    return folds
 
-    Families are shuffled by `seed`, then placed largest first into the currently smallest fold.
+
+def deal_into(folds: list[list[str]], class_names: Sequence[str], seed: int) -> list[list[str]]:
+    """`folds` (class names) with `class_names` added, each fold sorted.
+
+    A class whose family (`first_word`) is already in a fold joins it; the other families are
+    shuffled by `seed`, then placed largest first into the currently smallest fold.
     """
+    folds = [list(fold) for fold in folds]
+    home = {first_word(name): index for index, fold in enumerate(folds) for name in fold}
     families: dict[str, list[str]] = defaultdict(list)
     for name in sorted(class_names):
         families[first_word(name)].append(name)
     order = sorted(families)
     np.random.default_rng(seed).shuffle(order)
     order.sort(key=lambda f: -len(families[f]))
-    folds: list[list[str]] = [[] for _ in range(num_folds)]
     for family in order:
-        min(folds, key=len).extend(families[family])
-    if not all(folds):
-        raise InputError(f"{len(class_names)} classes in {len(families)} name families cannot fill {num_folds} folds")
+        fold = folds[home[family]] if family in home else min(folds, key=len)
+        fold.extend(families[family])
     return [sorted(fold) for fold in folds]
 
 
@@ -383,38 +399,49 @@ class CompositeSummary:
     folds: list[int]
 
 
-def folds_like(classes: dict[str, list[Cutout]], reference: Path) -> tuple[dict[str, list[Cutout]], list[list[str]]]:
-    """The classes of `classes` that the composite benchmark `reference` has, in its folds.
+def folds_like(
+    classes: dict[str, list[Cutout]], reference: Path, deal_new_classes: bool = False, seed: int = 0
+) -> tuple[dict[str, list[Cutout]], list[list[str]]]:
+    """The classes of `classes` in the folds of the composite benchmark `reference`.
 
-    So a second benchmark (another art style, an independent test set) scores the same held-out classes.
+    So a second benchmark (another art style, an independent test set) scores the same held-out
+    classes. Classes `reference` lacks are left out, or with `deal_new_classes` added to its folds
+    (`deal_into`: a family it has keeps its fold), so extra training classes never reach a held-out
+    fold's name families.
     """
     folds = [[name for name in fold if name in classes] for fold in read_description(reference)["folds"]]
     if not all(folds):
         raise InputError(f"{reference}: the cut-outs share no class with fold {[bool(f) for f in folds].index(False)} of this benchmark")
+    known = {name for fold in folds for name in fold}
+    if deal_new_classes:
+        folds = deal_into(folds, [name for name in classes if name not in known], seed)
     kept = {name for fold in folds for name in fold}
     return {name: cutouts for name, cutouts in classes.items() if name in kept}, folds
 
 
 def build_composite(
-    objects: Path,
+    objects: Path | Sequence[Path],
     backgrounds: Path,
     out: Path,
     options: CompositeOptions = CompositeOptions(),
     workers: int = 1,
     folds_from: Path | None = None,
+    deal_new_classes: bool = False,
 ) -> CompositeSummary:
     """Write a composite benchmark to the new folder `out` (layout: module docstring); nothing is left on failure.
 
     Args:
-        folds_from: another composite benchmark whose folds to reuse (`folds_like`); classes it lacks are left out.
+        objects: one folder of cut-outs or several (a class in several gets all their cut-outs).
+        folds_from: another composite benchmark whose folds to reuse (`folds_like`); classes it lacks
+            are left out, or with `deal_new_classes` added to its folds.
     """
     _check_options(options)
-    classes = find_cutouts(Path(objects))
+    classes = find_cutouts(objects)
     found_backgrounds = find_backgrounds(Path(backgrounds))
     if folds_from is None:
         folds = assign_folds(list(classes), options.seed)
     else:
-        classes, folds = folds_like(classes, Path(folds_from))
+        classes, folds = folds_like(classes, Path(folds_from), deal_new_classes, options.seed)
     composer = Composer(classes, found_backgrounds, options)
     jobs = [(split, c, i) for split in SPLIT_NAMES for c in range(len(composer.class_names)) for i in range(options.images(split))]
     with new_folder(Path(out)) as staging:
