@@ -14,7 +14,7 @@ from diffews.cli.main import main
 from diffews.data import build_episode_dataset, open_split
 from diffews.data.composite import source_of
 from diffews.data.paste import OPAQUE, Pasted, paste_all
-from diffews.data.synthesize import assign_folds, deal_into, first_word
+from diffews.data.synthesize import assign_folds, deal_into, first_word, folds_like
 
 SMALL = ["--size", "32", "--images-per-class", "4", "--eval-images-per-class", "3"]
 
@@ -284,15 +284,38 @@ def test_several_object_folders_add_up_and_folds_from_keeps_the_reference_folds(
     assert sum(new_sizes) == 4 and new_sizes[-1] <= 2
 
 
+def test_a_family_keeps_its_reference_fold_even_when_its_reference_classes_are_missing(tmp_path):
+    reference = [["apple", "cup", "go-left"], ["boat"], ["drum"], ["egg"]]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"format": "diffews-composite", "folds": reference}))
+    classes = {name: [] for name in ("apple", "boat", "cup", "drum", "egg", "go-up", "go-down", "hat")}
+    kept, folds = folds_like(classes, tmp_path, deal_new_classes=True)
+    assert folds[0] == ["apple", "cup", "go-down", "go-up"]  # not the smallest fold: go's reference fold
+    assert folds[1:] == [["boat", "hat"], ["drum"], ["egg"]]
+    assert set(kept) == set(classes)
+    assert folds_like(classes, tmp_path)[1] == [["apple", "cup"], ["boat"], ["drum"], ["egg"]]
+
+
+def test_an_objects_folder_given_twice_is_refused(inputs, tmp_path, capsys):
+    objects, backgrounds = inputs
+    args = ["--objects", str(objects), f"{objects}/.", "--backgrounds", str(backgrounds), "--out", str(tmp_path / "out")]
+    assert main(["data", "composite", *args]) == 2
+    assert error_line(capsys).endswith(": given twice in --objects (its cut-outs would count twice)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_deal_new_classes_needs_folds_from(inputs, tmp_path, capsys):
     assert composite(inputs, tmp_path / "out", "--deal-new-classes") == 2
     assert error_line(capsys) == "error: --deal-new-classes adds classes to the folds of --folds-from DIR; give that too"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_deal_into_fills_the_smallest_folds_and_assign_folds_is_dealing_into_empty_ones():
-    names = [f"c{i:03d}-x" for i in range(40)] + ["d-1", "d-2", "d-3"]
-    assert assign_folds(names, seed=5) == deal_into([[], [], [], []], names, seed=5)
+def test_deal_into_fills_the_smallest_folds_and_assign_folds_deals_as_before():
+    names = [f"c{i:03d}-x" for i in range(10)] + ["d-1", "d-2", "d-3", "e-1", "f-1", "f-2"]
+    expected = [  # assign_folds of the release before deal_into: the same seed keeps its folds
+        ["c000-x", "d-1", "d-2", "d-3"], ["c002-x", "e-1", "f-1", "f-2"],
+        ["c003-x", "c004-x", "c005-x", "c009-x"], ["c001-x", "c006-x", "c007-x", "c008-x"],
+    ]
+    assert assign_folds(names, seed=5) == expected
     folds = deal_into([["a-1", "a-2", "a-3"], ["b-1"], [], ["d-0"]], ["a-4", "d-9", "e-1", "f-1"], seed=0)
     assert folds[0] == ["a-1", "a-2", "a-3", "a-4"] and folds[3] == ["d-0", "d-9"]
     assert sorted(len(f) for f in folds[1:3]) == [1, 2] and sorted(folds[1] + folds[2]) == ["b-1", "e-1", "f-1"]

@@ -58,11 +58,22 @@ def test_line_art_becomes_a_sticker_black_strokes_on_white():
     assert (pixels[15, 15] == (255, 255, 255, 255)).all() and (pixels[0, 15, :3] == 0).all()
 
 
-def test_class_names_come_from_unicode_names():
-    assert class_name("\U0001F355") == "slice-of-pizza"
-    assert class_name("\u2708") == "airplane"
-    assert class_name("\U0001F9D2") == "child"
-    assert class_name("\ue000") is None
+@pytest.mark.parametrize(
+    "character, name",
+    [
+        ("\U0001F355", "slice-of-pizza"),                   # SLICE OF PIZZA: the head comes before "of"
+        ("\U0001F600", "face-grinning"),                    # GRINNING FACE
+        ("\U0001F607", "face-smiling-with-halo"),           # SMILING FACE WITH HALO
+        ("\U0001F499", "heart-blue"),                       # BLUE HEART
+        ("\U0001F44B", "hand-waving-sign"),                 # WAVING HAND SIGN: "sign" is not the head
+        ("\u25B6", "triangle-black-right-pointing"),        # BLACK RIGHT-POINTING TRIANGLE
+        ("\U0001F558", "clock-face-nine-oclock"),           # a numbered series keeps its order
+        ("\u2708", "airplane"),
+        ("\ue000", None),                                   # private use: no name
+    ],
+)
+def test_class_names_put_the_unicode_names_head_noun_first(character, name):
+    assert class_name(character) == name
 
 
 def test_the_catalogue_keeps_named_single_code_points_once(tmp_path):
@@ -81,9 +92,13 @@ def test_the_catalogue_keeps_named_single_code_points_once(tmp_path):
     assert [(e.code, e.class_name) for e in entries] == [("2708", "airplane"), ("1F355", "slice-of-pizza")]
 
 
-def test_a_bad_catalogue_is_one_error(tmp_path):
+@pytest.mark.parametrize(
+    "text",
+    ["[1, 2]", '{"a": {"unicode": "zz"}}', '{"a": {"unicode": null}}', '{"a": {"unicode": "110000"}}', '{"a": 3}', "{"],
+)
+def test_a_bad_catalogue_is_one_error(tmp_path, text):
     path = tmp_path / "index.json"
-    path.write_text("[1, 2]")
+    path.write_text(text)
     with pytest.raises(emoji.InputError, match="index.json: not an EmojiOne index"):
         read_catalogue(path)
 
@@ -92,7 +107,8 @@ def test_licence_of_the_artwork_paragraph(tmp_path, monkeypatch):
     doc = tmp_path / "gem"
     doc.mkdir()
     (doc / "copyright").write_text(
-        "Format: x\n\nFiles: *\nCopyright: a\nLicense: Expat\n\nFiles: assets/* fonts/*\nCopyright: b\nLicense: CC-BY-SA-4.0\n"
+        "Format: x\n\nFiles: *\nCopyright: a\nLicense: Expat\n Permission is hereby granted\n\n"
+        "Files: fonts/*\n assets/*\nCopyright: b\nLicense: CC-BY-SA-4.0\n By exercising the Licensed Rights\n"
     )
     monkeypatch.setattr("diffews.data.debian.DOC_ROOT", tmp_path)
     assert package_licence("gem") == "Expat"
@@ -100,7 +116,7 @@ def test_licence_of_the_artwork_paragraph(tmp_path, monkeypatch):
     assert package_licence("gem", "other/*") == "Expat"
 
 
-# Fake sets: each draws a square of its own colour; 'thin' lacks the airplane, 'blank' draws nothing at all.
+# Fake sets: each draws a rectangle of its own colour (emojione's tall, the others' wide); emojione lacks the airplane.
 COLOURS = {"noto": (200, 30, 30), "emojione": (30, 200, 30), "symbola": (0, 0, 0)}
 
 
@@ -109,7 +125,8 @@ def fake_drawer(set_name: str, missing: tuple[str, ...] = ()):
         if character in missing:
             return None
         image = Image.new("RGBA", (size, size))
-        ImageDraw.Draw(image).rectangle((4, 4, size - 5, size // 2), fill=(*COLOURS[set_name], 255))
+        box = (4, 4, size // 2, size - 5) if set_name == "emojione" else (4, 4, size - 5, size // 2)
+        ImageDraw.Draw(image).rectangle(box, fill=(*COLOURS[set_name], 255))
         return image
 
     return draw
@@ -160,7 +177,10 @@ def test_gather_writes_classes_drawn_by_enough_sets(fake_sets, tmp_path, capsys)
     [
         (["--sets", "noto,apple"], "unknown emoji set(s) apple; choose from noto, emojione, symbola"),
         (["--noto-font", "/nowhere/noto.ttf"], "/nowhere/noto.ttf: not found; the 'noto' set needs it"),
-        (["--min-sets", "4"], "no emoji of the 3 in the catalogue is drawn by 4 of the sets noto, emojione, symbola"),
+        (["--min-sets", "4"], "--min-sets must be 1 to the 3 set(s) asked for; got 4"),
+        (["--sets", "noto,symbola", "--min-sets", "3"], "--min-sets must be 1 to the 2 set(s) asked for; got 3"),
+        (["--size", "0"], "--size must be at least 16 px; got 0"),
+        (["--min-silhouette-iou", "0.99"], "none of the 2 classes is left after cleaning: their silhouettes agree less than"),
     ],
 )
 def test_bad_requests_exit_2_and_write_nothing(fake_sets, tmp_path, capsys, extra, message):

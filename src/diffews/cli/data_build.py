@@ -156,7 +156,7 @@ def run_emoji(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from the sets {', '.join(summary.sets)} to {args.out}; "
-        f"removed {summary.outliers} silhouette outliers"
+        f"removed {summary.outliers} silhouette outliers, which dropped {summary.dropped_disagreeing} classes"
     )
     return 0
 

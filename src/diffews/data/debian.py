@@ -38,8 +38,8 @@ def package_licence(package: str | None, files: str = "*") -> str | None:
         return None
     first = None
     for paragraph in re.split(r"\n\s*\n", path.read_text(errors="replace")):
-        fields = dict(_field(line) for line in paragraph.splitlines() if re.match(r"^[A-Za-z-]+:", line))
-        licence = fields.get("license", "").strip()
+        fields = _fields(paragraph)
+        licence = fields.get("license", "").split("\n")[0].strip()
         if not licence:
             continue
         if files in fields.get("files", "").split():
@@ -48,6 +48,15 @@ def package_licence(package: str | None, files: str = "*") -> str | None:
     return first
 
 
-def _field(line: str) -> tuple[str, str]:
-    key, _, value = line.partition(":")
-    return key.lower(), value
+def _fields(paragraph: str) -> dict[str, str]:
+    """A copyright-file paragraph's fields by lower-case name; continuation lines (indented) kept, after a newline."""
+    fields: dict[str, str] = {}
+    key = None
+    for line in paragraph.splitlines():
+        match = re.match(r"^([A-Za-z-]+):(.*)$", line)
+        if match:
+            key = match[1].lower()
+            fields[key] = match[2]
+        elif key is not None and line[:1] in (" ", "\t"):
+            fields[key] += "\n" + line
+    return fields

@@ -19,13 +19,16 @@ The catalogue is EmojiOne's index (ruby-gemojione's ``config/index.json``). Only
 are classes (skin tones, flags, keycaps and other sequences are left out); a class is named after
 the code point's Unicode name (``U+1F355 SLICE OF PIZZA`` -> ``slice-of-pizza``), so its first word
 is its family for `diffews data composite`'s folds and distractors. A class needs `min_sets` sets
-that draw it; cleaning as for icons (`diffews.data.icons.clean_cutouts`).
+that draw it; cleaning as for icons (`diffews.data.icons.clean_cutouts`). Cut-outs are fitted to
+`size` on their longer side (Noto's 136 x 128 bitmaps and Symbola's glyphs, drawn at 160 px, are
+upscaled at the default 192; EmojiOne's SVG files are drawn at that size).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..io import new_folder
 from .debian import owning_packages, package_licence
-from .icons import clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_jsonl
+from .icons import clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_description
 
 logger = logging.getLogger("diffews")
 
@@ -49,7 +52,13 @@ EMOJIONE_ROOT = Path("/usr/share/rubygems-integration/all/gems")
 SETS = ("noto", "emojione", "symbola")
 ARTWORK_FILES = {"emojione": "assets/*"}
 """The copyright file's ``Files:`` pattern of a set's artwork, where it is not the package's main files."""
+STATED_LICENCES = {"symbola": "free for any use (fonts-symbola copyright: fonts may be opened, edited, modified, regenerated, packaged and redistributed)"}
+"""A set's licence where its package's copyright file is not machine-readable."""
 LEFT_OUT_CATEGORIES = frozenset({"flags", "modifier", "regional"})
+PREPOSITIONS = frozenset({"with", "of", "in", "on", "for", "and", "without", "from", "to", "at", "over", "under"})
+GENERIC_HEADS = frozenset({"sign", "symbol"})
+KEPT_ORDER = ("clock face ", "squared ", "negative squared ", "circled ")
+MIN_SIZE = 16
 NOTO_PIXELS = 109
 """The only size at which Noto Color Emoji's bitmap strikes load (136 x 128 px glyphs)."""
 LINE_ART_PIXELS = 160
@@ -71,9 +80,23 @@ class Emoji:
 
 
 def class_name(character: str) -> str | None:
-    """``"🍕"`` -> ``"slice-of-pizza"``: the Unicode name, lower case, words joined by ``-``; None if unnamed."""
-    name = unicodedata.name(character, "")
-    return "-".join(name.lower().replace("-", " ").split()) or None
+    """``"😀"`` -> ``"face-grinning"``: the Unicode name, head noun first, lower case, words joined by ``-``.
+
+    The head noun is the last word before the first preposition (``SMILING FACE WITH HALO`` ->
+    ``face-smiling-with-halo``), skipping a trailing "sign" / "symbol" (``WAVING HAND SIGN`` ->
+    ``hand-waving-sign``); names of a numbered series (`KEPT_ORDER`: clock faces, squared and circled
+    characters) keep their order. So a name's first word is its family, as in icon names (`face-smile`):
+    variants of one object (``heart-blue``, ``heart-green``) share a fold and are never each other's
+    distractors. None if the character has no name.
+    """
+    words = unicodedata.name(character, "").lower().replace("-", " ").split()
+    if not words or " ".join(words).startswith(KEPT_ORDER):
+        return "-".join(words) or None
+    phrase = next((i for i in range(1, len(words)) if words[i] in PREPOSITIONS), len(words))
+    head = phrase - 1
+    while head > 0 and words[head] in GENERIC_HEADS:
+        head -= 1
+    return "-".join([words[head], *words[:head], *words[head + 1 :]])
 
 
 def read_catalogue(index: Path) -> list[Emoji]:
@@ -81,24 +104,18 @@ def read_catalogue(index: Path) -> list[Emoji]:
     try:
         entries = json.loads(index.read_text())
         codes = {str(e["unicode"]).upper() for e in entries.values() if str(e.get("category", "")) not in LEFT_OUT_CATEGORIES}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        points = sorted(int(code, 16) for code in codes if "-" not in code)
+        characters = [chr(point) for point in points]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
         raise InputError(f"{index}: not an EmojiOne index ({error})") from None
-    emoji, names = [], set()
-    for code in sorted(codes, key=lambda c: int(c, 16) if "-" not in c else -1):
-        if "-" in code:
-            continue
-        character = chr(int(code, 16))
-        name = class_name(character)
-        if name and name not in names:
-            names.add(name)
-            emoji.append(Emoji(character, code, name))
-    return emoji
+    named = [(character, class_name(character)) for character in characters]
+    return [Emoji(character, f"{ord(character):04X}", name) for character, name in named if name]
 
 
 def find_emojione(root: Path) -> Path | None:
-    """The newest installed ``gemojione-*`` folder under `root` (with an index and SVG files), or None."""
-    found = sorted(p.parent.parent for p in root.glob("gemojione-*/config/index.json") if (p.parent.parent / "assets" / "svg").is_dir())
-    return found[-1] if found else None
+    """The installed ``gemojione-*`` folder of the highest version under `root` (with an index and SVG files), or None."""
+    found = [p.parent.parent for p in root.glob("gemojione-*/config/index.json") if (p.parent.parent / "assets" / "svg").is_dir()]
+    return max(found, key=lambda p: [int(part) if part.isdigit() else -1 for part in re.split(r"[.-]", p.name)[1:]], default=None)
 
 
 def fill_enclosed(strokes: np.ndarray) -> np.ndarray:
@@ -182,6 +199,7 @@ class EmojiSummary:
     classes: int
     cutouts: int
     outliers: int
+    dropped_disagreeing: int
 
 
 def gather_emoji(
@@ -206,6 +224,10 @@ def gather_emoji(
     unknown = sorted(set(sets) - set(SETS))
     if unknown:
         raise InputError(f"unknown emoji set(s) {', '.join(unknown)}; choose from {', '.join(SETS)}")
+    if size < MIN_SIZE:
+        raise InputError(f"--size must be at least {MIN_SIZE} px; got {size}")
+    if not 1 <= min_sets <= len(sets):
+        raise InputError(f"--min-sets must be 1 to the {len(sets)} set(s) asked for; got {min_sets}")
     emojione = emojione or find_emojione(EMOJIONE_ROOT)
     if emojione is None:
         raise InputError(f"{EMOJIONE_ROOT}: no gemojione-*/config/index.json (the emoji catalogue); apt-get install ruby-gemojione")
@@ -222,7 +244,7 @@ def gather_emoji(
     }
     owners = owning_packages([files[name] for name in sets])
     packages = {name: owners.get(files[name]) for name in sets}
-    licences = {name: package_licence(package, ARTWORK_FILES.get(name, "*")) for name, package in packages.items()}
+    licences = {name: package_licence(package, ARTWORK_FILES.get(name, "*")) or STATED_LICENCES.get(name) for name, package in packages.items()}
     with new_folder(Path(out)) as staging:
         entries, silhouettes = [], []
         for emoji in tqdm(catalogue, desc="drawing emoji", unit="emoji"):
@@ -239,12 +261,15 @@ def gather_emoji(
                     "package": packages[name], "licence": licences[name],
                 })
         classes = list(dict.fromkeys(entry["class"] for entry in entries))
-        kept, outliers, _, info = clean_cutouts(staging, classes, entries, silhouettes, min_sets, min_silhouette_iou)
-        if not info:
+        if not classes:
             raise InputError(f"no emoji of the {len(catalogue)} in the catalogue is drawn by {min_sets} of the sets {', '.join(sets)}")
-        write_jsonl(staging / "manifest.jsonl", kept)
-        (staging / "classes.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    return EmojiSummary(list(sets), len(info), len(kept), outliers)
+        kept, outliers, dropped, info = clean_cutouts(staging, classes, entries, silhouettes, min_sets, min_silhouette_iou)
+        if not info:
+            raise InputError(
+                f"none of the {len(classes)} classes is left after cleaning: their silhouettes agree less than --min-silhouette-iou {min_silhouette_iou}"
+            )
+        write_description(staging, kept, info)
+    return EmojiSummary(list(sets), len(info), len(kept), outliers, dropped)
 
 
 def _draw(drawer: Drawer, emoji: Emoji, size: int, set_name: str) -> Image.Image | None:

@@ -353,8 +353,7 @@ def gather_icons(
                 f"{root}: none of the {len(classes)} classes is left after cleaning ({dropped} lost themes to silhouettes agreeing "
                 f"less than --min-silhouette-iou {min_silhouette_iou}, the rest to unreadable or too small icons)"
             )
-        write_jsonl(staging / "manifest.jsonl", kept)
-        (staging / "classes.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+        write_description(staging, kept, info)
     return IconSummary(sorted(scans), len(info), len(kept), outliers, dropped)
 
 
@@ -377,8 +376,8 @@ def clean_cutouts(
     """Drop empty cut-outs and silhouette outliers, then classes left with too few themes.
 
     `entries` (manifest rows with ``"file"``, ``"class"``, ``"theme"``) and `silhouettes` (None: an
-    empty cut-out) are parallel; files are relative to `staging`. Returns the kept manifest rows, the number of outlier cut-outs removed, of classes dropped
-    for them, and the per-class description.
+    empty cut-out) are parallel; files are relative to `staging`. Returns the kept manifest rows,
+    the number of outlier cut-outs removed, of classes dropped for them, and the per-class description.
     """
     by_class: dict[str, list[tuple[dict, np.ndarray]]] = defaultdict(list)
     for entry, mask in zip(entries, silhouettes):
@@ -408,6 +407,7 @@ def clean_cutouts(
     return kept, outliers, dropped, info
 
 
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    """One JSON object per line (keys sorted)."""
-    path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+def write_description(folder: Path, rows: Iterable[dict], classes: dict[str, dict]) -> None:
+    """A cut-out folder's ``manifest.jsonl`` (one row per line, keys sorted) and ``classes.json``."""
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    (folder / "classes.json").write_text(json.dumps(classes, indent=1, sort_keys=True) + "\n")

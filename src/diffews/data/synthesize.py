@@ -126,6 +126,9 @@ def find_cutouts(objects: Path | Sequence[Path]) -> dict[str, list[Cutout]]:
     A class found in several folders gets the cut-outs of all of them (more sources of one object).
     """
     folders = [Path(objects)] if isinstance(objects, (str, Path)) else [Path(p) for p in objects]
+    repeated = [str(folder) for index, folder in enumerate(folders) if folder.resolve() in {f.resolve() for f in folders[:index]}]
+    if repeated:
+        raise InputError(f"{repeated[0]}: given twice in --objects (its cut-outs would count twice)")
     classes: dict[str, list[Cutout]] = defaultdict(list)
     for objects_folder in folders:
         if not objects_folder.is_dir():
@@ -175,14 +178,15 @@ def assign_folds(class_names: Sequence[str], seed: int, num_folds: int = NUM_FOL
     return folds
 
 
-def deal_into(folds: list[list[str]], class_names: Sequence[str], seed: int) -> list[list[str]]:
+def deal_into(folds: list[list[str]], class_names: Sequence[str], seed: int, homes: list[list[str]] | None = None) -> list[list[str]]:
     """`folds` (class names) with `class_names` added, each fold sorted.
 
-    A class whose family (`first_word`) is already in a fold joins it; the other families are
-    shuffled by `seed`, then placed largest first into the currently smallest fold.
+    A class whose family (`first_word`) is already in a fold of `homes` (default: `folds`; the same
+    number of folds) joins that fold; the other families are shuffled by `seed`, then placed largest
+    first into the currently smallest fold.
     """
     folds = [list(fold) for fold in folds]
-    home = {first_word(name): index for index, fold in enumerate(folds) for name in fold}
+    home = {first_word(name): index for index, fold in enumerate(folds if homes is None else homes) for name in fold}
     families: dict[str, list[str]] = defaultdict(list)
     for name in sorted(class_names):
         families[first_word(name)].append(name)
@@ -406,15 +410,17 @@ def folds_like(
 
     So a second benchmark (another art style, an independent test set) scores the same held-out
     classes. Classes `reference` lacks are left out, or with `deal_new_classes` added to its folds
-    (`deal_into`: a family it has keeps its fold), so extra training classes never reach a held-out
-    fold's name families.
+    (`deal_into`: a family it has, even through classes missing here, keeps its fold), so a model
+    trained on the new benchmark's fold-k training classes never saw a class of `reference`'s fold-k
+    name families.
     """
-    folds = [[name for name in fold if name in classes] for fold in read_description(reference)["folds"]]
+    reference_folds = read_description(reference)["folds"]
+    folds = [[name for name in fold if name in classes] for fold in reference_folds]
     if not all(folds):
         raise InputError(f"{reference}: the cut-outs share no class with fold {[bool(f) for f in folds].index(False)} of this benchmark")
-    known = {name for fold in folds for name in fold}
+    known = {name for fold in reference_folds for name in fold}
     if deal_new_classes:
-        folds = deal_into(folds, [name for name in classes if name not in known], seed)
+        folds = deal_into(folds, [name for name in classes if name not in known], seed, homes=reference_folds)
     kept = {name for fold in folds for name in fold}
     return {name: cutouts for name, cutouts in classes.items() if name in kept}, folds
 
