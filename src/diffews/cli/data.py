@@ -11,7 +11,7 @@ from .data_build import add_commands as add_build_commands
 
 DESCRIPTION = (
     "Benchmark data: check the folder layout, write split lists (layouts: 'Benchmark data' in the README); "
-    "build a benchmark from cut-out objects (icons, backgrounds, composite)."
+    "build a benchmark from cut-out objects (icons, emoji, backgrounds, composite)."
 )
 
 
