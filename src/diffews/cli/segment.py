@@ -129,10 +129,21 @@ def input_files(args: argparse.Namespace) -> list[Path]:
     return [Path(file).expanduser() for pair in named for file in pair] + ([Path(args.names).expanduser()] if args.names else [])
 
 
+def output_name(stem: str, kind: str) -> str:
+    """The file a query's output of `kind` (one of a writer's ``OUTPUTS``) goes to: ``<stem>_<kind>.png``."""
+    return f"{stem}_{kind}.png"
+
+
+def query_output_names(stems: list[str], kinds: tuple[str, ...]) -> list[str]:
+    """Every per-query output file of the queries `stems`."""
+    return [output_name(stem, kind) for stem in stems for kind in kinds]
+
+
 class BinaryOutputs:
     """One class from --support: `<name>_mask.png` (0/255) and `<name>_overlay.png` per query."""
 
     kind = "masks and overlays"
+    OUTPUTS = ("mask", "overlay")
 
     def __init__(self, args: argparse.Namespace) -> None:
         if args.format != "png" or args.instances:
@@ -143,7 +154,7 @@ class BinaryOutputs:
         self.support = None
 
     def output_names(self, stems: list[str]) -> list[str]:
-        return [f"{stem}_{kind}.png" for stem in stems for kind in ("mask", "overlay")]
+        return query_output_names(stems, self.OUTPUTS)
 
     def encode_support(self, pipe: DiffewSPipeline) -> None:
         sources = [mask for _, mask in self.args.support]
@@ -156,8 +167,8 @@ class BinaryOutputs:
             resolution=args.resolution, batch_size=args.batch_size,
         )
         for stem, image, mask in zip(stems, images, result.masks):
-            out.save_image_later(lambda mask=mask: mask_image(mask), f"{stem}_mask.png")
-            out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), f"{stem}_overlay.png")
+            out.save_image_later(lambda mask=mask: mask_image(mask), output_name(stem, "mask"))
+            out.save_image_later(lambda image=image, mask=mask: overlay_mask(image, mask), output_name(stem, "overlay"))
 
     def finish(self, out: OutputFolder) -> None:
         """Nothing is written after the last query."""
@@ -168,6 +179,7 @@ class ClassOutputs:
     for all queries with --format coco."""
 
     kind = "label maps and overlays"
+    OUTPUTS = ("labels", "overlay")
 
     def __init__(self, args: argparse.Namespace, classes: ClassFiles, queries: list[Path], processes: int = 1) -> None:
         if args.instances and args.format != "coco":
@@ -192,8 +204,7 @@ class ClassOutputs:
             self.kind += f" and {COCO_FILE}"
 
     def output_names(self, stems: list[str]) -> list[str]:
-        names = [f"{stem}_{kind}.png" for stem in stems for kind in ("labels", "overlay")]
-        return names + ([COCO_FILE] if self.coco is not None else [])
+        return query_output_names(stems, self.OUTPUTS) + ([COCO_FILE] if self.coco is not None else [])
 
     def encode_support(self, pipe: DiffewSPipeline) -> None:
         given = {name: (images, masks) for name, (images, masks, _) in self.classes.items()}
@@ -208,8 +219,8 @@ class ClassOutputs:
         )
         names = result.class_names
         for path, stem, image, labels, probabilities in zip(paths, stems, images, result.labels, result.probabilities):
-            out.save_image_later(lambda labels=labels: label_image(labels, len(names)), f"{stem}_labels.png")
-            out.save_image_later(lambda image=image, labels=labels: overlay_labels(image, labels, names), f"{stem}_overlay.png")
+            out.save_image_later(lambda labels=labels: label_image(labels, len(names)), output_name(stem, "labels"))
+            out.save_image_later(lambda image=image, labels=labels: overlay_labels(image, labels, names), output_name(stem, "overlay"))
             if self.coco is not None:
                 self.coco.add(self.coco_names[path], labels, probabilities)
 

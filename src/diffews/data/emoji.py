@@ -238,10 +238,12 @@ def gather_emoji(
             raise InputError(f"{files[name]}: not found; the {name!r} set needs it (see docs/cutouts.md)")
     if "emojione" in sets:
         require_rasteriser(files["emojione"])
-    drawers: dict[str, Drawer] = {
-        name: svg_drawer(files[name]) if name == "emojione" else FontDrawer(files[name], NOTO_PIXELS if name == "noto" else None, name == "noto")
-        for name in sets
+    makers: dict[str, Callable[[Path], Drawer]] = {
+        "noto": lambda path: FontDrawer(path, NOTO_PIXELS, colour=True),
+        "emojione": svg_drawer,
+        "symbola": lambda path: FontDrawer(path, None, colour=False),
     }
+    drawers = {name: makers[name](files[name]) for name in sets}
     owners = owning_packages([files[name] for name in sets])
     packages = {name: owners.get(files[name]) for name in sets}
     licences = {name: package_licence(package, ARTWORK_FILES.get(name, "*")) or STATED_LICENCES.get(name) for name, package in packages.items()}
