@@ -142,8 +142,8 @@ def run_icons(args: argparse.Namespace) -> int:
         args.min_themes, args.min_silhouette_iou, _names(args.exclude_contexts), args.workers,
     )
     print(
-        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from {len(summary.themes)} themes "
-        f"({', '.join(summary.themes)}) to {args.out}; removed {summary.outliers} silhouette outliers, "
+        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from {len(summary.sources)} themes "
+        f"({', '.join(summary.sources)}) to {args.out}; removed {summary.outliers} silhouette outliers, "
         f"which dropped {summary.dropped_disagreeing} classes"
     )
     return 0
@@ -155,7 +155,7 @@ def run_emoji(args: argparse.Namespace) -> int:
         Path(args.emojione).expanduser() if args.emojione else None, Path(args.noto_font).expanduser(), Path(args.symbola_font).expanduser(),
     )
     print(
-        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from the sets {', '.join(summary.sets)} to {args.out}; "
+        f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from the sets {', '.join(summary.sources)} to {args.out}; "
         f"removed {summary.outliers} silhouette outliers, which dropped {summary.dropped_disagreeing} classes"
     )
     return 0

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..io import new_folder
 from .debian import owning_packages, package_licence
-from .icons import clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_description
+from .icons import CutoutSummary, clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_description
 
 logger = logging.getLogger("diffews")
 
@@ -191,17 +191,6 @@ def svg_drawer(folder: Path) -> Drawer:
     return draw
 
 
-@dataclass(frozen=True)
-class EmojiSummary:
-    """What `gather_emoji` wrote."""
-
-    sets: list[str]
-    classes: int
-    cutouts: int
-    outliers: int
-    dropped_disagreeing: int
-
-
 def gather_emoji(
     out: Path,
     sets: Sequence[str] = SETS,
@@ -211,7 +200,7 @@ def gather_emoji(
     emojione: Path | None = None,
     noto_font: Path = NOTO_FONT,
     symbola_font: Path = SYMBOLA_FONT,
-) -> EmojiSummary:
+) -> CutoutSummary:
     """Write emoji cut-outs to the new folder `out` (layout: module docstring); nothing is left on failure.
 
     Args:
@@ -271,7 +260,7 @@ def gather_emoji(
                 f"none of the {len(classes)} classes is left after cleaning: their silhouettes agree less than --min-silhouette-iou {min_silhouette_iou}"
             )
         write_description(staging, kept, info)
-    return EmojiSummary(list(sets), len(info), len(kept), outliers, dropped)
+    return CutoutSummary(list(sets), len(info), len(kept), outliers, dropped)
 
 
 def _draw(drawer: Drawer, emoji: Emoji, size: int, set_name: str) -> Image.Image | None:

@@ -292,10 +292,11 @@ def _render_one(job: tuple[Path, Path, int, int]) -> np.ndarray | None:
 
 
 @dataclass(frozen=True)
-class IconSummary:
-    """What `gather_icons` wrote."""
+class CutoutSummary:
+    """What `gather_icons` or `diffews.data.emoji.gather_emoji` wrote."""
 
-    themes: list[str]
+    sources: list[str]
+    """The themes (icons) or sets (emoji) drawn from."""
     classes: int
     cutouts: int
     outliers: int
@@ -312,7 +313,7 @@ def gather_icons(
     min_silhouette_iou: float = 0.0,
     excluded_contexts: Sequence[str] = EXCLUDED_CONTEXTS,
     workers: int = 1,
-) -> IconSummary:
+) -> CutoutSummary:
     """Write icon cut-outs to the new folder `out` (layout: module docstring); nothing is left on failure.
 
     Args:
@@ -354,7 +355,7 @@ def gather_icons(
                 f"less than --min-silhouette-iou {min_silhouette_iou}, the rest to unreadable or too small icons)"
             )
         write_description(staging, kept, info)
-    return IconSummary(sorted(scans), len(info), len(kept), outliers, dropped)
+    return CutoutSummary(sorted(scans), len(info), len(kept), outliers, dropped)
 
 
 def _run(jobs: list[tuple[Path, Path, int, int]], workers: int) -> list[np.ndarray | None]:
