@@ -58,9 +58,10 @@ def scan_class(image_folder: Path, mask_folder: Path) -> dict[str, tuple[Path, P
     return found
 
 
-def read_target(path: Path) -> np.ndarray:
-    """A mask file as ``(H, W)`` uint8 in {0, 1, 255}: the binarisation rule, palette index 255 = ignore."""
-    image = open_image_file(path)
+def read_target(path: Path, orient: bool) -> np.ndarray:
+    """A mask file as ``(H, W)`` uint8 in {0, 1, 255}: the binarisation rule, palette index 255 = ignore.
+    `orient`: apply its EXIF orientation (`open_image_file`)."""
+    image = open_image_file(path, orient=orient)
     target = pil_mask_to_array(image).astype(np.uint8)
     if image.mode == "P":
         target[np.asarray(image) == IGNORE_INDEX] = IGNORE_INDEX
@@ -91,7 +92,14 @@ class FolderSplit(FewShotSplit):
         return self.files[key][0]
 
     def target(self, key: str, class_id: int) -> np.ndarray:
-        return read_target(self.files[key][1])
+        return read_target(self.files[key][1], self.exif_orientation)
+
+
+class PhotoFolderSplit(FolderSplit):
+    """A custom-layout split: users' own photos, whose masks are drawn on the picture as a viewer shows it,
+    so images and masks are read with their EXIF orientation applied (as `diffews segment` reads inputs)."""
+
+    exif_orientation = True
 
 
 def layout(root: Path) -> tuple[Path, Path]:
@@ -113,7 +121,7 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     names = class_folders(image_root)
     if not names:
         raise InputError(f"{image_root}: no class folders; expected <class>/<image>.jpg with masks (see 'Benchmark data' in the README)")
-    return FolderSplit(NAME, split, image_root, mask_root, names)
+    return PhotoFolderSplit(NAME, split, image_root, mask_root, names)
 
 
 def check(root: Path, splits: Path | None = None) -> list[CheckItem]:

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..modeling.config import check_resolution
-from ..processing.images import MASK_NEAREST, PREPROCESSING, open_image_file, preprocess_image, resize_mask
+from ..processing.images import MASK_NEAREST, PREPROCESSING, preprocess_image, resize_mask
 from .source import FewShotSplit
 
 ORIGINAL = "original"
@@ -120,7 +120,7 @@ class EpisodeDataset(Dataset):
 
     def _load(self, key: str, class_id: int) -> tuple[Image.Image, np.ndarray]:
         """RGB image and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""
-        image = open_image_file(self.split.image_path(key)).convert("RGB")
+        image = self.split.open_image(key)
         target = self.split.target(key, class_id)
         if target.shape != (image.height, image.width):
             target = resize_mask(target, (image.height, image.width))[0].to(torch.uint8).numpy()
@@ -183,7 +183,7 @@ class NWayEpisodeDataset(EpisodeDataset):
 
     def query_labels(self, query: str, classes: list[int]) -> tuple[Image.Image, np.ndarray]:
         """The query image and its labels ``(H, W)`` uint8 over `classes` (0 background, 255 ignore)."""
-        image = open_image_file(self.split.image_path(query)).convert("RGB")
+        image = self.split.open_image(query)
         labels = np.zeros((image.height, image.width), dtype=np.uint8)
         ignore = np.zeros_like(labels, dtype=bool)
         for label, class_id in reversed(list(enumerate(classes, 1))):  # reversed: the first class wins overlaps

@@ -52,7 +52,7 @@ class PascalSplit(FewShotSplit):
 
 def read_label_png(path: Path) -> np.ndarray:
     """Class-index mask ``(H, W)`` uint8 from a palette or grayscale PNG."""
-    image = open_image_file(path)
+    image = open_image_file(path, orient=False)
     if image.mode not in ("P", "L"):
         raise InputError(f"{path}: expected a palette or grayscale class-index PNG, got mode {image.mode}")
     return np.asarray(image)

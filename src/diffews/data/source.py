@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import InputError
+from ..processing.images import open_image_file
 
 SPLITS = ("trn", "val", "test")
 
@@ -85,9 +87,14 @@ class FewShotSplit(ABC):
         pairs: sorted (image key, class id) pairs: every image that shows a class, once per class.
         class_balanced: episodes draw their class uniformly, then a query image of it (HSNet's
             COCO-20i sampling), instead of walking through `pairs` in order.
+        exif_orientation: images and masks are read with their EXIF orientation applied. False for the
+            published benchmarks: their masks index the pixels as stored, and the reference evaluation
+            reads images without it (a photo tagged "rotate 90" would otherwise be scored against a
+            mask stretched across the turned picture).
     """
 
     class_balanced = False
+    exif_orientation = False
 
     def __init__(
         self,
@@ -112,6 +119,10 @@ class FewShotSplit(ABC):
     @abstractmethod
     def image_path(self, key: str) -> Path:
         """The image file of `key`."""
+
+    def open_image(self, key: str) -> Image.Image:
+        """The RGB image of `key`, oriented by the split's rule (`exif_orientation`)."""
+        return open_image_file(self.image_path(key), orient=self.exif_orientation).convert("RGB")
 
     @abstractmethod
     def target(self, key: str, class_id: int) -> np.ndarray:

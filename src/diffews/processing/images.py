@@ -40,12 +40,17 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
-def open_image_file(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file, EXIF orientation applied; one-line `InputError` on failure."""
+def open_image_file(path: str | Path, orient: bool = True) -> Image.Image:
+    """Open and fully decode an image file; one-line `InputError` on failure.
+
+    Args:
+        orient: apply the file's EXIF orientation (as a viewer shows the photo); False keeps the pixels as
+            stored, which is what the published benchmarks' masks index.
+    """
     try:
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image)
+            return ImageOps.exif_transpose(image) if orient else image
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..io import replace_folder
 from ..modeling.config import check_resolution
-from ..processing.images import image_to_tensor, open_image_file, resize_image, resize_mask
+from ..processing.images import image_to_tensor, resize_image, resize_mask
 from ..data import BENCHMARKS
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
@@ -144,8 +144,7 @@ def load_pairs(data: AEDataOptions, split: str, limit: int | None = None) -> tup
     images = torch.empty(len(pairs), 3, *size, dtype=torch.uint8)
     masks = torch.empty(len(pairs), 1, *size, dtype=torch.bool)
     for index, (key, class_id) in enumerate(tqdm(pairs, desc=f"reading {split}", unit="image", leave=False)):
-        path = fewshot.image_path(key)
-        image = image_to_tensor(open_image_file(path).convert("RGB"), str(path))
+        image = image_to_tensor(fewshot.open_image(key), str(fewshot.image_path(key)))
         images[index] = ((resize_image(image, size) + 1) * 127.5).round().to(torch.uint8)
         masks[index] = resize_mask(fewshot.target(key, class_id) == 1, size).bool()
     return images, masks
