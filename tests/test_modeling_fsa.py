@@ -114,6 +114,16 @@ def test_fusion_rejects_supports_of_another_resolution(query_tokens):
         KVFusion(context)("l", own, own)
 
 
+def test_fusion_serves_queries_in_blocks_of_their_set():
+    support = torch.randn(2, 8, 4)
+    context = SupportContext(keys={"l": support}, values={"l": -support}, num_shots=1)
+    own = torch.randn(6, 8, 4)
+    keys, values = KVFusion(context)("l", own, own)
+    assert keys.shape == values.shape == (6, 16, 4)
+    for b in range(6):  # queries 0-2 take set 0, queries 3-5 set 1
+        torch.testing.assert_close(keys[b], torch.cat([own[b], support[b // 3]]))
+        torch.testing.assert_close(values[b], torch.cat([own[b], -support[b // 3]]))
+
 def test_fusion_broadcasts_one_set_to_every_query():
     support = torch.randn(1, 8, 4)
     context = SupportContext(keys={"l": support}, values={"l": support}, num_shots=1)

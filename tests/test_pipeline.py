@@ -10,6 +10,7 @@ from PIL import Image
 
 from diffews import DiffewSPipeline, InputError
 from diffews._testing import build_tiny_model
+from diffews.modeling.fsa import SupportContext
 
 
 @pytest.fixture
@@ -108,6 +109,15 @@ def test_support_errors(tiny_pipeline, support, queries):
     with pytest.raises(InputError, match="query image 2: numpy images must be"):
         tiny_pipeline([queries[0], np.zeros((4, 4, 2), np.uint8)], images, masks)
 
+
+def test_predict_takes_one_support_set_or_one_per_query(tiny_pipeline, support):
+    one = tiny_pipeline.encode_support(*support)
+    two = SupportContext({k: v.repeat(2, 1, 1) for k, v in one.keys.items()}, {k: v.repeat(2, 1, 1) for k, v in one.values.items()}, one.num_shots)
+    size = tiny_pipeline.model.config.resolution
+    queries = torch.zeros(4, 3, size, size)
+    with pytest.raises(ValueError, match="a support context of 2 sets for 4 queries"):
+        tiny_pipeline.predict(queries, two)
+    assert tiny_pipeline.predict(queries[:2], two).mask_images.shape[0] == 2
 
 def test_file_paths_are_accepted(tmp_path, tiny_pipeline, support, queries):
     images, masks = support

@@ -92,6 +92,19 @@ def test_query_is_encoded_once_and_classes_run_as_batches(tiny_model, class_supp
     assert unet_batches == [3, 3, 3]
 
 
+def test_shared_support_sets_reach_the_unet_once_per_class(tiny_pipeline, class_supports, queries, monkeypatch):
+    """One set per class serves its block of queries: the fused context holds N sets, not N x B copies."""
+    contexts = {name: tiny_pipeline.encode_support(*pair) for name, pair in class_supports.items()}
+    calls, predict_latents = [], tiny_pipeline.predict_latents
+
+    def recording(latents, support):
+        calls.append((latents.shape[0], support.num_sets))
+        return predict_latents(latents, support)
+
+    monkeypatch.setattr(tiny_pipeline, "predict_latents", recording)
+    tiny_pipeline.segment_classes(queries, contexts, batch_size=3)
+    assert calls == [(2 * 3, 2), (3, 1)]  # cat + sky: 6 query rows, 2 sets; dog: 3 rows, 1 set
+
 def test_class_batches_and_encoded_supports_do_not_change_results(tiny_pipeline, class_supports, queries):
     contexts = {name: tiny_pipeline.encode_support(*pair) for name, pair in class_supports.items()}
     together = tiny_pipeline.segment_classes(queries, class_supports)

@@ -37,8 +37,10 @@ class SupportContext:
         values: same layout as `keys`.
         num_shots: K.
 
-    A context with S = 1 is shared by every query of a batch (broadcast, not copied); a context
-    with S = B pairs support set b with query b (training episodes).
+    A context of S sets serves a query batch of B = S x m images in blocks, set s the queries
+    s*m ... s*m + m - 1: S = 1 is shared by every query, S = B pairs set b with query b (training
+    episodes), and S classes' sets serve their m queries each (several classes at once). A set is
+    broadcast to its queries, never copied.
     """
 
     keys: dict[str, torch.Tensor]
@@ -118,14 +120,16 @@ class KVFusion:
                 f"support context holds {support.shape[1] // self.context.num_shots} tokens per shot at a layer where "
                 f"the query has {tokens}: supports and queries must be encoded at the same working resolution"
             )
-        if support.shape[0] == 1:
-            support = support.expand(batch, -1, -1)
-        elif support.shape[0] != batch:
+        sets = support.shape[0]
+        if batch % sets:
             raise ValueError(
-                f"support context holds {support.shape[0]} support sets but the query batch has {batch} images; "
+                f"support context holds {sets} support sets but the query batch has {batch} images; "
                 "use one support set for all queries or one per query"
             )
-        return torch.cat([own, support.to(own.dtype)], dim=1)
+        per_set = batch // sets
+        blocks = own.unflatten(0, (sets, per_set))
+        shared = support.to(own.dtype)[:, None].expand(-1, per_set, -1, -1)
+        return torch.cat([blocks, shared], dim=2).flatten(0, 1)
 
 
 class KVFusionAttnProcessor:

@@ -216,6 +216,8 @@ class DiffewSPipeline:
                 (the padding's outputs are dropped), so every model call sees the same shapes.
         """
         count = query_images.shape[0]
+        if support.num_sets not in (1, count):
+            raise ValueError(f"a support context of {support.num_sets} sets for {count} queries: give one set, or one per query")
         latents = self.encode_queries(query_images, pad_to)
         if support.num_sets == count > 1 and latents.shape[0] > count:
             support = SupportContext(
@@ -256,7 +258,8 @@ class DiffewSPipeline:
 
         The queries are VAE-encoded once; the query passes of classes with the same number of
         shots run as one UNet batch (`class_batch_size` classes at most per call, default all),
-        query b of class n paired with class n's support set (or its b-th one).
+        query b of class n paired with class n's support set (or its b-th one). Shared support sets
+        are broadcast to the queries, not copied per query.
 
         Args:
             query_images: ``(B, 3, R, R)`` in [-1, 1].
@@ -277,9 +280,15 @@ class DiffewSPipeline:
         mask_images: list[torch.Tensor] = [None] * len(supports)  # type: ignore[list-item]
         for group in _class_groups(supports, class_batch_size):
             contexts = [supports[n] for n in group]
+            # one set per class serves its block of `total` queries (KVFusion); sets per query are laid out per row
+            shared = all(ctx.num_sets == 1 for ctx in contexts)
+
+            def join(tensors: list[torch.Tensor]) -> torch.Tensor:
+                return torch.cat(tensors if shared else [per_query(t) for t in tensors])
+
             fused = SupportContext(
-                {k: torch.cat([per_query(ctx.keys[k]) for ctx in contexts]) for k in contexts[0].keys},
-                {k: torch.cat([per_query(ctx.values[k]) for ctx in contexts]) for k in contexts[0].values},
+                {k: join([ctx.keys[k] for ctx in contexts]) for k in contexts[0].keys},
+                {k: join([ctx.values[k] for ctx in contexts]) for k in contexts[0].values},
                 contexts[0].num_shots,
             )
             prediction = self.predict_latents(latents.repeat(len(group), 1, 1, 1), fused)
