@@ -12,6 +12,7 @@ from PIL import Image
 
 from diffews.data import build_episode_dataset, open_split
 from diffews.data.splits import write_pair_lists
+from diffews.processing.images import preprocess_image
 from diffews.errors import InputError
 
 
@@ -161,8 +162,10 @@ def test_exif_orientation_only_for_the_custom_layout(benchmarks, tmp_path, bench
     tagged = episodes(tmp_path / "data")
     expected = np.rot90(stored, k=-1) if oriented else stored  # tag 6: turn clockwise to display
     np.testing.assert_array_equal(np.asarray(tagged.split.open_image(key)), expected)
-    if not oriented:
-        assert torch.equal(tagged.working_pair(key, class_id)[1], untagged.working_pair(key, class_id)[1])
+    if not oriented:  # what the model sees: the stored picture, and the mask of the untagged file
+        image, mask = tagged.working_pair(key, class_id)
+        assert torch.equal(image, preprocess_image(Image.fromarray(stored), (32, 32), "diffews"))
+        assert torch.equal(mask, untagged.working_pair(key, class_id)[1])
 
 
 # Episodes

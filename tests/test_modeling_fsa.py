@@ -124,6 +124,7 @@ def test_fusion_serves_queries_in_blocks_of_their_set():
         torch.testing.assert_close(keys[b], torch.cat([own[b], support[b // 3]]))
         torch.testing.assert_close(values[b], torch.cat([own[b], -support[b // 3]]))
 
+
 def test_fusion_broadcasts_one_set_to_every_query():
     support = torch.randn(1, 8, 4)
     context = SupportContext(keys={"l": support}, values={"l": support}, num_shots=1)

@@ -119,6 +119,7 @@ def test_predict_takes_one_support_set_or_one_per_query(tiny_pipeline, support):
         tiny_pipeline.predict(queries, two)
     assert tiny_pipeline.predict(queries[:2], two).mask_images.shape[0] == 2
 
+
 def test_file_paths_are_accepted(tmp_path, tiny_pipeline, support, queries):
     images, masks = support
     images[0].save(tmp_path / "s.png")

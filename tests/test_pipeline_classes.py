@@ -105,6 +105,7 @@ def test_shared_support_sets_reach_the_unet_once_per_class(tiny_pipeline, class_
     tiny_pipeline.segment_classes(queries, contexts, batch_size=3)
     assert calls == [(2 * 3, 2), (3, 1)]  # cat + sky: 6 query rows, 2 sets; dog: 3 rows, 1 set
 
+
 def test_class_batches_and_encoded_supports_do_not_change_results(tiny_pipeline, class_supports, queries):
     contexts = {name: tiny_pipeline.encode_support(*pair) for name, pair in class_supports.items()}
     together = tiny_pipeline.segment_classes(queries, class_supports)

@@ -124,7 +124,7 @@ class KVFusion:
         if batch % sets:
             raise ValueError(
                 f"support context holds {sets} support sets but the query batch has {batch} images; "
-                "use one support set for all queries or one per query"
+                "use one support set for all queries, one per query, or one per equal block of queries"
             )
         per_set = batch // sets
         blocks = own.unflatten(0, (sets, per_set))

@@ -241,7 +241,8 @@ class DiffewSPipeline:
 
     @torch.no_grad()
     def predict_latents(self, query_latents: torch.Tensor, support: SupportContext) -> Prediction:
-        """Query pass and decoding for query latents ``(B, 4, R/8, R/8)`` from `encode_queries`."""
+        """Query pass and decoding for query latents ``(B, 4, R/8, R/8)`` from `encode_queries`; `support`
+        holds S sets with B a multiple of S, set s serving queries s*B/S ... (`SupportContext`)."""
         with self.speed.context(self.device):
             mask_latents = self.model.predict_mask_latents(query_latents, support)
             decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_mask_images
@@ -282,10 +283,7 @@ class DiffewSPipeline:
             contexts = [supports[n] for n in group]
             # one set per class serves its block of `total` queries (KVFusion); sets per query are laid out per row
             shared = all(ctx.num_sets == 1 for ctx in contexts)
-
-            def join(tensors: list[torch.Tensor]) -> torch.Tensor:
-                return torch.cat(tensors if shared else [per_query(t) for t in tensors])
-
+            join = torch.cat if shared else lambda tensors: torch.cat([per_query(t) for t in tensors])
             fused = SupportContext(
                 {k: join([ctx.keys[k] for ctx in contexts]) for k in contexts[0].keys},
                 {k: join([ctx.values[k] for ctx in contexts]) for k in contexts[0].values},

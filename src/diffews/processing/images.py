@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 from .masks import to_binary_mask
@@ -45,18 +45,28 @@ def open_image_file(path: str | Path, orient: bool = True) -> Image.Image:
 
     Args:
         orient: apply the file's EXIF orientation (as a viewer shows the photo); False keeps the pixels as
-            stored, which is what the published benchmarks' masks index.
+            stored, which is what the published benchmarks' masks index, and resets the orientation tag
+            so that no later step (`image_to_tensor`) turns the picture.
     """
     try:
         with Image.open(path) as image:
             image.load()
-            return ImageOps.exif_transpose(image) if orient else image
+            return ImageOps.exif_transpose(image) if orient else _as_stored(image)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, expected an image file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise InputError(f"{path}: cannot read image ({error})") from None
+
+
+def _as_stored(image: Image.Image) -> Image.Image:
+    """`image` with its orientation tag (EXIF, or XMP read into it) set to "as stored", in place."""
+    exif = image.getexif()
+    if exif.get(ExifTags.Base.Orientation, 1) != 1:
+        exif[ExifTags.Base.Orientation] = 1
+        image.info["exif"] = exif.tobytes()  # what copies such as .convert() read the tag from
+    return image
 
 
 def check_image_file(path: str | Path) -> None:
