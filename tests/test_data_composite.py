@@ -12,7 +12,7 @@ from PIL import Image
 from cutout_data import error_line, CLASSES, SOURCES, tree_files, write_backgrounds, write_cutouts
 from diffews.cli.main import main
 from diffews.data import build_episode_dataset, open_split
-from diffews.data.composite import source_of
+from diffews.data.composite import FIX, source_of
 from diffews.data.paste import OPAQUE, Pasted, paste_all
 from diffews.data.synthesize import assign_folds, deal_into, first_word, folds_like
 
@@ -226,6 +226,64 @@ def test_existing_output_is_refused_and_left_alone(inputs, tmp_path, capsys):
     assert composite(inputs, out) == 2
     assert "already exists and is not an empty folder" in error_line(capsys)
     assert tree_files(tmp_path) == {"out/keep.txt": b"mine"}
+
+
+def test_an_empty_output_folder_is_kept_and_filled_and_a_link_is_refused(inputs, built, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    inode = out.stat().st_ino
+    assert composite(inputs, out, *BUILT) == 0
+    assert out.stat().st_ino == inode  # the user's folder itself, not a replacement
+    assert tree_files(out) == tree_files(built)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert composite(inputs, tmp_path / "link") == 2
+    assert "is a symbolic link; give the folder it points to" in error_line(capsys)
+    assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
+
+
+def test_a_failed_build_into_an_empty_folder_leaves_it_empty(inputs, tmp_path, monkeypatch, capsys):
+    from diffews.data import synthesize
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(synthesize, "_write_one", lambda job: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert composite(inputs, out) == 130
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(inputs, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from diffews.data import synthesize
+
+    def full(job):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x.png"))
+
+    monkeypatch.setattr(synthesize, "_write_one", full)
+    assert composite(inputs, tmp_path / "out") == 2
+    assert error_line(capsys) == f"error: {tmp_path / 'out' / 'x.png'}: cannot write (No space left on device)"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_corrupt_cutout_is_one_line_naming_it_and_leaves_nothing(inputs, tmp_path, capsys, workers):
+    import shutil
+
+    objects, backgrounds = inputs
+    shutil.copytree(objects, tmp_path / "objects")
+    bad = sorted((tmp_path / "objects").glob("*/*.png"))[0]
+    bad.write_bytes(b"not a png")
+    assert composite((tmp_path / "objects", backgrounds), tmp_path / "out", "--workers", workers) == 2
+    assert error_line(capsys).startswith(f"error: {bad}: cannot read image")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("folds", [[1, 2, 3, 4], [["a"], ["b"], ["c"], [["d"]]], [["a"], ["b"], ["c"], ["d", 5]]])
+def test_a_malformed_description_is_one_line(tmp_path, capsys, folds):
+    (tmp_path / "benchmark.json").write_text(json.dumps({"format": "diffews-composite", "folds": folds}))
+    assert main(["data", "check", "composite", str(tmp_path)]) == 2
+    assert error_line(capsys) == f"error: {tmp_path / 'benchmark.json'}: each fold must be a list of class names; " + FIX
 
 
 def test_interrupted_build_leaves_nothing(inputs, tmp_path, monkeypatch, capsys):

@@ -63,6 +63,18 @@ def test_a_second_run_into_the_same_folder_keeps_the_first_autoencoder(trained, 
     assert {p.name: p.read_bytes() for p in (out / "vae").iterdir()} == before
 
 
+def test_an_output_dir_that_is_a_file_is_refused_before_reading_the_data(trained, tmp_path, capsys, monkeypatch):
+    from diffews.training import autoencoder
+
+    data, _, _ = trained
+    (tmp_path / "taken").write_text("mine")
+    monkeypatch.setattr(autoencoder, "load_pairs", lambda *args: pytest.fail("read the data before checking the output"))
+    args = ["train-autoencoder", "--root", str(data), "--output-dir", str(tmp_path / "taken" / "run"), "--resolution", "32"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'taken' / 'run'}: cannot create the output folder, {tmp_path / 'taken'} is a file"
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
 def test_round_trip_metrics_match_a_direct_computation():
     torch.manual_seed(0)
     vae = AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), norm_num_groups=4, latent_channels=4)

@@ -263,19 +263,45 @@ def atomic_write(target: str | Path, folder: bool = False, sync: bool = False) -
 def new_folder(target: str | Path) -> Iterator[Path]:
     """Write a folder that does not exist yet, all at once or not at all (see `atomic_write`).
 
+    An empty folder the user made is kept (its permissions, group, mount) and filled: the contents
+    are staged inside it and moved into it when the block succeeds; on failure it is left empty.
+
     Raises:
-        InputError: `target` exists and is not an empty folder (nothing of it is touched), or its
-            parent folder is missing or not writable.
+        InputError: `target` exists and is not an empty folder, or is a symbolic link (nothing of it
+            is touched), or the folder to write in is missing or not writable.
     """
     target = Path(target)
-    if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+    if target.is_symlink():
+        raise InputError(f"{target}: is a symbolic link; give the folder it points to ({os.path.realpath(target)})")
+    existing = target.is_dir()
+    if _exists(target) and not (existing and not any(target.iterdir())):
         raise InputError(f"{target}: already exists and is not an empty folder; choose a new output folder")
-    if not target.parent.is_dir():
-        raise InputError(f"{target.parent}: folder not found; create it first or choose another output folder")
-    if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise InputError(f"{target.parent}: cannot write here; choose another output folder")
-    with atomic_write(target, folder=True) as staged:
+    writes_in = target if existing else target.parent
+    if not writes_in.is_dir():
+        raise InputError(f"{writes_in}: folder not found; create it first or choose another output folder")
+    if not os.access(writes_in, os.W_OK | os.X_OK):
+        raise InputError(f"{writes_in}: cannot write here; choose another output folder")
+    if not existing:
+        with atomic_write(target, folder=True) as staged:
+            yield staged
+        return
+    staged = temporary_path(target / "contents")
+    staged.mkdir()
+    moved: list[Path] = []
+    try:
         yield staged
+        _apply_umask(staged)
+        for entry in sorted(staged.iterdir()):
+            if _exists(target / entry.name):
+                raise InputError(f"{target / entry.name}: appeared while this run wrote {target}; nothing was written")
+            os.rename(entry, target / entry.name)
+            moved.append(target / entry.name)
+        staged.rmdir()
+    except BaseException:
+        for path in moved:
+            remove(path)
+        remove(staged)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -43,6 +44,11 @@ TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHU
 a closed terminal SIGHUP."""
 
 
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Errors of the storage, not of the program (full disk, quota, file too large, read-only file system):
+reported in one line like bad input, once the run has undone its partial outputs."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's `KeyboardInterrupt`, so every
     clean-up that runs for Ctrl-C (removing partial outputs, saving progress) runs for them too."""
@@ -53,17 +59,26 @@ class Terminated(KeyboardInterrupt):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status: 0, 2 for bad input, 128 + N after signal N
-    (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) once the run has cleaned up."""
+    """Run the command line; returns the exit status: 0, 2 for bad input or a full disk
+    (`STORAGE_ERRORS`), 128 + N after signal N (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)
+    once the run has cleaned up."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.DEBUG if args.verbose else logging.WARNING)
     if not args.verbose:
         _quiet_libraries()
     previous = _raise_on_termination_signals()
     try:
-        return args.run(args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        try:
+            return args.run(args)
+        except InputError as error:
+            message = f"error: {error}"
+        except OSError as error:
+            if error.errno not in STORAGE_ERRORS:
+                raise
+            where = f"{error.filename}: " if error.filename else ""
+            message = f"error: {where}cannot write ({error.strerror})"
+        # printed once the failed run's frames are gone, so a progress bar they held closes before, not after it
+        print(message, file=sys.stderr)
         return 2
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)

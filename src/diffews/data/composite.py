@@ -47,6 +47,8 @@ def read_description(root: Path) -> dict:
         raise InputError(f"{path}: not a composite benchmark description (JSON with \"folds\"); {FIX}") from None
     if description.get("format") != "diffews-composite" or not isinstance(folds, list) or len(folds) != NUM_FOLDS:
         raise InputError(f"{path}: expected format 'diffews-composite' with {NUM_FOLDS} folds; {FIX}")
+    if not all(isinstance(fold, list) and all(isinstance(name, str) for name in fold) for fold in folds):
+        raise InputError(f"{path}: each fold must be a list of class names; {FIX}")
     names = [name for fold in folds for name in fold]
     if len(names) != len(set(names)):
         raise InputError(f"{path}: folds are not disjoint")

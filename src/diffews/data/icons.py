@@ -36,7 +36,6 @@ import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..io import new_folder
 from .debian import owning_packages, package_licence
+from .workers import process_pool
 
 logger = logging.getLogger("diffews")
 
@@ -362,7 +362,7 @@ def _run(jobs: list[tuple[Path, Path, int, int]], workers: int) -> list[np.ndarr
     progress = dict(total=len(jobs), desc="rasterising icons", unit="icon")
     if workers <= 1:
         return [_render_one(job) for job in tqdm(jobs, **progress)]
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         return list(tqdm(pool.map(_render_one, jobs, chunksize=32), **progress))
 
 

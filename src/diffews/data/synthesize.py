@@ -38,7 +38,6 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,8 +48,10 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import new_folder
+from ..processing.images import open_image_file
 from .composite import image_stem, read_description, source_of
 from .paste import Pasted, paste_all, transform_cutout, visible_fraction
+from .workers import process_pool
 
 FORMAT = "diffews-composite"
 NUM_FOLDS = 4
@@ -222,15 +223,12 @@ class _Sources:
 
 @lru_cache(maxsize=2048)
 def _load_cutout(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGBA")
+    return open_image_file(path, orient=False).convert("RGBA")
 
 
 @lru_cache(maxsize=256)
 def _load_background(path: Path, side: int) -> Image.Image:
-    with Image.open(path) as image:
-        image.draft("RGB", (side, side))
-        image = image.convert("RGB")
+    image = open_image_file(path, orient=False, draft=(side, side)).convert("RGB")
     scale = 1.5 * side / min(image.size)
     if scale < 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
@@ -459,7 +457,7 @@ def build_composite(
             _init_worker(composer, staging)
             written = [_write_one(job) for job in tqdm(jobs, **progress)]
         else:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(composer, staging)) as pool:
+            with process_pool(workers, _init_worker, (composer, staging)) as pool:
                 written = list(tqdm(pool.map(_write_one, jobs, chunksize=16), **progress))
         rows = [row for job_rows in written for row in job_rows]
         (staging / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))

@@ -40,16 +40,19 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
-def open_image_file(path: str | Path, orient: bool = True) -> Image.Image:
+def open_image_file(path: str | Path, orient: bool = True, draft: tuple[int, int] | None = None) -> Image.Image:
     """Open and fully decode an image file; one-line `InputError` on failure.
 
     Args:
         orient: apply the file's EXIF orientation (as a viewer shows the photo); False keeps the pixels as
             stored, which is what the published benchmarks' masks index, and resets the orientation tag
             so that no later step (`image_to_tensor`) turns the picture.
+        draft: let a JPEG decode at a reduced scale still at least this size (`PIL.Image.Image.draft`).
     """
     try:
         with Image.open(path) as image:
+            if draft is not None:
+                image.draft("RGB", draft)
             image.load()
             return ImageOps.exif_transpose(image) if orient else _as_stored(image)
     except FileNotFoundError:

@@ -32,6 +32,7 @@ from ..processing.images import image_to_tensor, resize_image, resize_mask
 from ..data import BENCHMARKS
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
+from .checkpoints import check_output_dir
 from .config import SectionedConfig, option, require
 
 logger = logging.getLogger("diffews")
@@ -198,6 +199,7 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
     output = Path(run.output_dir).expanduser()
     if (output / VAE_DIR).exists():
         raise InputError(f"{output / VAE_DIR}: already holds an autoencoder; choose another output_dir")
+    check_output_dir(output)
     train_images, train_masks = load_pairs(config.data, config.data.train_split)
     val_images, val_masks = load_pairs(config.data, config.data.val_split, config.data.val_images)
     torch.manual_seed(run.seed)
