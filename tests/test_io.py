@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from diffews.errors import InputError
-from diffews.io import BACKUP_SUFFIX, COMMITTING_SUFFIX, OutputFolder, Transaction, atomic_write, temporary_path, write_text
+from diffews.io import (
+    BACKUP_SUFFIX, COMMITTING_SUFFIX, OutputFolder, Transaction, atomic_write, replace_folder, temporary_path, write_text,
+)
 
 
 def image(value: int) -> Image.Image:
@@ -125,6 +127,20 @@ def umask(request):
     yield request.param
     os.umask(previous)
 
+
+def test_a_folder_written_into_an_empty_one_keeps_it_and_a_link_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    inode = out.stat().st_ino
+    replace_folder(out, lambda folder: (folder / "a.txt").write_text("new"), "write here")
+    assert out.stat().st_ino == inode and (out / "a.txt").read_text() == "new"
+    replace_folder(out, lambda folder: (folder / "b.txt").write_text("newer"), "write here")  # contents: replaced whole
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(InputError, match="is a symbolic link"):
+        replace_folder(tmp_path / "link", lambda folder: (folder / "a.txt").write_text("new"), "write here")
+    assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
 
 def test_every_written_file_respects_the_umask(tmp_path, umask, tiny_model):
     """Outputs, reports, weights and checkpoints get 0666 / 0777 & ~umask, as any program's files."""

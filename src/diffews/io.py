@@ -314,6 +314,7 @@ def write_text(path: str | Path, text: str) -> Path:
 def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
     """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
     (`atomic_write`): readers see the old folder or the complete new one, never a half-written one.
+    A missing or empty `target` is written by `new_folder` (an empty folder is kept and filled).
 
     Raises:
         InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
@@ -321,7 +322,8 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(target, folder=True) as staged:
+        empty = not _exists(target) or (target.is_dir() and not any(target.iterdir()))  # a link to one: refused
+        with new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
     except (OSError, SafetensorError) as error:
         detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
