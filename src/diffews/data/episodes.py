@@ -121,10 +121,14 @@ class EpisodeDataset(Dataset):
     def _load(self, key: str, class_id: int) -> tuple[Image.Image, np.ndarray]:
         """RGB image and its target ``(H, W)`` in {0, 1, 255}, resized to the image if needed."""
         image = self.split.open_image(key)
+        return image, self._target(key, class_id, image)
+
+    def _target(self, key: str, class_id: int, image: Image.Image) -> np.ndarray:
+        """The target of `class_id` in `key` at the size of its `image`."""
         target = self.split.target(key, class_id)
         if target.shape != (image.height, image.width):
             target = resize_mask(target, (image.height, image.width))[0].to(torch.uint8).numpy()
-        return image, target
+        return target
 
 
 def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -189,7 +193,7 @@ class NWayEpisodeDataset(EpisodeDataset):
         for label, class_id in reversed(list(enumerate(classes, 1))):  # reversed: the first class wins overlaps
             if (query, class_id) not in self._pairs:
                 continue
-            _, target = self._load(query, class_id)
+            target = self._target(query, class_id, image)
             labels[target == 1] = label
             ignore |= target == 255
         labels[ignore & (labels == 0)] = 255
