@@ -262,7 +262,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(inputs, tmp_path, monkeypatc
 
     monkeypatch.setattr(synthesize, "_write_one", full)
     assert composite(inputs, tmp_path / "out") == 2
-    assert error_line(capsys) == f"error: {tmp_path / 'out' / 'x.png'}: cannot write (No space left on device)"
+    assert error_line(capsys) == f"error: {tmp_path / 'out'}: cannot write (No space left on device)"
     assert list(tmp_path.iterdir()) == []
 
 

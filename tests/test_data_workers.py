@@ -10,13 +10,13 @@ import pytest
 from diffews.data.workers import process_pool
 
 
-def sigint_is_ignored(_: int) -> bool:
-    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+def stop_signals_are_ignored(_: int) -> bool:
+    return all(signal.getsignal(signum) == signal.SIG_IGN for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
 
 
-def test_workers_ignore_ctrl_c():
+def test_workers_ignore_ctrl_c_and_termination():
     with process_pool(2) as pool:
-        assert list(pool.map(sigint_is_ignored, range(4))) == [True] * 4
+        assert list(pool.map(stop_signals_are_ignored, range(4))) == [True] * 4
 
 
 def test_a_failure_in_the_block_cancels_the_tasks_not_begun():

@@ -13,7 +13,7 @@ from PIL import Image
 
 from diffews.errors import InputError
 from diffews.io import (
-    BACKUP_SUFFIX, COMMITTING_SUFFIX, OutputFolder, Transaction, atomic_write, replace_folder, temporary_path, write_text,
+    BACKUP_SUFFIX, COMMITTING_SUFFIX, OutputFolder, Transaction, atomic_write, new_folder, replace_folder, temporary_path, write_text,
 )
 
 
@@ -192,6 +192,26 @@ def test_the_next_write_undoes_what_a_killed_run_left(tmp_path, caplog):
     assert sorted(p.name for p in folder.iterdir()) == ["created.txt", "replaced.txt", "report.json"]
     assert "restored 1 file(s) that an interrupted run had replaced" in caplog.text and "replaced.txt" in caplog.text
 
+
+KILLED_FILLING = """
+import os, signal, sys
+from diffews.io import new_folder
+with new_folder(sys.argv[1]) as staged:
+    (staged / "half.txt").write_text("half of it")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_an_empty_folder_a_killed_run_was_filling_is_empty_again_for_the_next(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert subprocess.run([sys.executable, "-c", KILLED_FILLING, str(out)]).returncode == -9
+    assert [p.name.rsplit(".", 1)[1] for p in out.iterdir()] == ["tmp"]  # its hidden staging folder
+    with new_folder(out) as staged:
+        (staged / "data").mkdir()
+        (staged / "data" / "a.txt").write_text("a")
+        (staged / "benchmark.json").write_text("{}")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["benchmark.json", "data", "data/a.txt"]
 
 def test_leftovers_of_a_running_process_or_another_host_are_kept(tmp_path):
     (tmp_path / "a.txt").write_text("new")

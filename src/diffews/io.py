@@ -16,6 +16,7 @@ for one, writes 0600).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -25,6 +26,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +42,10 @@ from .errors import InputError
 from .processing.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger("diffews")
+
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Write errors of the storage, not of the program (full disk, quota, file too large, read-only file
+system): reported in one line like bad input, once the run has undone its partial outputs."""
 
 TEMP_SUFFIX = ".tmp"
 BACKUP_SUFFIX = ".orig"
@@ -264,38 +270,60 @@ def new_folder(target: str | Path) -> Iterator[Path]:
     """Write a folder that does not exist yet, all at once or not at all (see `atomic_write`).
 
     An empty folder the user made is kept (its permissions, group, mount) and filled: the contents
-    are staged inside it and moved into it when the block succeeds; on failure it is left empty.
+    are staged inside it and moved into it when the block succeeds, sub-folders first and the JSON
+    files that describe the folder last (so a reader that looks for them never finds it half
+    filled); on failure it is left empty. Write errors of the storage (`STORAGE_ERRORS`) are
+    reported for `target`.
 
     Raises:
         InputError: `target` exists and is not an empty folder, or is a symbolic link (nothing of it
-            is touched), or the folder to write in is missing or not writable.
+            is touched), the folder to write in is missing or not writable, or the disk is full.
     """
     target = Path(target)
     if target.is_symlink():
         raise InputError(f"{target}: is a symbolic link; give the folder it points to ({os.path.realpath(target)})")
     existing = target.is_dir()
-    if _exists(target) and not (existing and not any(target.iterdir())):
+    if _exists(target) and not is_empty_folder(target):
         raise InputError(f"{target}: already exists and is not an empty folder; choose a new output folder")
     writes_in = target if existing else target.parent
     if not writes_in.is_dir():
         raise InputError(f"{writes_in}: folder not found; create it first or choose another output folder")
     if not os.access(writes_in, os.W_OK | os.X_OK):
         raise InputError(f"{writes_in}: cannot write here; choose another output folder")
-    if not existing:
-        with atomic_write(target, folder=True) as staged:
+    try:
+        with atomic_write(target, folder=True) if not existing else _fill_in_place(target) as staged:
             yield staged
-        return
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        raise InputError(f"{target}: cannot write ({error.strerror})") from None
+
+
+def is_empty_folder(path: Path) -> bool:
+    """Whether `path` is a folder with nothing in it once the leftovers of killed diffews runs are
+    undone (`recover_interrupted`: a run killed while filling it leaves a hidden staging folder)."""
+    if not path.is_dir():
+        return False
+    if not path.is_symlink():
+        recover_interrupted(path)
+    return not any(path.iterdir())
+
+
+@contextlib.contextmanager
+def _fill_in_place(target: Path) -> Iterator[Path]:
+    """`new_folder` for an existing empty `target`: stage inside it, then move the entries in."""
     staged = temporary_path(target / "contents")
     staged.mkdir()
     moved: list[Path] = []
     try:
         yield staged
         _apply_umask(staged)
-        for entry in sorted(staged.iterdir()):
-            if _exists(target / entry.name):
-                raise InputError(f"{target / entry.name}: appeared while this run wrote {target}; nothing was written")
-            os.rename(entry, target / entry.name)
-            moved.append(target / entry.name)
+        for entry in sorted(staged.iterdir(), key=lambda p: (not p.is_dir(), p.suffix == ".json", p.name)):
+            destination = target / entry.name
+            if _exists(destination):
+                raise InputError(f"{destination}: appeared while this run wrote {target}; nothing was written")
+            moved.append(destination)  # before the rename, so an interrupt between the two still undoes it
+            os.rename(entry, destination)
         staged.rmdir()
     except BaseException:
         for path in moved:
@@ -322,7 +350,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
     """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        empty = not _exists(target) or (target.is_dir() and not any(target.iterdir()))  # a link to one: refused
+        empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
         with new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
     except (OSError, SafetensorError) as error:
@@ -511,12 +539,14 @@ def umask() -> int:
 
 
 def _apply_umask(path: Path) -> None:
-    """Give a newly written file, or every entry of a newly written folder tree, the umask's modes."""
+    """Give a newly written file, or every entry of a newly written folder tree, the umask's modes
+    (a folder keeps its set-group-ID bit, which it inherits from a parent that has it)."""
     mask = umask()
     entries = [path, *path.rglob("*")] if path.is_dir() else [path]
     for entry in entries:
         if not entry.is_symlink():
-            os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
+            keep = entry.stat().st_mode & stat.S_ISGID if entry.is_dir() else 0
+            os.chmod(entry, ((0o777 if entry.is_dir() else 0o666) & ~mask) | keep)
 
 
 def _exists(path: Path) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import signal
 import sys
@@ -11,6 +10,7 @@ import threading
 
 from .. import __version__
 from ..errors import InputError
+from ..io import STORAGE_ERRORS
 from . import app, convert, data, distill_decoder, download, evaluate, init_model, segment, train, train_autoencoder
 
 DESCRIPTION = """\
@@ -42,11 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 """Signals that stop a run the way Ctrl-C (SIGINT) does: `timeout`, systemd and job schedulers send SIGTERM,
 a closed terminal SIGHUP."""
-
-
-STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-"""Errors of the storage, not of the program (full disk, quota, file too large, read-only file system):
-reported in one line like bad input, once the run has undone its partial outputs."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,8 +1,9 @@
-"""Process pools of the data builders, whose workers leave Ctrl-C to the main process.
+"""Process pools of the data builders, whose workers leave Ctrl-C and termination to the main process.
 
-A Ctrl-C reaches every process of the terminal's group: the main process undoes the build
-(`diffews.io.new_folder`); the workers ignore it, finish the task in hand and stop, without
-printing a traceback each, and the tasks not begun are cancelled.
+Ctrl-C reaches every process of the terminal's group, as do a closed terminal's SIGHUP and a job
+scheduler's SIGTERM: the main process undoes the build (`diffews.io.new_folder`); the workers ignore
+them, finish the task in hand and stop, without printing a traceback each, and the tasks not begun
+are cancelled.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _start_worker(initializer: Callable[..., None] | None, *initargs: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
 

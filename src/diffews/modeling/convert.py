@@ -20,7 +20,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError
-from ..io import replace_folder
+from ..io import is_empty_folder, replace_folder
 from .card import render_card
 from .config import DiffewSConfig
 from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
@@ -172,7 +172,7 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False,
     (only once the new one is complete). Anything else at `out` is never touched.
     """
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not is_empty_folder(out):
         if not replace:
             raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
         if not is_model_folder(out):
