@@ -280,6 +280,17 @@ def new_folder(target: str | Path) -> Iterator[Path]:
             is touched), the folder to write in is missing or not writable, or the disk is full.
     """
     target = Path(target)
+    try:
+        with _writing_new_folder(target) as staged:
+            yield staged
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        raise InputError(f"{target}: cannot write ({error.strerror})") from None
+
+
+def _writing_new_folder(target: Path) -> contextlib.AbstractContextManager[Path]:
+    """`new_folder` without its error translation: the checks, then the staging context."""
     if target.is_symlink():
         raise InputError(f"{target}: is a symbolic link; give the folder it points to ({os.path.realpath(target)})")
     existing = target.is_dir()
@@ -290,13 +301,7 @@ def new_folder(target: str | Path) -> Iterator[Path]:
         raise InputError(f"{writes_in}: folder not found; create it first or choose another output folder")
     if not os.access(writes_in, os.W_OK | os.X_OK):
         raise InputError(f"{writes_in}: cannot write here; choose another output folder")
-    try:
-        with atomic_write(target, folder=True) if not existing else _fill_in_place(target) as staged:
-            yield staged
-    except OSError as error:
-        if error.errno not in STORAGE_ERRORS:
-            raise
-        raise InputError(f"{target}: cannot write ({error.strerror})") from None
+    return _fill_in_place(target) if existing else atomic_write(target, folder=True)
 
 
 def is_empty_folder(path: Path) -> bool:
@@ -351,7 +356,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
-        with new_folder(target) if empty else atomic_write(target, folder=True) as staged:
+        with _writing_new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
     except (OSError, SafetensorError) as error:
         detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
