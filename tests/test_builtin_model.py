@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from diffews.registry import load_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MIN_EXAMPLE_IOU = 0.65
-"""Each shipped query's mask IoU against its ground truth must exceed this (measured on this checkout: 0.87, 0.75, 0.82 with both supports)."""
+"""Each shipped query's mask IoU against its ground truth must exceed this (measured on this checkout: 0.76, 0.69, 0.68 with both supports)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,12 @@ def test_the_default_model_is_the_builtin_one_loaded_offline_in_float32(pipe):
     assert all(torch.equal(a, b) for a, b in zip(pipe.model.unet.state_dict().values(), named.unet.state_dict().values()))
     stored = builtin.MODELS_ROOT / DEFAULT_MODEL
     assert sum(p.stat().st_size for p in stored.rglob("*") if p.is_file()) <= 25 * 2**20
+
+
+def test_the_builtin_unet_has_the_architecture_of_its_recipe():
+    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "icons" / "unet-w44.json").read_text())
+    packaged = json.loads((builtin.MODELS_ROOT / DEFAULT_MODEL / "unet" / "config.json").read_text())
+    assert {key: packaged[key] for key in recipe} == recipe
 
 
 @pytest.mark.parametrize("command", [["segment", "--support", "a", "b", "--query", "q", "--out", "o"], ["app"], ["evaluate", "--benchmark", "custom", "--root", "r"]])

@@ -136,6 +136,10 @@ def test_the_built_in_model_configs_load():
     configs = Path(__file__).resolve().parents[1] / "configs" / "icons"
     autoencoder = AutoencoderConfig.load(configs / "autoencoder.yaml")
     assert (autoencoder.data.benchmark, autoencoder.data.fold, autoencoder.model.block_out_channels) == ("composite", 0, (16, 32, 64, 64))
-    unet = TrainConfig.load(configs / "fold0.yaml")
-    assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128)
+    for train_config in ("fold0.yaml", "fold0-continue.yaml", "fold0-w44.yaml"):
+        unet = TrainConfig.load(configs / train_config)
+        assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128), train_config
+    shipped = TrainConfig.load(configs / "fold0-w44.yaml")
+    assert (shipped.optim.learning_rate, shipped.optim.max_steps, shipped.model.pretrained) == (3e-4, 11000, "outputs/icons-w44-init")
     assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]
+    assert json.loads((configs / "unet-w44.json").read_text())["block_out_channels"] == [44, 88, 176, 176]

@@ -1,6 +1,6 @@
 """Every number of docs/learning.md, with the evaluator behind `diffews evaluate` (`run_evaluation`).
 
-    python docs/learning/evaluate_all.py --model outputs/icons-fold0/model --untrained outputs/icons-init \
+    python docs/learning/evaluate_all.py --model diffews-icons-small --untrained outputs/icons-w44-init \
         --root data/iconbench [--oxygen data/oxygen-eval] --out docs/learning
 
 Held-out fold 0, test split, every test image once as a query (1176 episodes: all 196 classes;

@@ -1,8 +1,10 @@
 """Package a trained model as the built-in diffews-icons-small: weights stored in float16.
 
-    python docs/learning/package_model.py outputs/icons-fold0-continue/model src/diffews/models/diffews-icons-small
+    python docs/learning/package_model.py outputs/icons-w44-init src/diffews/models/diffews-icons-small \
+        --checkpoint outputs/icons-w44/checkpoints/step-00010500        # the built-in model: a checkpoint's UNet
     python docs/learning/package_model.py outputs/icons-init outputs/icons-step2750 --dtype float32 \
         --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet, to train on from
+    python docs/learning/package_model.py outputs/icons-fold0-continue/model outputs/icons-small  # an exported model
 
 Loads the folder that `diffews train` exported (or an initial model plus a checkpoint's UNet), casts
 every weight to float16 (half the size; it loads back as float32, see `DiffewSModel.from_pretrained`)

@@ -5,7 +5,7 @@ Reads the run's TensorBoard logs (``<output_dir>/logs``: ``train/loss``, ``val/m
 continue one another are drawn as one curve: ``DIR@OFFSET`` shifts a run's steps by OFFSET (a run
 started from an earlier run's weights counts its steps from 0); a dotted line marks where it starts.
 
-    python docs/learning/plot_training.py outputs/icons-fold0 docs/learning/training.png
+    python docs/learning/plot_training.py outputs/icons-w44 docs/learning/training.png
     python docs/learning/plot_training.py outputs/icons-fold0 outputs/icons-fold0-continue@2750 docs/learning/training.png
 """
 
