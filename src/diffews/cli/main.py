@@ -11,6 +11,7 @@ import threading
 from .. import __version__
 from ..errors import InputError
 from ..io import STORAGE_ERRORS
+from ..signals import STOP_SIGNALS, Terminated
 from . import app, convert, data, distill_decoder, download, evaluate, init_model, segment, train, train_autoencoder
 
 DESCRIPTION = """\
@@ -37,20 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in subparsers.choices.values():  # also after the command: `diffews segment --verbose`
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="same as diffews --verbose")
     return parser
-
-
-TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-"""Signals that stop a run the way Ctrl-C (SIGINT) does: `timeout`, systemd and job schedulers send SIGTERM,
-a closed terminal SIGHUP."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's `KeyboardInterrupt`, so every
-    clean-up that runs for Ctrl-C (removing partial outputs, saving progress) runs for them too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,17 +78,16 @@ def _raise_on_termination_signals() -> dict[int, object]:
     always finishes (SIGKILL still stops at once). Returns the previous handlers (none outside the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    signals = (signal.SIGINT, *TERMINATION_SIGNALS)
 
     def stop(signum: int, frame: object) -> None:
-        for other in signals:
+        for other in STOP_SIGNALS:
             signal.signal(other, cleaning_up)
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
 
     def cleaning_up(signum: int, frame: object) -> None:
         print(f"{signal.Signals(signum).name} ignored: cleaning up", file=sys.stderr)
 
-    return {signum: signal.signal(signum, stop) for signum in signals}
+    return {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
 
 
 def _quiet_libraries() -> None:

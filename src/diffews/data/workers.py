@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+from ..signals import STOP_SIGNALS
 
 
 def _start_worker(initializer: Callable[..., None] | None, *initargs: Any) -> None:
