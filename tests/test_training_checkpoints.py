@@ -96,3 +96,18 @@ def test_resume_values(tmp_path):
         resolve_resume(str(tmp_path), tmp_path)
     path = write_checkpoint(tmp_path, 3, _write_state, keep=1)
     assert resolve_resume(str(path), tmp_path) == path
+
+
+def test_resuming_a_named_checkpoint_keeps_one_line_of_checkpoints(tmp_path):
+    """Continuing from an older checkpoint while newer ones exist would mix two runs (a later
+    --resume latest picks the abandoned run's newest); another run's folder is not mixed in either."""
+    run = tmp_path / "run"
+    older, newer = (write_checkpoint(run, step, lambda folder, s=step: _write_state(folder, s), keep=3) for step in (5, 10))
+    with pytest.raises(InputError, match=r"step-00000005: .*checkpoints also holds newer checkpoints \(step-00000010\)"):
+        resolve_resume(str(older), run)
+    assert resolve_resume(str(newer), run) == newer
+    elsewhere = write_checkpoint(tmp_path / "other", 5, _write_state, keep=1)
+    with pytest.raises(InputError, match="already holds checkpoints of another run"):
+        resolve_resume(str(elsewhere), run)
+    assert resolve_resume(str(elsewhere), tmp_path / "new") == elsewhere
+    assert [p.name for p in complete_checkpoints(run)] == ["step-00000005", "step-00000010"]

@@ -88,7 +88,7 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
-    return sorted((p for p in found if (p / STATE_NAME).is_file()), key=lambda p: int(p.name[len(PREFIX) :]))
+    return sorted((p for p in found if (p / STATE_NAME).is_file()), key=_step)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -98,7 +98,12 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """`--resume` value -> checkpoint folder: None, 'latest' (None if the run has none yet) or a folder."""
+    """`--resume` value -> checkpoint folder: None, 'latest' (None if the run has none yet) or a folder.
+
+    A named folder must leave `output_dir` one line of checkpoints: it is one of the run's own,
+    with none newer (those belong to the run being abandoned: a later ``--resume latest`` would
+    pick them up), or `output_dir` holds no checkpoints yet.
+    """
     if resume is None:
         return None
     if resume == "latest":
@@ -106,7 +111,22 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     path = Path(resume).expanduser()
     if not (path / STATE_NAME).is_file():
         raise InputError(f"{path}: not a complete diffews training checkpoint (no {STATE_NAME})")
+    existing = complete_checkpoints(output_dir)
+    if existing and path.resolve() not in [p.resolve() for p in existing]:
+        raise InputError(
+            f"{output_dir}: already holds checkpoints of another run; resume from {path} into another output_dir"
+        )
+    newer = [p.name for p in existing if _step(p) > _step(path)]
+    if newer:
+        raise InputError(
+            f"{path}: {Path(output_dir) / CHECKPOINTS} also holds newer checkpoints ({', '.join(newer)}) that continuing "
+            "from it would mix with this run's; move them out of that folder or resume into another output_dir"
+        )
     return path
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name[len(PREFIX) :])
 
 
 def write_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], None], keep: int) -> Path:
