@@ -6,6 +6,7 @@ from collections import deque
 
 import numpy as np
 import pytest
+import torch
 from helpers import box_mask, random_image
 
 from diffews import DiffewSPipeline, InputError
@@ -208,3 +209,28 @@ def test_connected_components_of_a_spiral():
         top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
     labels, count = connected_components(mask)
     assert np.array_equal(labels, bfs_components(mask)) and count == bfs_components(mask).max()
+
+
+def test_shared_and_per_query_sets_run_apart_without_copies(tiny_pipeline, monkeypatch):
+    """A class with one shared set and a class with a set per query (same shot count) run as two
+    UNet batches: the shared set reaches the UNet once, not once per query; the masks equal
+    `predict`'s for each class alone."""
+    generator = torch.Generator().manual_seed(0)
+    resolution = tiny_pipeline.resolution
+    queries = torch.rand(3, 3, resolution, resolution, generator=generator) * 2 - 1
+    images = torch.rand(4, 1, 3, resolution, resolution, generator=generator) * 2 - 1
+    masks = (torch.rand(4, 1, 1, resolution, resolution, generator=generator) > 0.5).float()
+    shared = tiny_pipeline.encode_support_tensors(images[:1], masks[:1])
+    per_query = tiny_pipeline.encode_support_tensors(images[1:], masks[1:])
+    alone = [tiny_pipeline.predict(queries, context).mask_images for context in (shared, per_query)]
+    calls, predict_latents = [], tiny_pipeline.predict_latents
+
+    def recording(latents, support):
+        calls.append((latents.shape[0], support.num_sets))
+        return predict_latents(latents, support)
+
+    monkeypatch.setattr(tiny_pipeline, "predict_latents", recording)
+    together = tiny_pipeline.predict_classes(queries, [shared, per_query, shared])
+    assert sorted(calls) == [(3, 3), (2 * 3, 2)]  # the shared class twice: 2 sets for 6 rows; per query: 3 sets
+    for n, expected in enumerate([alone[0], alone[1], alone[0]]):
+        assert torch.allclose(together[:, n], expected, atol=1e-5)

@@ -258,7 +258,7 @@ class DiffewSPipeline:
         classes (C channels, as `Prediction.mask_images`).
 
         The queries are VAE-encoded once; the query passes of classes with the same number of
-        shots run as one UNet batch (`class_batch_size` classes at most per call, default all),
+        shots and the same layout (one shared set, or one per query) run as one UNet batch (`class_batch_size` classes at most per call, default all),
         query b of class n paired with class n's support set (or its b-th one). Shared support sets
         are broadcast to the queries, not copied per query.
 
@@ -267,7 +267,7 @@ class DiffewSPipeline:
             supports: N contexts, each of one support set (shared by every query, from
                 `encode_support`) or of B (set b serves query b, as in N-way episodes).
             pad_to: see `predict`.
-            class_batch_size: classes per UNet call (None: all classes with the same shot count).
+            class_batch_size: classes per UNet call (None: all classes of a shot count and layout).
         """
         count = query_images.shape[0]
         if any(context.num_sets not in (1, count) for context in supports):
@@ -275,18 +275,17 @@ class DiffewSPipeline:
         latents = self.encode_queries(query_images, pad_to)
         total = latents.shape[0]
 
-        def per_query(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.expand(total, -1, -1) if tensor.shape[0] == 1 else _pad(tensor, total)
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            """A shared set as it is (it serves its block of `total` queries, see `KVFusion`); sets per
+            query padded to `total` rows like the latents."""
+            return tensor if tensor.shape[0] == 1 else _pad(tensor, total)
 
         mask_images: list[torch.Tensor] = [None] * len(supports)  # type: ignore[list-item]
         for group in _class_groups(supports, class_batch_size):
             contexts = [supports[n] for n in group]
-            # one set per class serves its block of `total` queries (KVFusion); sets per query are laid out per row
-            shared = all(ctx.num_sets == 1 for ctx in contexts)
-            join = torch.cat if shared else lambda tensors: torch.cat([per_query(t) for t in tensors])
             fused = SupportContext(
-                {k: join([ctx.keys[k] for ctx in contexts]) for k in contexts[0].keys},
-                {k: join([ctx.values[k] for ctx in contexts]) for k in contexts[0].values},
+                {k: torch.cat([rows(ctx.keys[k]) for ctx in contexts]) for k in contexts[0].keys},
+                {k: torch.cat([rows(ctx.values[k]) for ctx in contexts]) for k in contexts[0].values},
                 contexts[0].num_shots,
             )
             prediction = self.predict_latents(latents.repeat(len(group), 1, 1, 1), fused)
@@ -531,12 +530,13 @@ def _per_class(value, names: list[str], what: str) -> list:
 
 
 def _class_groups(supports: Sequence[SupportContext], size: int | None) -> Iterator[list[int]]:
-    """Indices of the contexts, grouped by shot count (one UNet batch needs equal token counts),
-    each group cut into pieces of at most `size`."""
-    by_shots: dict[int, list[int]] = {}
+    """Indices of the contexts, grouped by shot count (one UNet batch needs equal token counts) and
+    by whether they hold one shared set or one per query (so shared sets are never copied per
+    query), each group cut into pieces of at most `size`."""
+    groups: dict[tuple[int, bool], list[int]] = {}
     for index, context in enumerate(supports):
-        by_shots.setdefault(context.num_shots, []).append(index)
-    for group in by_shots.values():
+        groups.setdefault((context.num_shots, context.num_sets == 1), []).append(index)
+    for group in groups.values():
         yield from _chunks(group, size or len(group))
 
 
