@@ -99,6 +99,13 @@ def test_widths_parse_from_yaml_and_flags_and_bad_ones_name_the_option(tmp_path,
     assert "error: command line: block_out_channels must be a list of integers, got '8,x'" in capsys.readouterr().err
     assert main(["train-autoencoder", "--block-out-channels", "8,16", "--print-config"]) == 2
     assert "block_out_channels must be 4 widths (/8 downsampling), got (8, 16)" in capsys.readouterr().err
+    for flags, message in [
+        (["--norm-num-groups", "0"], "norm_num_groups must be >= 1, got 0"),
+        (["--block-out-channels=-16,-32,-64,-64", "--norm-num-groups", "8"], "block_out_channels must be widths >= 1, got (-16, -32, -64, -64)"),
+        (["--seed", str(2**32)], f"seed must be in [0, 2**32), got {2**32}"),
+    ]:
+        assert main(["train-autoencoder", *flags, "--print-config"]) == 2
+        assert capsys.readouterr().err == f"error: command line: {message}\n"
 
 
 def test_init_model_writes_a_loadable_from_scratch_model(trained, tmp_path, capsys):

@@ -10,6 +10,7 @@ from diffews.training.checkpoints import (
     STATE_NAME,
     complete_checkpoints,
     latest_checkpoint,
+    load_train_state,
     load_nested,
     resolve_resume,
     save_nested,
@@ -106,8 +107,29 @@ def test_resuming_a_named_checkpoint_keeps_one_line_of_checkpoints(tmp_path):
     with pytest.raises(InputError, match=r"step-00000005: .*checkpoints also holds newer checkpoints \(step-00000010\)"):
         resolve_resume(str(older), run)
     assert resolve_resume(str(newer), run) == newer
+    link = tmp_path / "best"
+    link.symlink_to(older)
+    with pytest.raises(InputError, match=r"best: .*checkpoints also holds newer checkpoints \(step-00000010\)"):
+        resolve_resume(str(link), run)
     elsewhere = write_checkpoint(tmp_path / "other", 5, _write_state, keep=1)
     with pytest.raises(InputError, match="already holds checkpoints of another run"):
         resolve_resume(str(elsewhere), run)
     assert resolve_resume(str(elsewhere), tmp_path / "new") == elsewhere
     assert [p.name for p in complete_checkpoints(run)] == ["step-00000005", "step-00000010"]
+
+
+@pytest.mark.parametrize("state", ["[]", '{"num_processes": 1}', '{"step": "x", "num_processes": 1}'])
+def test_a_damaged_trainer_state_is_a_one_line_error(tmp_path, state):
+    (tmp_path / STATE_NAME).write_text(state)
+    with pytest.raises(InputError, match=f"^{tmp_path / STATE_NAME}: damaged, it does not give the step and process count$"):
+        load_train_state(tmp_path)
+
+
+@pytest.mark.parametrize("structure", ["{not json", '{"__tensor__": "missing"}', '{"__items__": 3}'])
+def test_a_state_file_whose_structure_does_not_match_is_a_one_line_error(tmp_path, structure):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "optimizer.safetensors"
+    save_file({"t0": torch.zeros(2)}, str(path), metadata={"structure": structure})
+    with pytest.raises(InputError, match=f"^{path}: damaged diffews checkpoint file"):
+        load_nested(path)

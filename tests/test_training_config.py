@@ -60,6 +60,7 @@ def test_option_names_are_unique_across_sections():
         ("precision:\n  mixed_precision: fp8\n", "mixed_precision must be one of no, fp16, bf16, got 'fp8'"),
         ("model:\n  resolution: 500\n", "resolution must be a multiple of 8 from 8 to 2048, got 500"),
         ("data:\n  shots: null\n", "shots must not be null"),
+        ("run:\n  seed: -1\n", "seed must be in [0, 2**32), got -1"),
         ("optim: [1, 2]\n", "section 'optim' must be a mapping, got list"),
         ("optim:\n  learning_rate: [1\n", "invalid YAML"),
         ("optim:\n  learning_rate: 1e-5\n  max_steps: 3\n  learning_rate: 2e-5\n", "line 4: duplicate key 'learning_rate'"),

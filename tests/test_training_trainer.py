@@ -79,6 +79,8 @@ def test_resume_refuses_options_the_checkpoint_fixes_and_takes_the_others(tmp_pa
         with pytest.raises(InputError, match="this run changes options the checkpoint fixes") as error:
             Trainer(tiny_config(tmp_path, max_steps=3, resume="latest", **changed), train_dataset=data).train()
         assert all(f"{name}: " in str(error.value) and f"-> {value}" in str(error.value) for name, value in changed.items())
+    with pytest.raises(InputError, match=r"step-00000002: is at step 2, past max_steps 1; pass --max-steps 2 or more"):
+        Trainer(tiny_config(tmp_path, max_steps=1, resume="latest"), train_dataset=data).train()
     resumed = Trainer(tiny_config(tmp_path, max_steps=3, resume="latest", log_every=1, val_every=0), train_dataset=data)
     resumed.train()
     assert resumed.state.step == 3
@@ -88,8 +90,13 @@ def test_a_new_run_never_replaces_an_exported_model(tmp_path):
     Trainer(tiny_config(tmp_path, max_steps=1, checkpoint_every=1), train_dataset=SquaresEpisodes(4, 2)).train()
     shutil.rmtree(tmp_path / "checkpoints")  # the checkpoints deleted to save space; the model kept
     before = (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    with pytest.raises(InputError, match="model: already holds a trained model; choose another output_dir"):
-        Trainer(tiny_config(tmp_path, max_steps=1), train_dataset=SquaresEpisodes(4, 2)).train()
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    Trainer(tiny_config(elsewhere, max_steps=1, checkpoint_every=1), train_dataset=SquaresEpisodes(4, 2)).train()
+    # neither a fresh run, nor --resume latest with no checkpoint left (it would start from scratch),
+    # nor another run's checkpoint may replace it
+    for resume in (None, "latest", str(latest_checkpoint(elsewhere))):
+        with pytest.raises(InputError, match="model: already holds a trained model; choose another output_dir"):
+            Trainer(tiny_config(tmp_path, max_steps=1, resume=resume), train_dataset=SquaresEpisodes(4, 2)).train()
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 

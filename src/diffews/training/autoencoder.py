@@ -67,6 +67,8 @@ class AEModelOptions:
 
     def check(self) -> None:
         require(len(self.block_out_channels) == 4, "block_out_channels", "4 widths (/8 downsampling)", self.block_out_channels)
+        require(self.norm_num_groups >= 1, "norm_num_groups", ">= 1", self.norm_num_groups)
+        require(all(w >= 1 for w in self.block_out_channels), "block_out_channels", "widths >= 1", self.block_out_channels)
         require(all(w % self.norm_num_groups == 0 for w in self.block_out_channels), "block_out_channels", f"multiples of norm_num_groups {self.norm_num_groups}", self.block_out_channels)
         require(self.layers_per_block >= 1, "layers_per_block", ">= 1", self.layers_per_block)
 
@@ -98,6 +100,7 @@ class AERunOptions:
 
     def check(self) -> None:
         require(self.save_every >= 1, "save_every", ">= 1", self.save_every)
+        require(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed)
         require(self.threads is None or self.threads >= 1, "threads", "null or >= 1", self.threads)
 
 

@@ -48,7 +48,10 @@ def load_nested(path: Path, device: torch.device | str = "cpu") -> Any:
     tensors, metadata = read_safetensors_file(path, device)
     if STRUCTURE_KEY not in metadata:
         raise InputError(f"{path}: not a diffews checkpoint file (no {STRUCTURE_KEY} metadata)")
-    return _unflatten(json.loads(metadata[STRUCTURE_KEY]), tensors)
+    try:
+        return _unflatten(json.loads(metadata[STRUCTURE_KEY]), tensors)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputError(f"{path}: damaged diffews checkpoint file (its {STRUCTURE_KEY} metadata does not match its tensors)") from None
 
 
 def _flatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -112,11 +115,12 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     if not (path / STATE_NAME).is_file():
         raise InputError(f"{path}: not a complete diffews training checkpoint (no {STATE_NAME})")
     existing = complete_checkpoints(output_dir)
-    if existing and path.resolve() not in [p.resolve() for p in existing]:
+    own = [p for p in existing if p.resolve() == path.resolve()]
+    if existing and not own:
         raise InputError(
             f"{output_dir}: already holds checkpoints of another run; resume from {path} into another output_dir"
         )
-    newer = [p.name for p in existing if _step(p) > _step(path)]
+    newer = [p.name for p in existing if own and _step(p) > _step(own[0])]
     if newer:
         raise InputError(
             f"{path}: {Path(output_dir) / CHECKPOINTS} also holds newer checkpoints ({', '.join(newer)}) that continuing "
@@ -184,7 +188,10 @@ def load_train_state(folder: Path) -> dict[str, Any]:
     """Inverse of `save_train_state`: the `TrainState.state_dict` stored in `folder` (``ema`` None
     when the checkpoint has none); one-line `InputError` for a damaged file."""
     summary = read_json(folder / STATE_NAME)
-    state = {"step": summary["step"], "num_processes": summary["num_processes"], "metrics": summary.get("validation")}
+    try:
+        state = {"step": int(summary["step"]), "num_processes": int(summary["num_processes"]), "metrics": summary.get("validation")}
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{folder / STATE_NAME}: damaged, it does not give the step and process count") from None
     state["unet"] = read_safetensors(folder / UNET_FILE)
     state.update(load_nested(folder / OPTIM_FILE))
     state["ema"] = load_nested(folder / EMA_FILE) if (folder / EMA_FILE).is_file() else None

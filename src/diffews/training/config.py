@@ -174,6 +174,7 @@ class RunOptions:
 
     def check(self) -> None:
         require(self.log_every >= 1, "log_every", ">= 1", self.log_every)
+        require(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed)
 
 
 SECTIONS: dict[str, type] = {

@@ -324,9 +324,10 @@ class Trainer:
                 f"{output_dir}: already holds checkpoints of a run; pass --resume latest to continue it, "
                 "or choose another output_dir"
             )
-        if resume is None and (output_dir / MODEL_DIR).exists():
-            raise InputError(f"{output_dir / MODEL_DIR}: already holds a trained model; choose another output_dir")
         found = resolve_resume(resume, output_dir)
+        # only the run's own continuation (--resume latest from its checkpoints) may replace its model/
+        if (output_dir / MODEL_DIR).exists() and not (resume == "latest" and found is not None):
+            raise InputError(f"{output_dir / MODEL_DIR}: already holds a trained model; choose another output_dir")
         if resume == "latest" and found is None:
             logger.info("no checkpoint in %s yet: starting from scratch", output_dir)
         return found
@@ -340,6 +341,11 @@ class Trainer:
             )
         self._check_resumed_config(folder)
         saved = load_train_state(folder)
+        if saved["step"] > self.config.optim.max_steps:
+            raise InputError(
+                f"{folder}: is at step {saved['step']}, past max_steps {self.config.optim.max_steps}; "
+                f"pass --max-steps {saved['step']} or more"
+            )
         if saved["num_processes"] != accelerator.num_processes:
             logger.warning(
                 "%s was written by %d process(es), resuming with %d: the data order changes from here on",
