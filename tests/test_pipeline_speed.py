@@ -114,3 +114,18 @@ def test_static_batch_pads_per_episode_support_sets_too():
     hook.remove()
     assert calls == [3, 5]
     assert result.shape == expected.shape and float((result - expected).abs().max()) <= 1e-5
+
+
+def test_a_forced_kernel_that_cannot_run_here_is_a_one_line_error():
+    from diffews.errors import InputError
+    from diffews.modeling.kernels import attention_kernel
+
+    query = torch.randn(1, 2, 4, 8)
+    with pytest.raises(InputError, match=r"^sdpa_backend 'efficient' cannot run this model's attention here .*; use auto$"):
+        with attention_kernel("efficient"):  # no CPU kernel
+            torch.nn.functional.scaled_dot_product_attention(query, query, query)
+    with pytest.raises(RuntimeError, match="another failure"):
+        with attention_kernel("efficient"):
+            raise RuntimeError("another failure")
+    with attention_kernel("math"):
+        torch.nn.functional.scaled_dot_product_attention(query, query, query)

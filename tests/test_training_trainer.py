@@ -100,6 +100,26 @@ def test_a_new_run_never_replaces_an_exported_model(tmp_path):
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 
+def test_a_forced_attention_kernel_the_device_lacks_is_a_one_line_error_and_leaves_nothing(tmp_path):
+    """The run fails at its first step, after the tracker wrote its logs: the output folder goes."""
+    run = tmp_path / "new" / "run"
+    with pytest.raises(InputError, match="^sdpa_backend 'efficient' cannot run this model's attention here"):
+        Trainer(tiny_config(run, max_steps=1, sdpa_backend="efficient", tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_interrupted_resume_removes_only_its_own_logs(tmp_path, monkeypatch):
+    data = SquaresEpisodes(4, 2)
+    Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2, tracker="tensorboard"), train_dataset=data).train()
+    shutil.rmtree(tmp_path / "model")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert any(p.name.startswith("events.out.tfevents") for p in before)
+    monkeypatch.setattr(Trainer, "step", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tmp_path, max_steps=4, checkpoint_every=2, resume="latest", tracker="tensorboard"), train_dataset=data).train()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_ema_switched_on_at_resume_starts_from_the_resumed_weights(tmp_path, caplog):
     data = SquaresEpisodes(4, 2)
     Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2), train_dataset=data).train()

@@ -156,6 +156,32 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+class TreeSnapshot:
+    """What a folder held when taken, to undo a run that writes there through other libraries (an
+    experiment tracker's event files): `remove_new` removes every file and folder that appeared
+    since, and the folder itself and its parents if they did not exist, never anything older."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self._missing = [folder for folder in (self.root, *self.root.parents) if not folder.exists()]  # deepest first
+        self._paths = set(self.root.rglob("*")) if self.root.is_dir() else set()
+
+    def remove_new(self) -> None:
+        """Remove the files, then the folders (deepest first, only while empty), that are new."""
+        new = set(self.root.rglob("*")) - self._paths if self.root.is_dir() else set()
+        for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()
+                else:
+                    path.unlink()
+        for folder in self._missing:
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
 class Transaction:
     """Files and folders written under temporary names, put in place one by one, kept or undone together.
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..errors import InputError
 
 SDPA_KERNELS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -18,6 +21,9 @@ SDPA_KERNELS = {
 SdpaKernelChoice = Literal[("auto", *SDPA_KERNELS)]  # type: ignore[valid-type]
 """``"auto"`` or a name of `SDPA_KERNELS`, for typed configs."""
 
+_NO_KERNEL = ("No viable backend for scaled_dot_product_attention", "No available kernel")
+"""Parts of torch's errors when no enabled SDPA kernel can run a call."""
+
 
 def check_sdpa_kernel(name: str | None) -> None:
     """Raise `ValueError` unless `name` is None, ``"auto"`` or one of `SDPA_KERNELS`."""
@@ -25,7 +31,22 @@ def check_sdpa_kernel(name: str | None) -> None:
         raise ValueError(f"sdpa_backend must be one of auto, {', '.join(SDPA_KERNELS)}, got {name!r}")
 
 
-def attention_kernel(name: str | None) -> contextlib.AbstractContextManager:
-    """Context under which attention uses kernel `name` (None or ``"auto"``: torch's choice)."""
+@contextlib.contextmanager
+def attention_kernel(name: str | None) -> Iterator[None]:
+    """Context under which attention uses kernel `name` (None or ``"auto"``: torch's choice).
+
+    Raises:
+        InputError: the forced kernel cannot run an attention of the block on this device, dtype
+            or shape (torch's "no viable backend" error, as one line naming the option).
+    """
     check_sdpa_kernel(name)
-    return contextlib.nullcontext() if name in (None, "auto") else sdpa_kernel(SDPA_KERNELS[name])
+    if name in (None, "auto"):
+        yield
+        return
+    try:
+        with sdpa_kernel(SDPA_KERNELS[name]):
+            yield
+    except RuntimeError as error:
+        if not any(marker in str(error) for marker in _NO_KERNEL):
+            raise
+        raise InputError(f"sdpa_backend {name!r} cannot run this model's attention here (on this device, dtype or head size); use auto") from None

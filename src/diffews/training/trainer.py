@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..io import TreeSnapshot
 from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.diffews_model import CONFIG_NAME
@@ -125,7 +126,22 @@ class Trainer:
         self.loss_history: list[float] = []
 
     def train(self) -> Path:
-        """Train (resuming if asked), export the model; returns the exported folder."""
+        """Train (resuming if asked), export the model; returns the exported folder.
+
+        A run that fails or is interrupted before its first checkpoint leaves the output folder as it
+        found it (the tracker's logs of the run removed); after one, its checkpoints let it resume.
+        """
+        before = TreeSnapshot(self.config.checkpointing.output_dir)
+        self._checkpointed = False
+        try:
+            return self._train()
+        except BaseException:
+            accelerator = getattr(self, "accelerator", None)
+            if not self._checkpointed and (accelerator is None or accelerator.is_main_process):
+                before.remove_new()
+            raise
+
+    def _train(self) -> Path:
         self.setup()
         config, state = self.config, self.state
         bar = tqdm(
@@ -259,6 +275,7 @@ class Trainer:
             state = {**self.state.state_dict(), "rng": rng}
             target = save_train_state(config.checkpointing.output_dir, state, config.to_yaml(), config.checkpointing.keep_checkpoints)
         accelerator.wait_for_everyone()
+        self._checkpointed = True
         return target
 
     def finish(self) -> Path:
