@@ -314,12 +314,17 @@ def unwritable_folder(tmp_path):
     pytest.skip("no unwritable folder here (root ignores modes, and /sys is writable)")
 
 
-@pytest.mark.parametrize("kind", ["read-only", "below-a-file"])
+@pytest.mark.parametrize("kind", ["read-only", "below-a-file", "logs-is-a-file"])
 def test_unwritable_output_folder_is_refused_before_the_first_step(tmp_path, monkeypatch, capsys, kind):
     args = train_cli(tmp_path, monkeypatch)
     if kind == "read-only":
         parent = unwritable_folder(tmp_path)
         expected = f"error: {parent}: cannot write training outputs here"
+    elif kind == "logs-is-a-file":
+        parent = tmp_path / "runs"
+        (parent / "run").mkdir(parents=True)
+        (parent / "run" / "logs").write_text("x")
+        expected = f"error: {parent / 'run' / 'logs'}: is a file, where the run keeps its logs; choose another output_dir"
     else:
         parent = tmp_path / "a-file"
         parent.write_text("x")

@@ -28,6 +28,7 @@ from ..io import TEMP_SUFFIX, atomic_write, remove
 from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
 
 CHECKPOINTS = "checkpoints"
+LOGS = "logs"
 PREFIX = "step-"
 STATE_NAME = "trainer_state.json"
 UNET_FILE, EMA_FILE, OPTIM_FILE, RNG_FILE = "unet.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors"
@@ -200,7 +201,7 @@ def load_train_state(folder: Path) -> dict[str, Any]:
 
 
 def check_output_dir(output_dir: str | Path) -> None:
-    """`InputError` unless `output_dir` (and its ``checkpoints/``, if there) can be written, or, if it
+    """`InputError` unless `output_dir` (and its ``checkpoints/`` and ``logs/``, if there) can be written, or, if it
     does not exist yet, can be created; checked before training starts, creating nothing."""
     path = Path(output_dir).expanduser()
     existing = path
@@ -208,7 +209,9 @@ def check_output_dir(output_dir: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"{path}: cannot create the output folder, {existing} is a file")
-    for folder in (existing, path / CHECKPOINTS):
+    for folder in (existing, path / CHECKPOINTS, path / LOGS):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: is a file, where the run keeps its {folder.name}; choose another output_dir")
         if not folder.is_dir():
             continue
         try:

@@ -30,6 +30,7 @@ from ..registry import load_model, named_model
 from .checkpoints import (
     CHECKPOINTS,
     CONFIG_FILE,
+    LOGS,
     check_output_dir,
     checkpoint_name,
     complete_checkpoints,
@@ -306,7 +307,7 @@ class Trainer:
                 mixed_precision=config.precision.mixed_precision,
                 gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
                 log_with=self._tracker(),
-                project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+                project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / LOGS)),
             )
         except ValueError as error:
             raise InputError(f"mixed_precision {config.precision.mixed_precision}: {error}") from None
