@@ -254,3 +254,25 @@ def test_a_file_changed_after_the_killed_run_is_kept_with_its_earlier_version(tm
         write_text(tmp_path / "b.txt", "b")
     assert (tmp_path / "a.txt").read_text() == "edited by the user after the crash" and kept.read_text() == "original"
     assert "changed after an interrupted run wrote it; kept" in caplog.text
+
+
+def test_tree_snapshot_removes_only_what_appeared(tmp_path):
+    from diffews.io import TreeSnapshot
+
+    kept = tmp_path / "run"
+    (kept / "logs").mkdir(parents=True)
+    (kept / "logs" / "old.txt").write_text("old")
+    snapshot = TreeSnapshot(kept)
+    (kept / "logs" / "new").mkdir()
+    (kept / "logs" / "new" / "events").write_text("new")
+    (kept / "logs" / "link").symlink_to(kept / "logs" / "old.txt")
+    snapshot.remove_new()
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == ["logs", "logs/old.txt"]
+
+    fresh = tmp_path / "a" / "b" / "run"
+    snapshot = TreeSnapshot(fresh)
+    (fresh / "logs").mkdir(parents=True)
+    (fresh / "logs" / "events").write_text("new")
+    (tmp_path / "a" / "other").write_text("not the run's")  # a created parent that is no longer empty stays
+    snapshot.remove_new()
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other").is_file()

@@ -28,6 +28,18 @@ def queries(rng):
     return [random_image(rng, 40, 30), random_image(rng, 33, 47), random_image(rng, 40, 30)]
 
 
+def record_unet_batches(pipe: DiffewSPipeline, monkeypatch) -> list[tuple[int, int]]:
+    """(query rows, support sets) of every `predict_latents` call `pipe` makes from now on."""
+    calls, predict_latents = [], pipe.predict_latents
+
+    def recording(latents, support):
+        calls.append((latents.shape[0], support.num_sets))
+        return predict_latents(latents, support)
+
+    monkeypatch.setattr(pipe, "predict_latents", recording)
+    return calls
+
+
 def expected_labels(probabilities: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
     """The label rule written out class by class: a covered pixel goes to the strictly larger probability."""
     labels = np.zeros(masks[0].shape, dtype=np.uint8)
@@ -96,13 +108,7 @@ def test_query_is_encoded_once_and_classes_run_as_batches(tiny_model, class_supp
 def test_shared_support_sets_reach_the_unet_once_per_class(tiny_pipeline, class_supports, queries, monkeypatch):
     """One set per class serves its block of queries: the fused context holds N sets, not N x B copies."""
     contexts = {name: tiny_pipeline.encode_support(*pair) for name, pair in class_supports.items()}
-    calls, predict_latents = [], tiny_pipeline.predict_latents
-
-    def recording(latents, support):
-        calls.append((latents.shape[0], support.num_sets))
-        return predict_latents(latents, support)
-
-    monkeypatch.setattr(tiny_pipeline, "predict_latents", recording)
+    calls = record_unet_batches(tiny_pipeline, monkeypatch)
     tiny_pipeline.segment_classes(queries, contexts, batch_size=3)
     assert calls == [(2 * 3, 2), (3, 1)]  # cat + sky: 6 query rows, 2 sets; dog: 3 rows, 1 set
 
@@ -223,13 +229,7 @@ def test_shared_and_per_query_sets_run_apart_without_copies(tiny_pipeline, monke
     shared = tiny_pipeline.encode_support_tensors(images[:1], masks[:1])
     per_query = tiny_pipeline.encode_support_tensors(images[1:], masks[1:])
     alone = [tiny_pipeline.predict(queries, context).mask_images for context in (shared, per_query)]
-    calls, predict_latents = [], tiny_pipeline.predict_latents
-
-    def recording(latents, support):
-        calls.append((latents.shape[0], support.num_sets))
-        return predict_latents(latents, support)
-
-    monkeypatch.setattr(tiny_pipeline, "predict_latents", recording)
+    calls = record_unet_batches(tiny_pipeline, monkeypatch)
     together = tiny_pipeline.predict_classes(queries, [shared, per_query, shared])
     assert sorted(calls) == [(3, 3), (2 * 3, 2)]  # the shared class twice: 2 sets for 6 rows; per query: 3 sets
     for n, expected in enumerate([alone[0], alone[1], alone[0]]):

@@ -86,11 +86,13 @@ def test_resume_refuses_options_the_checkpoint_fixes_and_takes_the_others(tmp_pa
     assert resumed.state.step == 3
 
 
-def test_a_new_run_never_replaces_an_exported_model(tmp_path):
+def test_a_new_run_never_replaces_an_exported_model(tmp_path, tmp_path_factory):
     Trainer(tiny_config(tmp_path, max_steps=1, checkpoint_every=1), train_dataset=SquaresEpisodes(4, 2)).train()
+    # the run's own newest checkpoint may export again over its model (the same run, continued)
+    Trainer(tiny_config(tmp_path, max_steps=1, resume=str(latest_checkpoint(tmp_path))), train_dataset=SquaresEpisodes(4, 2)).train()
     shutil.rmtree(tmp_path / "checkpoints")  # the checkpoints deleted to save space; the model kept
     before = (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
     Trainer(tiny_config(elsewhere, max_steps=1, checkpoint_every=1), train_dataset=SquaresEpisodes(4, 2)).train()
     # neither a fresh run, nor --resume latest with no checkpoint left (it would start from scratch),
     # nor another run's checkpoint may replace it
@@ -100,12 +102,31 @@ def test_a_new_run_never_replaces_an_exported_model(tmp_path):
     assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the efficient kernel runs on CUDA; the test needs a device that lacks it")
 def test_a_forced_attention_kernel_the_device_lacks_is_a_one_line_error_and_leaves_nothing(tmp_path):
     """The run fails at its first step, after the tracker wrote its logs: the output folder goes."""
     run = tmp_path / "new" / "run"
     with pytest.raises(InputError, match="^sdpa_backend 'efficient' cannot run this model's attention here"):
         Trainer(tiny_config(run, max_steps=1, sdpa_backend="efficient", tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_stopped_after_writing_a_checkpoint_keeps_it_and_its_logs(tmp_path, monkeypatch):
+    """Stopped right after a checkpoint is written (e.g. while the processes wait for each other):
+    the checkpoint and the logs stay, so the run resumes."""
+    from diffews.training import trainer
+
+    original = trainer.save_train_state
+
+    def written_then_stopped(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_train_state", written_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=1, keep_checkpoints=1, tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "logs").rglob("*"))
 
 
 def test_an_interrupted_resume_removes_only_its_own_logs(tmp_path, monkeypatch):

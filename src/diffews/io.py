@@ -175,11 +175,17 @@ class TreeSnapshot:
                     path.rmdir()
                 else:
                     path.unlink()
-        for folder in self._missing:
-            if not folder.is_dir() or any(folder.iterdir()):
-                break
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_created_folders(self._missing)
+
+
+def remove_created_folders(folders: Iterable[Path]) -> None:
+    """Remove folders a run created, deepest first, each only while empty (stops at the first that
+    is not: it holds something the run did not write, or another process filled it again)."""
+    for folder in folders:
+        if not folder.is_dir() or any(folder.iterdir()):
+            break
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class Transaction:
@@ -481,11 +487,7 @@ class OutputFolder:
             self._writer = None
         self._pending = []
         self._files.rollback()
-        for folder in self._created:  # deepest first; each only while empty
-            if not folder.is_dir() or any(folder.iterdir()):
-                break
-            with contextlib.suppress(OSError):  # another process of the run may have removed it, or filled it again
-                folder.rmdir()
+        remove_created_folders(self._created)
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:

@@ -258,9 +258,10 @@ class DiffewSPipeline:
         classes (C channels, as `Prediction.mask_images`).
 
         The queries are VAE-encoded once; the query passes of classes with the same number of
-        shots and the same layout (one shared set, or one per query) run as one UNet batch (`class_batch_size` classes at most per call, default all),
-        query b of class n paired with class n's support set (or its b-th one). Shared support sets
-        are broadcast to the queries, not copied per query.
+        shots and the same layout (one shared set, or one per query) run as one UNet batch
+        (`class_batch_size` classes at most per call, default all), query b of class n paired with
+        class n's support set (or its b-th one). Shared support sets are broadcast to the queries,
+        not copied per query.
 
         Args:
             query_images: ``(B, 3, R, R)`` in [-1, 1].

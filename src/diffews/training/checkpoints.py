@@ -121,7 +121,7 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
         raise InputError(
             f"{output_dir}: already holds checkpoints of another run; resume from {path} into another output_dir"
         )
-    newer = [p.name for p in existing if own and _step(p) > _step(own[0])]
+    newer = [p.name for p in existing if _step(p) > _step(own[0])]
     if newer:
         raise InputError(
             f"{path}: {Path(output_dir) / CHECKPOINTS} also holds newer checkpoints ({', '.join(newer)}) that continuing "
@@ -188,16 +188,22 @@ def save_train_state(output_dir: str | Path, state: dict[str, Any], config_yaml:
 def load_train_state(folder: Path) -> dict[str, Any]:
     """Inverse of `save_train_state`: the `TrainState.state_dict` stored in `folder` (``ema`` None
     when the checkpoint has none); one-line `InputError` for a damaged file."""
-    summary = read_json(folder / STATE_NAME)
-    try:
-        state = {"step": int(summary["step"]), "num_processes": int(summary["num_processes"]), "metrics": summary.get("validation")}
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"{folder / STATE_NAME}: damaged, it does not give the step and process count") from None
+    summary = read_state_summary(folder)
+    state = {"step": summary["step"], "num_processes": summary["num_processes"], "metrics": summary.get("validation")}
     state["unet"] = read_safetensors(folder / UNET_FILE)
     state.update(load_nested(folder / OPTIM_FILE))
     state["ema"] = load_nested(folder / EMA_FILE) if (folder / EMA_FILE).is_file() else None
     state["rng"] = load_nested(folder / RNG_FILE)
     return state
+
+
+def read_state_summary(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``trainer_state.json``: ``step`` and ``num_processes`` (integers), ``validation``;
+    one-line `InputError` naming the file when it is damaged."""
+    summary = read_json(folder / STATE_NAME)
+    if not (isinstance(summary, dict) and all(type(summary.get(key)) is int for key in ("step", "num_processes"))):
+        raise InputError(f"{folder / STATE_NAME}: damaged, it does not give the step and process count")
+    return summary
 
 
 def check_output_dir(output_dir: str | Path) -> None:

@@ -34,7 +34,9 @@ from .checkpoints import (
     check_output_dir,
     checkpoint_name,
     complete_checkpoints,
+    latest_checkpoint,
     load_train_state,
+    read_state_summary,
     resolve_resume,
     save_train_state,
 )
@@ -129,18 +131,30 @@ class Trainer:
     def train(self) -> Path:
         """Train (resuming if asked), export the model; returns the exported folder.
 
-        A run that fails or is interrupted before its first checkpoint leaves the output folder as it
-        found it (the tracker's logs of the run removed); after one, its checkpoints let it resume.
+        A run that fails or is interrupted before it has written a checkpoint leaves the output folder
+        as it found it (the tracker's logs of the run removed); after one, its checkpoints let it resume.
         """
-        before = TreeSnapshot(self.config.checkpointing.output_dir)
-        self._checkpointed = False
+        output_dir = Path(self.config.checkpointing.output_dir).expanduser()
+        before, checkpoints = TreeSnapshot(output_dir), set(complete_checkpoints(output_dir))
         try:
             return self._train()
         except BaseException:
-            accelerator = getattr(self, "accelerator", None)
-            if not self._checkpointed and (accelerator is None or accelerator.is_main_process):
-                before.remove_new()
+            if not set(complete_checkpoints(output_dir)) - checkpoints:
+                self._undo_outputs(before)
             raise
+
+    def _undo_outputs(self, before: TreeSnapshot) -> None:
+        """Close the trackers and remove what the failed run created (main process); a failure to do
+        so is logged, never raised over the run's own error."""
+        from accelerate import PartialState
+
+        try:
+            if getattr(self, "accelerator", None) is not None:
+                self.accelerator.end_training()
+            if PartialState().is_main_process:
+                before.remove_new()
+        except Exception as error:  # the run's own error is the one to report
+            logger.warning("could not remove the failed run's outputs from %s: %s", before.root, error)
 
     def _train(self) -> Path:
         self.setup()
@@ -276,7 +290,6 @@ class Trainer:
             state = {**self.state.state_dict(), "rng": rng}
             target = save_train_state(config.checkpointing.output_dir, state, config.to_yaml(), config.checkpointing.keep_checkpoints)
         accelerator.wait_for_everyone()
-        self._checkpointed = True
         return target
 
     def finish(self) -> Path:
@@ -343,11 +356,17 @@ class Trainer:
                 "or choose another output_dir"
             )
         found = resolve_resume(resume, output_dir)
-        # only the run's own continuation (--resume latest from its checkpoints) may replace its model/
-        if (output_dir / MODEL_DIR).exists() and not (resume == "latest" and found is not None):
+        latest = latest_checkpoint(output_dir)
+        # only the run's own continuation (from its newest checkpoint) may replace its model/
+        continues_own = found is not None and latest is not None and found.resolve() == latest.resolve()
+        if (output_dir / MODEL_DIR).exists() and not continues_own:
             raise InputError(f"{output_dir / MODEL_DIR}: already holds a trained model; choose another output_dir")
         if resume == "latest" and found is None:
             logger.info("no checkpoint in %s yet: starting from scratch", output_dir)
+        if found is not None:
+            step, max_steps = read_state_summary(found)["step"], self.config.optim.max_steps
+            if step > max_steps:
+                raise InputError(f"{found}: is at step {step}, past max_steps {max_steps}; pass --max-steps {step} or more")
         return found
 
     def _resume(self, folder: Path) -> None:
@@ -359,11 +378,6 @@ class Trainer:
             )
         self._check_resumed_config(folder)
         saved = load_train_state(folder)
-        if saved["step"] > self.config.optim.max_steps:
-            raise InputError(
-                f"{folder}: is at step {saved['step']}, past max_steps {self.config.optim.max_steps}; "
-                f"pass --max-steps {saved['step']} or more"
-            )
         if saved["num_processes"] != accelerator.num_processes:
             logger.warning(
                 "%s was written by %d process(es), resuming with %d: the data order changes from here on",
