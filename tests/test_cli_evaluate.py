@@ -26,6 +26,11 @@ def evaluate(root, out, *args):
     return main(["evaluate", *FAST, "--root", str(root), "--out", str(out), *args])
 
 
+def error_lines(capsys) -> list[str]:
+    """The ``error:`` lines printed to stderr (progress bars aside)."""
+    return [line.strip("\r ") for line in capsys.readouterr().err.splitlines() if line.strip("\r ").startswith("error:")]
+
+
 @pytest.mark.parametrize(
     ("benchmark", "args", "episodes", "classes"),
     [
@@ -339,3 +344,54 @@ def test_authors_protocol_refuses_options_it_fixes(benchmarks, tmp_path, capsys,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["folder", "user-file", "user-panel", "file-for-panels"])
+def test_the_report_and_panels_never_replace_what_the_user_made(benchmarks, tmp_path, capsys, kind):
+    root, _ = benchmarks
+    out = tmp_path / "report.json"
+    if kind == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        expected, kept = f"{out}: is a folder; the report is a JSON file", out / "notes.txt"
+    elif kind == "user-file":
+        out.write_text("my notes")
+        expected, kept = f"{out}: already exists and is not a diffews evaluation report", out
+    elif kind == "user-panel":
+        (tmp_path / "report_vis").mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / "report_vis" / "episode_00001.png")
+        expected, kept = f"{tmp_path / 'report_vis' / 'episode_00001.png'}: already exists and was not written by diffews", tmp_path / "report_vis" / "episode_00001.png"
+    else:
+        (tmp_path / "report_vis").write_text("mine")
+        expected, kept = f"{tmp_path / 'report_vis'}: is a file, where the evaluation puts its panels", tmp_path / "report_vis"
+    before = kept.read_bytes()
+    assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "2", "--save-vis", "2") == 2
+    assert error_lines(capsys)[0].startswith(f"error: {expected}")
+    assert kept.read_bytes() == before
+    assert not list(tmp_path.glob("*.partial.json"))
+    # a report an earlier evaluation wrote may be replaced
+    if kind == "user-file":
+        out.unlink()
+        assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 0
+        assert evaluate(root, out, "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 0
+
+
+def test_a_corrupt_image_read_by_a_worker_process_is_one_line(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    data = tmp_path / "custom"
+    shutil.copytree(root / "custom", data)
+    broken = data / "dog" / "photo2.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    assert main(["evaluate", "--model", "tiny-random", "--workers", "2", "--batch-size", "1", "--benchmark", "custom",
+                 "--root", str(data), "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {broken}") and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', '{"progress": 3}'])
+def test_saved_progress_that_is_not_a_state_is_one_line(benchmarks, tmp_path, capsys, content):
+    root, _ = benchmarks
+    (tmp_path / "report.json.partial.json").write_text(content)
+    assert evaluate(root, tmp_path / "report.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
+    assert error_lines(capsys) == [f"error: {tmp_path / 'report.json.partial.json'}: unreadable saved progress; delete it to start over"]

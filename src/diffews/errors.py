@@ -6,3 +6,18 @@ class InputError(ValueError):
 
     The message is one line that names the input and the problem; the CLI prints it and exits 2.
     """
+
+
+def one_line(error: InputError) -> InputError:
+    """`error` as the one line it was raised with.
+
+    A data-loader worker's `InputError` reaches the main process with the worker's traceback in its
+    message ("Caught InputError in DataLoader worker process 0. Original Traceback ..."); its last
+    line is the original message.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return error
+    last = lines[-1]
+    prefix = f"{InputError.__module__}.{InputError.__name__}: "
+    return InputError(last.removeprefix(prefix))

@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
 from ..distributed import Processes
-from ..errors import InputError
-from ..io import OutputFolder, write_text
+from ..errors import InputError, one_line
+from ..io import OutputFolder, check_replaceable, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
@@ -190,11 +190,14 @@ def evaluate_fold(
     episodes = range(len(dataset)) if episodes is None else episodes
     loader = DataLoader(Subset(dataset, episodes[start:]), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
     with tqdm(total=len(episodes), initial=start, desc=description, unit="episode", disable=not progress) as bar:
-        for batch in loader:
-            bar.update(score_batch(predictor, batch, settings, meter))
-            bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
-            if on_batch is not None:
-                on_batch(meter.episodes)
+        try:
+            for batch in loader:
+                bar.update(score_batch(predictor, batch, settings, meter))
+                bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
+                if on_batch is not None:
+                    on_batch(meter.episodes)
+        except InputError as error:  # a worker's arrives with its traceback in the message
+            raise one_line(error) from None
 
 
 def run_evaluation(
@@ -231,6 +234,7 @@ def run_evaluation(
         "folds": [_fold_name(f) for f in folds],
     }
     partial_path = progress_path(report_path, processes)
+    check_report_target(report_path, save_vis)
     state = _resume_state(report_path, header, processes, batch_size)
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +288,7 @@ def run_evaluation(
     partial_path.unlink(missing_ok=True)
     if save_vis and processes.is_main:
         fold = folds[0]
-        save_visualisations(predictor, datasets[fold], settings, save_vis, report_path.with_name(f"{report_path.stem}_vis"))
+        save_visualisations(predictor, datasets[fold], settings, save_vis, visualisation_folder(report_path))
     return report
 
 
@@ -292,6 +296,38 @@ def resolved(settings: EvaluationSettings, predictor: Predictor) -> EvaluationSe
     """`settings` with the predictor's threshold and mode (a model's: its config's) in place of None; checked."""
     threshold, mode = predictor.config.thresholding(settings.threshold, settings.threshold_mode)
     return replace(settings, threshold=threshold, threshold_mode=mode)
+
+
+def check_report_target(report_path: Path, save_vis: int = 0) -> None:
+    """`InputError` unless the report (and the `save_vis` panels beside it) may be written: the report
+    is new or an earlier diffews evaluation report, never a folder or a user's file; the panels'
+    folder is new, or holds nothing by those names but diffews panels."""
+    if report_path.is_dir():
+        raise InputError(f"{report_path}: is a folder; the report is a JSON file, give --out a file name")
+    if report_path.exists() and not _is_evaluation_report(report_path):
+        raise InputError(f"{report_path}: already exists and is not a diffews evaluation report; choose another --out or move the file")
+    if save_vis:
+        folder = visualisation_folder(report_path)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: is a file, where the evaluation puts its panels; choose another --out or move the file")
+        check_replaceable(folder, [_panel_name(index) for index in range(save_vis)])
+
+
+def _is_evaluation_report(path: Path) -> bool:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and {"settings", "model", "results"} <= content.keys()
+
+
+def visualisation_folder(report_path: Path) -> Path:
+    """Where `--save-vis` panels of the report go: ``<report stem>_vis`` beside it."""
+    return report_path.with_name(f"{report_path.stem}_vis")
+
+
+def _panel_name(index: int) -> str:
+    return f"episode_{index:05d}.png"
 
 
 def progress_path(report_path: Path, processes: Processes = Processes()) -> Path:
@@ -341,7 +377,9 @@ def _resume_state(report_path: Path, header: dict[str, Any], processes: Processe
     try:
         state = json.loads(partial_path.read_text())
     except json.JSONDecodeError:
-        raise InputError(f"{partial_path}: unreadable saved progress; delete it to start over") from None
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("progress"), dict):
+        raise InputError(f"{partial_path}: unreadable saved progress; delete it to start over")
     if {k: state.get(k) for k in header} != header:
         raise InputError(
             f"{partial_path}: saved progress of an evaluation with other settings, model"
@@ -369,7 +407,7 @@ def save_visualisations(predictor: Predictor, dataset: EpisodeDataset | OtherCla
             query = _to_pil(item["query_image"])
             truth = item["query_mask"][0].numpy() > 0.5
             panels += [query, overlay_mask(query, prediction, color=(40, 200, 40)), overlay_mask(query, truth)]
-            written.append(out.save_image(_side_by_side(panels), f"episode_{index:05d}.png"))
+            written.append(out.save_image(_side_by_side(panels), _panel_name(index)))
     return written
 
 

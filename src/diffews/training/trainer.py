@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..io import TreeSnapshot
 from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
@@ -228,7 +228,10 @@ class Trainer:
         accelerator, optim, state = self.accelerator, self.config.optim, self.state
         losses = []
         for _ in range(optim.gradient_accumulation_steps):
-            batch = state.shots.slice(next(self._batches))
+            try:
+                batch = state.shots.slice(next(self._batches))
+            except InputError as error:  # a worker's arrives with its traceback in the message
+                raise one_line(error) from None
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(self._step_module):
                 loss = self._step_module(batch, state.noise, self.config.precision.sample_latents)
