@@ -3,12 +3,14 @@ nothing written. Damaged weights files, out-of-range resolutions, a busy port, u
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from diffews._testing import build_tiny_model, save_tiny_stable_diffusion
 from diffews.cli.main import main
@@ -90,6 +92,42 @@ def test_every_weights_file_of_a_model_folder_is_checked(saved, tmp_path, capsys
 def test_a_corrupt_component_config_is_one_line(saved, tmp_path, capsys, damaged):
     broken = truncated_copy(saved / "diffews", tmp_path / "model", damaged)
     expect_error(capsys, model_commands(tmp_path / "model", tmp_path)["segment"], f"{broken}: cannot read it")
+    assert not (tmp_path / "out").exists()
+
+
+def _remove(path: Path) -> None:
+    path.unlink()
+
+
+def _set_json(value):
+    return lambda path: path.write_text(json.dumps(value))
+
+
+def _edit_json(key, value):
+    return lambda path: path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+
+
+def _rename_prompt(path: Path) -> None:
+    save_file({"other": load_file(path)["prompt_embedding"]}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("damaged", "damage", "message"),
+    [
+        ("scheduler/scheduler_config.json", _remove, "scheduler_config.json: missing; is this a DiffewS model folder?"),
+        ("scheduler/scheduler_config.json", lambda path: path.write_text("{not json"), "scheduler_config.json: cannot read JSON"),
+        ("unet/config.json", _set_json([1, 2]), "unet/config.json: cannot read it"),
+        ("unet/config.json", _edit_json("cross_attention_dim", "abc"), "unet/config.json: cannot build the model it describes"),
+        ("prompt_embedding.safetensors", _rename_prompt, "prompt_embedding.safetensors: holds no 'prompt_embedding' tensor"),
+        ("diffews_config.json", lambda path: path.write_text("{not json"), "diffews_config.json: cannot read JSON"),
+    ],
+    ids=["scheduler-missing", "scheduler-not-json", "unet-config-a-list", "unet-config-bad-value", "prompt-key-missing", "config-not-json"],
+)
+def test_a_damaged_model_folder_is_one_line_naming_the_file(saved, tmp_path, capsys, damaged, damage, message):
+    shutil.copytree(saved / "diffews", tmp_path / "model")
+    damage(tmp_path / "model" / damaged)
+    line = expect_error(capsys, model_commands(tmp_path / "model", tmp_path)["segment"], message)
+    assert line.count(str(tmp_path / "model" / damaged)) == 1, line  # named once
     assert not (tmp_path / "out").exists()
 
 

@@ -276,3 +276,25 @@ def test_tree_snapshot_removes_only_what_appeared(tmp_path):
     (tmp_path / "a" / "other").write_text("not the run's")  # a created parent that is no longer empty stays
     snapshot.remove_new()
     assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "other").is_file()
+
+
+def test_a_full_disk_while_writing_names_the_output_file(tmp_path):
+    """PIL and json write through file objects, so their OSError names no file: the output is named."""
+    import errno
+
+    from diffews.io import atomic_write
+
+    target = tmp_path / "mask.png"
+    with pytest.raises(OSError) as raised:
+        with atomic_write(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert raised.value.filename == str(target) and not list(tmp_path.iterdir())
+
+
+def test_one_image_named_twice_is_one_query(tmp_path, monkeypatch):
+    from diffews.io import expand_image_paths
+
+    (tmp_path / "q.jpg").write_bytes(b"")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "q.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert [str(p) for p in expand_image_paths(["q.jpg", str(tmp_path / "q.jpg"), "./q.jpg", "link.jpg"])] == ["q.jpg", "link.jpg"]

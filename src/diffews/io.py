@@ -217,8 +217,10 @@ class Transaction:
             if sync:
                 _fsync_tree(staged)
             self._put_in_place(staged, target)
-        except BaseException:
+        except BaseException as error:
             remove(staged)
+            if isinstance(error, OSError) and error.errno in STORAGE_ERRORS and error.filename in (None, str(staged)):
+                error.filename = str(target)  # PIL and json write through file objects: name the output, not the temporary
             raise
         if sync:
             _fsync(target.parent)
@@ -492,7 +494,7 @@ class OutputFolder:
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:
     """Files, folders (their image files, sorted; hidden ones skipped) and glob patterns -> image paths,
-    in order, deduplicated."""
+    in order, each file once (however it is named)."""
     found: list[Path] = []
     for spec in specs:
         path = Path(spec).expanduser()
@@ -512,7 +514,10 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
         else:
             raise InputError(f"{path}: no such file or folder")
         found.extend(files)
-    return list(dict.fromkeys(found))
+    unique: dict[str, Path] = {}  # one file named twice (relative and absolute) is one query; links stay names of their own
+    for path in found:
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())
 
 
 def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable[Path] = ()) -> None:

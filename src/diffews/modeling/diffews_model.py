@@ -138,8 +138,18 @@ class DiffewSModel(nn.Module):
         config = read_model_config(root)
         vae = _load_weights(AutoencoderKL, root / "vae")
         unet = _load_weights(UNet2DConditionModel, root / "unet")
-        prompt_embedding = read_safetensors(root / PROMPT_NAME)[PROMPT_KEY]
-        scheduler = DDIMScheduler.from_pretrained(root / "scheduler")
+        prompt_tensors = read_safetensors(root / PROMPT_NAME)
+        if PROMPT_KEY not in prompt_tensors:
+            raise InputError(f"{root / PROMPT_NAME}: holds no {PROMPT_KEY!r} tensor; is this a DiffewS model folder?")
+        prompt_embedding = prompt_tensors[PROMPT_KEY]
+        scheduler_config = root / "scheduler" / "scheduler_config.json"
+        if not scheduler_config.is_file():
+            raise InputError(f"{scheduler_config}: missing; is this a DiffewS model folder?")
+        scheduler_settings = read_json(scheduler_config)  # its own one-line error, naming the file
+        try:
+            scheduler = DDIMScheduler.from_config(scheduler_settings)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise InputError(f"{scheduler_config}: cannot build the scheduler it describes ({_first_line(error)})") from None
         try:
             model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
         except ValueError as error:
@@ -314,16 +324,17 @@ def _load_weights(cls: type, folder: Path) -> nn.Module:
     naming the file for an unreadable config."""
     try:
         config = dict(cls.load_config(folder))
-    except (OSError, ValueError) as error:
-        raise InputError(f"{folder / 'config.json'}: cannot read it ({str(error).splitlines()[0]})") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise InputError(f"{folder / 'config.json'}: cannot read it ({_first_line(error)})") from None
     return build_with_weights(cls, config, load_safetensors_folder(folder), folder)
 
 
 def read_model_config(folder: Path) -> DiffewSConfig:
     """The `DiffewSConfig` stored in a model folder's ``diffews_config.json``; `InputError` naming the file if it is unreadable or invalid."""
     path = Path(folder) / CONFIG_NAME
+    content = read_json(path)  # its own one-line error, naming the file
     try:
-        return DiffewSConfig.from_dict(read_json(path))
+        return DiffewSConfig.from_dict(content)
     except (TypeError, ValueError) as error:
         raise InputError(f"{path}: {error}") from error
 
@@ -339,10 +350,13 @@ def build_with_weights(cls: type, config: dict, state_dict: dict[str, torch.Tens
     """
     config = {key: value for key, value in config.items() if not key.startswith("_")}
     support_channels = config.pop(CONFIG_KEY, None)
-    with torch.device("meta"):
-        module = cls.from_config(config)
-        if support_channels is not None:
-            attach_support_conv(module, init_support_conv(module.conv_in))
+    try:
+        with torch.device("meta"):
+            module = cls.from_config(config)
+            if support_channels is not None:
+                attach_support_conv(module, init_support_conv(module.conv_in))
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as error:
+        raise InputError(f"{source / 'config.json'}: cannot build the model it describes ({_first_line(error)})") from None
     try:
         module.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as error:

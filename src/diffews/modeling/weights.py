@@ -151,7 +151,11 @@ def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         return read_safetensors(single)
     if index.is_file():
-        shards = sorted(set(read_json(index)["weight_map"].values()))
+        description = read_json(index)
+        weight_map = description.get("weight_map") if isinstance(description, dict) else None
+        if not isinstance(weight_map, dict):
+            raise InputError(f"{index}: damaged, it has no weight_map of tensor names to shard files")
+        shards = sorted(set(weight_map.values()))
         return {key: value for shard in shards for key, value in read_safetensors(folder / shard).items()}
     raise InputError(f"{folder}: no {WEIGHTS_NAME} (diffews reads safetensors weights only)")
 
