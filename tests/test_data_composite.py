@@ -279,11 +279,37 @@ def test_a_corrupt_cutout_is_one_line_naming_it_and_leaves_nothing(inputs, tmp_p
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("folds", [[1, 2, 3, 4], [["a"], ["b"], ["c"], [["d"]]], [["a"], ["b"], ["c"], ["d", 5]]])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [("RGB", "cut-out without an alpha channel"), ("transparent", "cut-out with no visible pixel")],
+)
+def test_a_cutout_without_a_usable_alpha_is_one_line(inputs, tmp_path, capsys, damage, message):
+    import shutil
+
+    objects, backgrounds = inputs
+    shutil.copytree(objects, tmp_path / "objects")
+    for bad in sorted((tmp_path / "objects").glob("*/*.png")):  # every cut-out, so the build must meet one
+        with Image.open(bad) as image:
+            rgba = image.convert("RGBA")
+        (rgba.convert("RGB") if damage == "RGB" else Image.new("RGBA", rgba.size)).save(bad)
+    assert composite((tmp_path / "objects", backgrounds), tmp_path / "out", "--workers", "1") == 2
+    assert message in error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folds", [[1, 2, 3, 4], [["a"], ["b"], ["c"], [["d"]]], [["a"], ["b"], ["c"], ["d", 5]], [[], ["b"], ["c"], ["d"]]])
 def test_a_malformed_description_is_one_line(tmp_path, capsys, folds):
     (tmp_path / "benchmark.json").write_text(json.dumps({"format": "diffews-composite", "folds": folds}))
     assert main(["data", "check", "composite", str(tmp_path)]) == 2
-    assert error_line(capsys) == f"error: {tmp_path / 'benchmark.json'}: each fold must be a list of class names; " + FIX
+    assert error_line(capsys) == f"error: {tmp_path / 'benchmark.json'}: each fold must be a non-empty list of class names; " + FIX
+
+
+@pytest.mark.parametrize("options", [None, {"same_source_fraction": "half"}, {"same_source_fraction": 7}, {"same_source_fraction": True}])
+def test_malformed_description_options_are_one_line(tmp_path, capsys, options):
+    folds = [["a"], ["b"], ["c"], ["d"]]
+    (tmp_path / "benchmark.json").write_text(json.dumps({"format": "diffews-composite", "folds": folds, "options": options}))
+    assert main(["data", "check", "composite", str(tmp_path)]) == 2
+    assert error_line(capsys).startswith(f"error: {tmp_path / 'benchmark.json'}: options.same_source_fraction must be a number from 0 to 1")
 
 
 def test_interrupted_build_leaves_nothing(inputs, tmp_path, monkeypatch, capsys):

@@ -47,8 +47,12 @@ def read_description(root: Path) -> dict:
         raise InputError(f"{path}: not a composite benchmark description (JSON with \"folds\"); {FIX}") from None
     if description.get("format") != "diffews-composite" or not isinstance(folds, list) or len(folds) != NUM_FOLDS:
         raise InputError(f"{path}: expected format 'diffews-composite' with {NUM_FOLDS} folds; {FIX}")
-    if not all(isinstance(fold, list) and all(isinstance(name, str) for name in fold) for fold in folds):
-        raise InputError(f"{path}: each fold must be a list of class names; {FIX}")
+    if not all(isinstance(fold, list) and fold and all(isinstance(name, str) for name in fold) for fold in folds):
+        raise InputError(f"{path}: each fold must be a non-empty list of class names; {FIX}")
+    options = description.get("options", {})
+    fraction = options.get("same_source_fraction", 0.5) if isinstance(options, dict) else None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise InputError(f"{path}: options.same_source_fraction must be a number from 0 to 1 (options a mapping); {FIX}")
     names = [name for fold in folds for name in fold]
     if len(names) != len(set(names)):
         raise InputError(f"{path}: folds are not disjoint")

@@ -223,7 +223,15 @@ class _Sources:
 
 @lru_cache(maxsize=2048)
 def _load_cutout(path: Path) -> Image.Image:
-    return open_image_file(path, orient=False).convert("RGBA")
+    """A cut-out as RGBA; `InputError` naming it when it has no alpha channel (its mask would be the
+    whole rectangle) or no visible pixel (its class's pictures would show nothing)."""
+    image = open_image_file(path, orient=False)
+    if "A" not in image.getbands() and "transparency" not in image.info:
+        raise InputError(f"{path}: cut-out without an alpha channel; its alpha is the object's mask (save it as RGBA)")
+    image = image.convert("RGBA")
+    if image.getchannel("A").getextrema()[1] == 0:
+        raise InputError(f"{path}: cut-out with no visible pixel (its alpha is 0 everywhere)")
+    return image
 
 
 @lru_cache(maxsize=256)
