@@ -395,3 +395,15 @@ def test_saved_progress_that_is_not_a_state_is_one_line(benchmarks, tmp_path, ca
     (tmp_path / "report.json.partial.json").write_text(content)
     assert evaluate(root, tmp_path / "report.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
     assert error_lines(capsys) == [f"error: {tmp_path / 'report.json.partial.json'}: unreadable saved progress; delete it to start over"]
+
+
+def test_a_corrupt_image_met_mid_run_leaves_no_progress_or_folders(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    data = tmp_path / "custom"
+    shutil.copytree(root / "custom", data)
+    broken = sorted(data.glob("dog/*.jpg"))[-1]
+    broken.write_bytes(broken.read_bytes()[:200])
+    out = tmp_path / "new" / "sub" / "r.json"
+    assert evaluate(data, out, "--benchmark", "custom", "--batch-size", "1") == 2
+    assert error_lines(capsys)[0].startswith(f"error: {broken}")
+    assert not (tmp_path / "new").exists()

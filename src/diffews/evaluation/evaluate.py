@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
-from ..distributed import Processes
+from ..distributed import PeerFailed, Processes
 from ..errors import InputError, one_line
-from ..io import OutputFolder, check_replaceable, write_text
+from ..io import OutputFolder, check_replaceable, remove_created_folders, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
@@ -236,54 +236,62 @@ def run_evaluation(
     partial_path = progress_path(report_path, processes)
     check_report_target(report_path, save_vis)
     state = _resume_state(report_path, header, processes, batch_size)
+    created = [folder for folder in (report_path.parent, *report_path.parent.parents) if not folder.exists()]  # deepest first
+    resumed = partial_path.is_file()
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"{report_path.parent}: cannot create the report's folder ({error.strerror or error})") from None
 
-    results = {}
-    for fold, dataset in datasets.items():
-        name = _fold_name(fold)
-        fold_state = state["progress"].setdefault(name, {"done": 0, "elapsed_s": 0.0, "meter": None})
-        meter = new_meter(dataset)
-        if fold_state["meter"] is not None:
-            meter.load_state_dict(fold_state["meter"])
-        prior, run_start, first = fold_state["elapsed_s"], time.perf_counter(), fold_state["done"]
+    try:
+        results = {}
+        for fold, dataset in datasets.items():
+            name = _fold_name(fold)
+            fold_state = state["progress"].setdefault(name, {"done": 0, "elapsed_s": 0.0, "meter": None})
+            meter = new_meter(dataset)
+            if fold_state["meter"] is not None:
+                meter.load_state_dict(fold_state["meter"])
+            prior, run_start, first = fold_state["elapsed_s"], time.perf_counter(), fold_state["done"]
 
-        def save_progress(done: int) -> None:
-            fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
-            write_text(partial_path, json.dumps(state))
+            def save_progress(done: int) -> None:
+                fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
+                write_text(partial_path, json.dumps(state))
 
-        shard = processes.shard(len(dataset), batch_size)
-        evaluate_fold(
-            predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress and processes.is_main,
-            f"{settings.benchmark} fold {name}" + (f" ({processes})" if processes.count > 1 else ""), shard,
-        )
-        elapsed = processes.max(prior + time.perf_counter() - run_start)
-        meter = meter.merged(processes.sum)
-        scores = meter.compute()
-        if scores["unscored"] and processes.is_main:
-            logger.warning(
-                "%s fold %s: %d of %d classes got no episode and count as IoU 0 in mIoU; score more episodes "
-                "(--episodes all: one per image of the split, %d)", settings.benchmark, name, len(scores["unscored"]),
-                len(scores["per_class_iou"]), len(dataset.split.pairs),
+            shard = processes.shard(len(dataset), batch_size)
+            evaluate_fold(
+                predictor, dataset, settings, meter, first, batch_size, workers, save_progress, progress and processes.is_main,
+                f"{settings.benchmark} fold {name}" + (f" ({processes})" if processes.count > 1 else ""), shard,
             )
-        results[name] = {
-            "miou": scores["miou"],
-            "fbiou": scores["fbiou"],
-            "per_class_iou": {dataset.split.class_names[c]: v for c, v in scores["per_class_iou"].items()},
-            "unscored_classes": [dataset.split.class_names[c] for c in scores["unscored"]],
-            "episodes": meter.episodes,
-            "elapsed_s": elapsed,
-            "episodes_per_s": meter.episodes / max(elapsed, 1e-9),
+            elapsed = processes.max(prior + time.perf_counter() - run_start)
+            meter = meter.merged(processes.sum)
+            scores = meter.compute()
+            if scores["unscored"] and processes.is_main:
+                logger.warning(
+                    "%s fold %s: %d of %d classes got no episode and count as IoU 0 in mIoU; score more episodes "
+                    "(--episodes all: one per image of the split, %d)", settings.benchmark, name, len(scores["unscored"]),
+                    len(scores["per_class_iou"]), len(dataset.split.pairs),
+                )
+            results[name] = {
+                "miou": scores["miou"],
+                "fbiou": scores["fbiou"],
+                "per_class_iou": {dataset.split.class_names[c]: v for c, v in scores["per_class_iou"].items()},
+                "unscored_classes": [dataset.split.class_names[c] for c in scores["unscored"]],
+                "episodes": meter.episodes,
+                "elapsed_s": elapsed,
+                "episodes_per_s": meter.episodes / max(elapsed, 1e-9),
+            }
+        report = {
+            **header,
+            "results": results,
+            "mean": {key: float(np.mean([r[key] for r in results.values()])) for key in ("miou", "fbiou")},
         }
-    report = {
-        **header,
-        "results": results,
-        "mean": {key: float(np.mean([r[key] for r in results.values()])) for key in ("miou", "fbiou")},
-    }
-    if processes.is_main:
-        write_text(report_path, json.dumps(report, indent=2) + "\n")
+        if processes.is_main:
+            write_text(report_path, json.dumps(report, indent=2) + "\n")
+    except InputError as error:  # bad input met mid-run (a corrupt image): this run's progress and folders go
+        if not resumed and not isinstance(error, PeerFailed):  # an interrupt or a stopped peer keeps them, to resume
+            partial_path.unlink(missing_ok=True)
+            remove_created_folders(created)
+        raise
     processes.barrier()  # every shard's progress stays until the report is written
     partial_path.unlink(missing_ok=True)
     if save_vis and processes.is_main:
