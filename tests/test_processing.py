@@ -195,3 +195,20 @@ def test_coco_annotations_equal_pycocotools_encoding_of_each_full_size_mask(inst
         got = [(a["category_id"], a["segmentation"]["counts"], a["area"], a["bbox"], a["score"]) for a in writer.annotations]
         assert [g[:4] for g in got] == [e[:4] for e in expected]
         assert np.allclose([g[4] for g in got], [e[4] for e in expected], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "values"),
+    [("I;16", lambda g: g.astype(np.uint16) * 257), ("I", lambda g: g.astype(np.int32) * 257), ("F", lambda g: g.astype(np.float32) / 255)],
+    ids=["16-bit", "32-bit-integer", "float"],
+)
+def test_greyscale_of_more_than_8_bits_is_scaled_not_clipped(tmp_path, mode, values):
+    """PIL's own RGB conversion clips these at 255 (a 16-bit picture turned almost white)."""
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))
+    deep = Image.fromarray(values(grey))
+    assert deep.mode == mode
+    expected = np.asarray(Image.fromarray(grey, "L").convert("RGB"))
+    assert np.array_equal(np.asarray(image_to_tensor(deep).permute(1, 2, 0) * 255).round().astype(np.uint8), expected)
+    if mode == "I;16":
+        deep.save(tmp_path / "deep.png")
+        assert np.array_equal(np.asarray(load_image(tmp_path / "deep.png")), expected)

@@ -31,7 +31,7 @@ from ..pipeline import DiffewSPipeline
 from ..registry import named_model
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.coco_export import CocoWriter
-from ..processing.images import IMAGE_SUFFIXES, check_image_file, load_image, load_mask
+from ..processing.images import IMAGE_SUFFIXES, check_image_file, load_image, load_mask, rgb_image
 from ..processing.labels import check_class_names, class_colors, label_image
 from ..processing.masks import to_binary_mask
 from ..processing.overlay import mask_image, overlay_labels, overlay_mask
@@ -146,7 +146,7 @@ def support_pair(
             raise InputError(f"{where}support pair {index}: no mask; upload a mask or paint the object on the image")
         mask = to_binary_mask(painted, f"{where}support mask {index} ({name})")
     # Empty panels are skipped, so the set's numbering can differ from the panels': name the panel.
-    return SupportPair(image.convert("RGB"), mask, f"{where}Example {index}, {name}")
+    return SupportPair(rgb_image(image), mask, f"{where}Example {index}, {name}")
 
 
 def collect_support(pairs: Iterable[SupportPair | None]) -> list[SupportPair]:

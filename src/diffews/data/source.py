@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..processing.images import open_image_file
+from ..processing.images import open_image_file, rgb_image
 
 SPLITS = ("trn", "val", "test")
 
@@ -122,7 +122,7 @@ class FewShotSplit(ABC):
 
     def open_image(self, key: str) -> Image.Image:
         """The RGB image of `key`, oriented by the split's rule (`exif_orientation`)."""
-        return open_image_file(self.image_path(key), orient=self.exif_orientation).convert("RGB")
+        return rgb_image(open_image_file(self.image_path(key), orient=self.exif_orientation))
 
     @abstractmethod
     def target(self, key: str, class_id: int) -> np.ndarray:

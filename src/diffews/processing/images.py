@@ -79,8 +79,29 @@ def check_image_file(path: str | Path) -> None:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """An RGB PIL image from a file."""
-    return open_image_file(path).convert("RGB")
+    """An RGB PIL image from a file (see `rgb_image`)."""
+    return rgb_image(open_image_file(path))
+
+
+HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+"""Greyscale PIL modes of more than 8 bits, which PIL's ``convert("RGB")`` clips at 255."""
+
+
+def rgb_image(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB. Greyscale of more than 8 bits is scaled, not clipped: 16-bit by
+    255 / 65535; 32-bit integers and floats by their range (floats up to 1 x 255, integers up to
+    255 as they are, up to 65535 as 16-bit, else by their maximum)."""
+    if image.mode not in HIGH_BIT_DEPTH_MODES:
+        return image.convert("RGB")
+    values = np.asarray(image, dtype=np.float64)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16") or 255 < top <= 65535:
+        scale = 255 / 65535
+    elif image.mode == "F" and top <= 1:
+        scale = 255.0
+    else:
+        scale = 1.0 if top <= 255 else 255 / top
+    return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8)).convert("RGB")
 
 
 def load_mask(path: str | Path, name: str | None = None) -> np.ndarray:
@@ -97,7 +118,7 @@ def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
     if isinstance(image, (str, Path)):
         image = load_image(image)
     if isinstance(image, Image.Image):
-        array = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        array = np.asarray(rgb_image(ImageOps.exif_transpose(image)))
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -146,7 +167,7 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int], mode: str = "nearest-ex
 def resize_pil_image(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """The authors' preprocessing: an RGB PIL image -> ``(3, *size)`` in [-1, 1], resized in 8 bits
     with PIL's bilinear filter, then / 255, x 2 - 1."""
-    resized = np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+    resized = np.asarray(rgb_image(image).resize((size[1], size[0]), Image.BILINEAR))
     return torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255 * 2 - 1
 
 
