@@ -212,3 +212,12 @@ def test_greyscale_of_more_than_8_bits_is_scaled_not_clipped(tmp_path, mode, val
     if mode == "I;16":
         deep.save(tmp_path / "deep.png")
         assert np.array_equal(np.asarray(load_image(tmp_path / "deep.png")), expected)
+
+
+def test_a_support_mask_of_another_shape_than_its_image_is_refused(rng):
+    image = random_image(rng, 64, 80)  # 80 wide, 64 high
+    prepare_support(image, np.ones((32, 40), dtype=bool), 64, 1)  # another scale, the same shape: resized onto it
+    with pytest.raises(InputError, match=r"^support mask 1 \(m.png\): 64x80 does not fit its image, 80x64 \(the image is shown turned by its EXIF"):
+        prepare_support(image, np.ones((80, 64), dtype=bool), 64, 1, source="m.png")
+    with pytest.raises(InputError, match=r"^support mask 2: 80x80 does not fit its image, 80x64$"):
+        prepare_support(image, np.ones((80, 80), dtype=bool), 64, 2)

@@ -178,6 +178,16 @@ def preprocess_image(image: Image.Image, size: tuple[int, int], preprocessing: s
     return resize_image(image_to_tensor(image), size)
 
 
+def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], label: str) -> None:
+    """`InputError` unless a mask of ``(H, W)`` `mask_size` can cover an image of `image_size`: the
+    same aspect ratio within 1 % (any scale; it is resized onto the image)."""
+    (mask_height, mask_width), (height, width) = mask_size, image_size
+    if abs(mask_width * height - width * mask_height) <= 0.01 * width * mask_height:
+        return
+    turned = " (the image is shown turned by its EXIF orientation: draw the mask on the picture as shown)" if (mask_height, mask_width) == (width, height) else ""
+    raise InputError(f"{label}: {mask_width}x{mask_height} does not fit its image, {width}x{height}{turned}")
+
+
 def prepare_support(
     image: ImageInput, mask: MaskInput, resolution: int, index: int, source: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,7 +197,8 @@ def prepare_support(
 
     Raises:
         InputError: "support mask N is empty" (with `source`, e.g. the file, in brackets) when the
-            mask has no foreground, before or after resizing.
+            mask has no foreground, before or after resizing; or when the mask's shape is not its
+            image's (aspect ratios more than 1 % apart: it cannot cover the picture as drawn).
     """
     if isinstance(mask, (str, Path)):
         source = source or str(mask)
@@ -195,6 +206,7 @@ def prepare_support(
     label = f"support mask {index}" + (f" ({source})" if source else "")
     binary = to_binary_mask(mask, label)
     image_tensor = image_to_tensor(image, f"support image {index}")
+    check_mask_shape(binary.shape, tuple(image_tensor.shape[1:]), label)
     resized_mask = resize_mask(binary, (resolution, resolution))
     if not resized_mask.any():
         raise InputError(f"{label} is empty after resizing to {resolution}x{resolution} (object too small)")
