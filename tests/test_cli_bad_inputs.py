@@ -200,3 +200,20 @@ def test_pickled_unet_refusal_advises_converting_never_disabling_the_check(tmp_p
     )
     assert "convert the UNet's tensors to diffusion_pytorch_model.safetensors in a trusted environment" in line
     assert "weights_only" not in line and "False" not in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["segment", *SUPPORT, "--query", str(EXAMPLES / "query")],
+        ["evaluate", "--benchmark", "custom", "--root", "r"],
+        ["data", "composite", "--objects", "o", "--backgrounds", "b"],
+        ["init-model", "--vae", "v", "--unet-config", "u.json"],
+    ],
+    ids=["segment", "evaluate", "data-composite", "init-model"],
+)
+def test_an_empty_out_is_refused_not_taken_as_the_current_folder(capsys, command):
+    with pytest.raises(SystemExit) as stopped:
+        main([*command, "--out", ""])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --out: must not be empty")

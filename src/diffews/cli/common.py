@@ -45,6 +45,13 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = DEF
     )
 
 
+def output_path(value: str) -> str:
+    """argparse type of ``--out``: a path, never empty (an empty one would mean the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
 def check_resolution_flag(resolution: int | None) -> None:
     """`InputError` unless `--resolution` is unset or a multiple of 8 in 8..MAX_RESOLUTION."""
     if resolution is not None:

@@ -12,6 +12,7 @@ from ..modeling.prompt import PROMPT_AUTHORS_EVAL, TEXT_PROMPTS
 from ..modeling.weights import SD21_HUB_ID
 from ..release import convert_clone
 from ..release.layout import AUTHORS_BASE_FOLDER
+from .common import output_path
 
 DESCRIPTION = f"""\
 Convert the authors' DiffewS checkpoints (fine-tuned unet/ folders with conv_in_ref) into diffews
@@ -52,7 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"Stable Diffusion 2.1: a diffusers folder or hub id (e.g. {SD21_HUB_ID}) with vae/ and text_encoder/; "
         "required with --unet; with --authors, default: the base folder inside DIR",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="--unet: the new model folder (must not exist, or be empty); --authors: the folder of the models")
+    parser.add_argument("--out", type=output_path, required=True, metavar="DIR", help="--unet: the new model folder (must not exist, or be empty); --authors: the folder of the models")
     parser.add_argument("--variant", action="append", metavar="NAME", help="with --authors: convert only this model folder (e.g. incontext; repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="with --authors: replace existing OUT/<name> model folders (default: skip them)")
     parser.add_argument("--resolution", type=int, default=512, metavar="R", help="working resolution stored with the model (default 512, the authors')")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data import BENCHMARKS, get_benchmark, split_lists_folder
 from ..errors import InputError
+from .common import output_path
 from .data_build import add_commands as add_build_commands
 
 DESCRIPTION = (
@@ -34,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     with_lists = [name for name, benchmark in BENCHMARKS.items() if benchmark.write_split_lists is not None]
     splits.add_argument("benchmark", choices=with_lists, help="which benchmark")
     splits.add_argument("root", help="data root")
-    splits.add_argument("--out", required=True, metavar="DIR", help="folder to write the lists into (pass it to --splits later)")
+    splits.add_argument("--out", type=output_path, required=True, metavar="DIR", help="folder to write the lists into (pass it to --splits later)")
     splits.set_defaults(run=run_splits)
     add_build_commands(commands)
 

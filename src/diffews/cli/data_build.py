@@ -11,6 +11,7 @@ from ..data.emoji import SETS as EMOJI_SETS
 from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
 from ..data.synthesize import CompositeOptions, build_composite
 from ..errors import InputError
+from .common import output_path
 
 DEFAULTS = CompositeOptions()
 
@@ -23,7 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Gather cut-outs from freedesktop icon themes (Debian: the *-icon-theme packages). "
         f"Themes {', '.join(RESERVED_THEMES)} are reserved for independent evaluation: used only when named in --themes.",
     )
-    icons.add_argument("--out", required=True, metavar="DIR", help="new folder: <class>/<theme>__<name>.png, manifest.jsonl, classes.json")
+    icons.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder: <class>/<theme>__<name>.png, manifest.jsonl, classes.json")
     icons.add_argument("--icon-root", default=str(ICON_ROOT), metavar="DIR", help="folder of icon themes (default %(default)s)")
     icons.add_argument("--themes", default=None, metavar="A,B", help="theme folders to use (default: one theme per installed package)")
     icons.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out before cropping (default %(default)s)")
@@ -49,7 +50,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Gather emoji cut-outs (Debian: fonts-noto-color-emoji, ruby-gemojione, fonts-symbola) in the layout of "
         "'diffews data icons'; pass the folder to 'diffews data composite --objects' beside an icon folder or alone.",
     )
-    emoji.add_argument("--out", required=True, metavar="DIR", help="new folder: <class>/<set>__<code point>.png, manifest.jsonl, classes.json")
+    emoji.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder: <class>/<set>__<code point>.png, manifest.jsonl, classes.json")
     emoji.add_argument("--sets", default=",".join(EMOJI_SETS), metavar="A,B", help="emoji sets to draw with (default %(default)s)")
     emoji.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out (default %(default)s)")
     emoji.add_argument("--min-sets", type=int, default=3, metavar="N", help="sets that must draw an emoji for it to be a class (default %(default)s)")
@@ -66,7 +67,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "backgrounds", help="gather background photos from wallpaper folders and generate textures",
         description="Background images for 'diffews data composite': wallpapers (Debian: gnome-backgrounds, ...) and generated textures.",
     )
-    backgrounds.add_argument("--out", required=True, metavar="DIR", help="new folder of JPEG backgrounds with manifest.jsonl")
+    backgrounds.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder of JPEG backgrounds with manifest.jsonl")
     backgrounds.add_argument(
         "--wallpapers", default=",".join(map(str, WALLPAPER_ROOTS)), metavar="A,B",
         help="folders searched for wallpapers (default %(default)s; empty: none)",
@@ -86,7 +87,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="cut-outs: <class>/<source>__<name>.png (RGBA; alpha = mask); several folders (icons and emoji) add up",
     )
     composite.add_argument("--backgrounds", required=True, metavar="DIR", help="folder of background images")
-    composite.add_argument("--out", required=True, metavar="DIR", help="new folder for the benchmark")
+    composite.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder for the benchmark")
     composite.add_argument("--seed", type=int, default=DEFAULTS.seed, help="the same seed writes the same bytes (default %(default)s)")
     composite.add_argument("--size", type=int, default=DEFAULTS.size, metavar="PX", help="image side (default %(default)s)")
     composite.add_argument("--images-per-class", type=int, default=DEFAULTS.images_per_class, metavar="N", help="trn images per class (default %(default)s)")

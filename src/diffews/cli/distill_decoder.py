@@ -10,7 +10,7 @@ import torch
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
 from ..modeling.mask_decoder import MaskDecoderConfig, save_mask_decoder
-from .common import add_model_options, check_resolution_flag, load_model_from_args
+from .common import add_model_options, check_resolution_flag, load_model_from_args, output_path
 
 DESCRIPTION = """\
 Train a small mask decoder that replaces the VAE decoder when segmenting (diffews segment
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    parser.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
+    parser.add_argument("--out", type=output_path, required=True, metavar="FILE", help="output .safetensors file")
     parser.add_argument("--steps", type=int, default=2000, metavar="N", help="training steps (default 2000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="generated masks per step (default 8)")
     parser.add_argument("--lr", type=float, default=1e-3, metavar="LR", help="AdamW learning rate, cosine decay (default 1e-3)")

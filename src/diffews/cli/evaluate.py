@@ -25,7 +25,7 @@ from ..modeling.builtin import DEFAULT_MODEL
 from ..modeling.config import MAX_RESOLUTION
 from ..modeling.oi2m import OI2M_TIMESTEP
 from ..processing.images import PREPROCESSING
-from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
+from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline, output_path
 
 DESCRIPTION = """\
 Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
@@ -116,7 +116,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trust-pickle-splits", action="store_true",
         help="allow HSNet's COCO-20i pickle lists (fold<i>.pkl) in --splits; read with a warning, plain containers only",
     )
-    parser.add_argument("--out", default=None, metavar="FILE", help="JSON report (default evaluation-<benchmark>-fold<F>-<K>shot.json)")
+    parser.add_argument("--out", type=output_path, default=None, metavar="FILE", help="JSON report (default evaluation-<benchmark>-fold<F>-<K>shot.json)")
     parser.add_argument(
         "--cache-latents", action="store_true",
         help="encode every distinct image and support mask once and reuse the latents across episodes "

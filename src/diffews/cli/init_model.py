@@ -6,7 +6,7 @@ import argparse
 
 from ..modeling.convert import save_new_folder
 from ..modeling.scratch import PROMPT_KINDS, build_scratch_model
-from .common import check_resolution_flag
+from .common import check_resolution_flag, output_path
 
 DESCRIPTION = """\
 Write a DiffewS model folder built from scratch: the autoencoder trained by 'diffews
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the UNet's initialisation (default 0)")
     parser.add_argument("--prompt", choices=PROMPT_KINDS, default="random", help="constant prompt embedding (default random)")
     parser.add_argument("--prompt-seed", type=int, default=0, help="seed of the random prompt embedding (default 0)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="new model folder (must not exist, or be empty)")
+    parser.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new model folder (must not exist, or be empty)")
     parser.set_defaults(run=run)
 
 

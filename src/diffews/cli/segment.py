@@ -21,7 +21,7 @@ from ..processing.coco_export import CocoWriter, require_pycocotools
 from ..processing.labels import label_image
 from ..processing.overlay import mask_image, overlay_labels, overlay_mask
 from .class_supports import ClassFiles, add_class_options, add_names_option, read_classes
-from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline
+from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline, output_path
 
 DESCRIPTION = """\
 Segment the class shown by the support images in every query image, or several named classes.
@@ -69,7 +69,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_class_options(supports)
     add_names_option(parser)
     parser.add_argument("--query", nargs="+", required=True, metavar="PATH", help="query image files, folders or glob patterns")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--out", type=output_path, required=True, metavar="DIR", help="output folder (created if missing)")
     parser.add_argument(
         "--format", choices=["png", "coco"], default="png",
         help=f"several classes: png writes label maps and overlays; coco also writes {COCO_FILE} (default png)",
