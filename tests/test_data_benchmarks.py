@@ -302,6 +302,18 @@ def test_custom_image_without_mask(benchmarks, tmp_path):
         open_split("custom", data / "custom", "val", None)
 
 
+@pytest.mark.parametrize("orphan", ["photo1_mask.png", "photo1.png"], ids=["named-as-a-mask", "named-as-its-image"])
+def test_custom_mask_without_its_image_is_named_as_such(benchmarks, tmp_path, orphan):
+    root, _ = benchmarks
+    data = copy_benchmark(root, tmp_path, "custom")
+    dog = data / "custom" / "dog"
+    (dog / "photo1.jpg").unlink()
+    (dog / "photo1_mask.png").rename(dog / orphan)
+    message = r"photo1_mask\.png: mask without an image" if orphan == "photo1_mask.png" else r"photo1\.png: image without a mask .*\(if it is a mask, its image is missing\)"
+    with pytest.raises(InputError, match=message):
+        open_split("custom", data / "custom", "val", None)
+
+
 def test_too_few_images_for_the_shots(benchmarks):
     root, _ = benchmarks
     with pytest.raises(InputError, match=r"class 'aeroplane' \(id 1\) has 2 image\(s\); 2-shot episodes need at least 3"):

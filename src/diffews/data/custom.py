@@ -45,14 +45,20 @@ def scan_class(image_folder: Path, mask_folder: Path) -> dict[str, tuple[Path, P
     """name stem -> (image, mask) of one class folder; `InputError` for an image without a mask."""
     files = sorted(p for p in image_folder.iterdir() if is_image(p))
     if image_folder == mask_folder:
+        stems = {p.stem for p in files}
+        for mask in files:
+            if mask.suffix.lower() == ".png" and mask.stem.endswith(MASK_SUFFIX) and mask.stem.removesuffix(MASK_SUFFIX) not in stems:
+                raise InputError(f"{mask}: mask without an image (expected {mask.stem.removesuffix(MASK_SUFFIX)}.<jpg, png, ...> beside it)")
         other_stems = {p.stem for p in files if p.suffix.lower() != ".png"}
         files = [p for p in files if not (p.suffix.lower() == ".png" and (p.stem.endswith(MASK_SUFFIX) or p.stem in other_stems))]
     found = {}
     for image in files:
         mask = find_mask(image, mask_folder)
         if mask is None:
+            maybe_mask = " (if it is a mask, its image is missing)" if image_folder == mask_folder and image.suffix.lower() == ".png" else ""
             raise InputError(
-                f"{image}: image without a mask (expected {mask_folder / (image.stem + '.png')} or {mask_folder / (image.stem + MASK_SUFFIX + '.png')})"
+                f"{image}: image without a mask (expected {mask_folder / (image.stem + '.png')} or "
+                f"{mask_folder / (image.stem + MASK_SUFFIX + '.png')}){maybe_mask}"
             )
         found[image.stem] = (image, mask)
     return found
