@@ -163,7 +163,7 @@ class TreeSnapshot:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
-        self._missing = [folder for folder in (self.root, *self.root.parents) if not folder.exists()]  # deepest first
+        self._missing = missing_folders(self.root)
         self._paths = set(self.root.rglob("*")) if self.root.is_dir() else set()
 
     def remove_new(self) -> None:
@@ -176,6 +176,12 @@ class TreeSnapshot:
                 else:
                     path.unlink()
         remove_created_folders(self._missing)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, deepest first: what creating it will create
+    (for `remove_created_folders` to undo)."""
+    return [path for path in (folder, *folder.parents) if not path.exists()]
 
 
 def remove_created_folders(folders: Iterable[Path]) -> None:
@@ -430,7 +436,7 @@ class OutputFolder:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path}: output folder is an existing file")
         self._processes.barrier()  # every process looks before one of them creates the folder
-        self._created = [folder for folder in (self.path, *self.path.parents) if not folder.exists()]
+        self._created = missing_folders(self.path)
         self._processes.barrier()
         try:
             self.path.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
 from ..distributed import PeerFailed, Processes
 from ..errors import InputError, one_line
-from ..io import OutputFolder, check_replaceable, remove_created_folders, write_text
+from ..io import OutputFolder, check_replaceable, missing_folders, remove_created_folders, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
@@ -236,7 +236,7 @@ def run_evaluation(
     partial_path = progress_path(report_path, processes)
     check_report_target(report_path, save_vis)
     state = _resume_state(report_path, header, processes, batch_size)
-    created = [folder for folder in (report_path.parent, *report_path.parent.parents) if not folder.exists()]  # deepest first
+    created = missing_folders(report_path.parent)
     resumed = partial_path.is_file()
     try:
         report_path.parent.mkdir(parents=True, exist_ok=True)
