@@ -19,7 +19,7 @@ from datetime import timedelta
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """What a launcher (accelerate launch, torchrun) sets for each process it starts."""
@@ -83,7 +83,7 @@ class Processes:
         try:
             dist.all_reduce(merged, op=getattr(dist.ReduceOp, op))
         except RuntimeError as error:  # a peer closed its connection: it failed or was stopped
-            raise PeerFailed(f"{self}: another process of this run stopped ({_first_line(error)})") from None
+            raise PeerFailed(f"{self}: another process of this run stopped ({first_line(error)})") from None
         return merged.cpu()
 
 
@@ -104,8 +104,3 @@ def launched_processes() -> Processes:
     if processes.local_rank < torch.cuda.device_count():  # "cuda" (kernels, generators) means this process's GPU
         torch.cuda.set_device(processes.local_rank)
     return processes
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -1,5 +1,12 @@
 """Exceptions users see."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class InputError(ValueError):
     """A user-supplied input (file, image, mask, folder, model) is unusable.
@@ -21,3 +28,17 @@ def one_line(error: InputError) -> InputError:
     last = lines[-1]
     prefix = f"{InputError.__module__}.{InputError.__name__}: "
     return InputError(last.removeprefix(prefix))
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of `error`'s message (at most 200 characters), or its type's name when it is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def one_line_errors(batches: Iterable[T]) -> Iterator[T]:
+    """`batches` (a data loader's), with an `InputError` raised while producing one made `one_line`."""
+    try:
+        yield from batches
+    except InputError as error:
+        raise one_line(error) from None

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
 from ..distributed import PeerFailed, Processes
-from ..errors import InputError, one_line
+from ..errors import InputError, one_line_errors
 from ..io import OutputFolder, check_replaceable, missing_folders, remove_created_folders, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
@@ -190,14 +190,11 @@ def evaluate_fold(
     episodes = range(len(dataset)) if episodes is None else episodes
     loader = DataLoader(Subset(dataset, episodes[start:]), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
     with tqdm(total=len(episodes), initial=start, desc=description, unit="episode", disable=not progress) as bar:
-        try:
-            for batch in loader:
-                bar.update(score_batch(predictor, batch, settings, meter))
-                bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
-                if on_batch is not None:
-                    on_batch(meter.episodes)
-        except InputError as error:  # a worker's arrives with its traceback in the message
-            raise one_line(error) from None
+        for batch in one_line_errors(loader):  # a worker's InputError arrives with its traceback in the message
+            bar.update(score_batch(predictor, batch, settings, meter))
+            bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
+            if on_batch is not None:
+                on_batch(meter.episodes)
 
 
 def run_evaluation(

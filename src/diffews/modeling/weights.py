@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import atomic_write
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -61,12 +61,6 @@ def hub_failure(repo_id: str, error: Exception) -> str:
     if isinstance(error, LocalEntryNotFoundError):
         return f"the hub cannot be reached and {repo_id} is not in its local cache (offline)"
     return f"downloading it from the hub failed ({type(error).__name__}: {first_line(error)})"
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters), or its type's name."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
 
 
 def require_subfolders(root: Path, names: list[str]) -> None:

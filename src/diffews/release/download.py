@@ -16,13 +16,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..home import diffews_home
 from ..io import TEMP_SUFFIX
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from ..modeling.diffews_model import read_model_config
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
-from ..modeling.weights import SD21_HUB_ID, first_line
+from ..modeling.weights import SD21_HUB_ID
 from .catalog import AUTHORS_REPOSITORY, Release, models_dir, release
 from .layout import scan_clone, select_models, unet_folder
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import InputError, one_line
+from ..errors import InputError, first_line, one_line_errors
 from ..io import TreeSnapshot
 from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
@@ -216,7 +216,7 @@ class Trainer:
         )
         if resume_from is not None:
             self._resume(resume_from)
-        self._batches = iter(self._loader(train_data, state.step))
+        self._batches = one_line_errors(self._loader(train_data, state.step))  # a worker's InputError carries its traceback
         if accelerator.is_main_process:
             accelerator.init_trackers(config.run.project, config=_flat_config(config))
         self._window_losses: list[float] = []
@@ -228,10 +228,7 @@ class Trainer:
         accelerator, optim, state = self.accelerator, self.config.optim, self.state
         losses = []
         for _ in range(optim.gradient_accumulation_steps):
-            try:
-                batch = state.shots.slice(next(self._batches))
-            except InputError as error:  # a worker's arrives with its traceback in the message
-                raise one_line(error) from None
+            batch = state.shots.slice(next(self._batches))
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(self._step_module):
                 loss = self._step_module(batch, state.noise, self.config.precision.sample_latents)
@@ -391,7 +388,7 @@ class Trainer:
         try:
             self.state.load_state_dict(saved, accelerator.process_index)
         except (RuntimeError, KeyError, ValueError) as error:
-            raise InputError(f"{folder}: does not match the model being trained ({_first_line(error)})") from None
+            raise InputError(f"{folder}: does not match the model being trained ({first_line(error)})") from None
         logger.info("resumed from %s at step %d", folder, self.state.step)
 
     def _check_resumed_config(self, folder: Path) -> None:
@@ -399,7 +396,7 @@ class Trainer:
         try:
             saved = TrainConfig.from_yaml((folder / CONFIG_FILE).read_text())
         except (OSError, ValueError) as error:
-            logger.warning("%s: cannot compare its %s with this run's (%s)", folder, CONFIG_FILE, _first_line(error))
+            logger.warning("%s: cannot compare its %s with this run's (%s)", folder, CONFIG_FILE, first_line(error))
             return
         changes = self.config.changes_for_resume(saved)
         if changes:
@@ -475,11 +472,6 @@ class Trainer:
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
     """Config as flat scalars for the trackers' hyper-parameter tables (None shown as 'null')."""
     return {f"{section}.{key}": ("null" if value is None else value) for section, values in config.to_dict().items() for key, value in values.items()}
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _log_panels(accelerator, name: str, panels: list, step: int) -> None:
