@@ -49,14 +49,20 @@ def read_description(root: Path) -> dict:
         raise InputError(f"{path}: expected format 'diffews-composite' with {NUM_FOLDS} folds; {FIX}")
     if not all(isinstance(fold, list) and fold and all(isinstance(name, str) for name in fold) for fold in folds):
         raise InputError(f"{path}: each fold must be a non-empty list of class names; {FIX}")
-    options = description.get("options", {})
-    fraction = options.get("same_source_fraction", 0.5) if isinstance(options, dict) else None
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise InputError(f"{path}: options.same_source_fraction must be a number from 0 to 1 (options a mapping); {FIX}")
+    same_source_fraction(description, path)
     names = [name for fold in folds for name in fold]
     if len(names) != len(set(names)):
         raise InputError(f"{path}: folds are not disjoint")
     return description
+
+
+def same_source_fraction(description: dict, path: Path) -> float:
+    """``options.same_source_fraction`` of the benchmark.json at `path` (default 0.5), checked."""
+    options = description.get("options", {})
+    fraction = options.get("same_source_fraction", 0.5) if isinstance(options, dict) else None
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise InputError(f"{path}: options.same_source_fraction must be a number from 0 to 1 (options a mapping); {FIX}")
+    return float(fraction)
 
 
 def source_of(key: str) -> str:
@@ -110,8 +116,7 @@ def open_split(root: Path, split: str, fold: int | None, splits: Path | None = N
     description = read_description(root)
     image_root = require_dir(Path(root) / split, f"the {split} split of a composite benchmark is missing; {FIX}")
     names = sorted(name for f in folds_used(split, fold, NUM_FOLDS) for name in description["folds"][f])
-    fraction = float(description.get("options", {}).get("same_source_fraction", 0.5))
-    return CompositeSplit(split, fold, image_root, names, fraction)
+    return CompositeSplit(split, fold, image_root, names, same_source_fraction(description, Path(root) / DESCRIPTION))
 
 
 def check(root: Path, splits: Path | None = None) -> list[CheckItem]:

@@ -47,8 +47,9 @@ def scan_class(image_folder: Path, mask_folder: Path) -> dict[str, tuple[Path, P
     if image_folder == mask_folder:
         stems = {p.stem for p in files}
         for mask in files:
-            if mask.suffix.lower() == ".png" and mask.stem.endswith(MASK_SUFFIX) and mask.stem.removesuffix(MASK_SUFFIX) not in stems:
-                raise InputError(f"{mask}: mask without an image (expected {mask.stem.removesuffix(MASK_SUFFIX)}.<jpg, png, ...> beside it)")
+            image_stem = mask.stem.removesuffix(MASK_SUFFIX)
+            if mask.suffix.lower() == ".png" and mask.stem.endswith(MASK_SUFFIX) and image_stem not in stems:
+                raise InputError(f"{mask}: mask without an image (expected {image_stem}.<jpg, png, ...> beside it)")
         other_stems = {p.stem for p in files if p.suffix.lower() != ".png"}
         files = [p for p in files if not (p.suffix.lower() == ".png" and (p.stem.endswith(MASK_SUFFIX) or p.stem in other_stems))]
     found = {}
