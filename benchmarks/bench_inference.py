@@ -15,6 +15,7 @@ Prints tables (ratios included) and writes a JSON report.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from diffews import DiffewSPipeline, SpeedOptions
 from diffews._testing import build_tiny_model
+from diffews.errors import InputError
 from diffews.modeling.config import TORCH_DTYPES as DTYPES
 from diffews.modeling.mask_decoder import MaskDecoder
 from diffews.modeling.sd21 import SD21_RESOLUTION, build_sd21_model
@@ -198,13 +200,14 @@ class Bench:
             variants["autocast=bfloat16"] = SpeedOptions(autocast="bfloat16")
         if self.args.compile:
             variants["compile"] = SpeedOptions(compile=True, static_batch=True)
-            variants["all (compile, channels_last)"] = SpeedOptions(compile=True, static_batch=True, channels_last=True)
         calls = {}
         for name, speed in variants.items():
             try:  # the support is encoded here: a forced kernel can fail already
+                started = time.perf_counter()
                 call = self.segment_call(build_pipeline(self.args.arch, self.device, DTYPES[dtype_name], speed), shots, batch, True)
                 call()
-            except RuntimeError as error:  # e.g. a kernel this device/dtype lacks
+                print(f"{dtype_name} {name}: first call {time.perf_counter() - started:.1f} s (build, support pass and any compiling)")
+            except (RuntimeError, InputError) as error:  # e.g. a kernel this device/dtype lacks
                 print(f"skipped {name}: {str(error).splitlines()[0]}")
                 continue
             calls[name] = call

@@ -31,6 +31,26 @@ def test_bench_inference_quick(benchmarks, tmp_path):
     assert report["peer"][0]["latency_ratio_ours_over_peer"] > 0
 
 
+def test_bench_inference_skips_an_option_the_device_cannot_run(benchmarks, tmp_path, monkeypatch, capsys):
+    """A forced kernel the device lacks is an InputError since the pipeline reports it in one line: the
+    benchmark names it as skipped and measures the rest (on an H100 the 'flash' row stopped the run)."""
+    from diffews import SpeedOptions
+    from diffews.errors import InputError
+
+    module = benchmarks("bench_inference")
+    build = module.build_pipeline
+
+    def build_without_flash(arch, device, dtype, speed: SpeedOptions | None = None):
+        if speed is not None and speed.sdpa_backend == "flash":
+            raise InputError("sdpa_backend 'flash' cannot run this model's attention here")
+        return build(arch, device, dtype, speed)
+
+    monkeypatch.setattr(module, "build_pipeline", build_without_flash)
+    report = module.main(["--quick", "--peer", "none", "--json", str(tmp_path / "r.json")])
+    assert "skipped sdpa=flash: sdpa_backend 'flash' cannot run" in capsys.readouterr().out
+    assert {r["option"] for r in report["options"]} == {"default", "channels_last", "sdpa=math", "autocast=bfloat16"}
+
+
 def test_bench_support_cache_quick(benchmarks, tmp_path):
     report = benchmarks("bench_support_cache").main(
         ["--queries", "2", "--repeats", "1", "--json", str(tmp_path / "c.json")]
