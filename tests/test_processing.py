@@ -214,6 +214,23 @@ def test_greyscale_of_more_than_8_bits_is_scaled_not_clipped(tmp_path, mode, val
         assert np.array_equal(np.asarray(load_image(tmp_path / "deep.png")), expected)
 
 
+def test_a_multi_frame_file_is_read_by_its_first_frame_with_a_warning(tmp_path, caplog):
+    """An animated GIF or a multi-page TIFF: the first frame, and a warning that says so (it was silent)."""
+    first, second = (Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255)))
+    first.save(tmp_path / "moving.gif", save_all=True, append_images=[second])
+    first.save(tmp_path / "pages.tif", save_all=True, append_images=[second, second])
+    with caplog.at_level("WARNING", logger="diffews.processing.images"):
+        assert np.asarray(load_image(tmp_path / "moving.gif"))[0, 0].tolist() == [255, 0, 0]
+        assert np.asarray(load_image(tmp_path / "pages.tif"))[0, 0].tolist() == [255, 0, 0]
+        load_image(tmp_path / "moving.gif").save(tmp_path / "still.png")
+        load_image(tmp_path / "still.png")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'moving.gif'}: has 2 frames (an animation or a multi-page file); only the first is used",
+        f"{tmp_path / 'pages.tif'}: has 3 frames (an animation or a multi-page file); only the first is used",
+        f"{tmp_path / 'moving.gif'}: has 2 frames (an animation or a multi-page file); only the first is used",
+    ]
+
+
 def test_a_support_mask_of_another_shape_than_its_image_is_refused(rng):
     image = random_image(rng, 64, 80)  # 80 wide, 64 high
     prepare_support(image, np.ones((32, 40), dtype=bool), 64, 1)  # another scale, the same shape: resized onto it

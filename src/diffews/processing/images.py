@@ -18,6 +18,7 @@ floor(i x in / out), not the centred ``"nearest-exact"``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Union
 
@@ -35,6 +36,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 PREPROCESSING: tuple[str, ...] = ("diffews", "authors")
 """How benchmark images and masks reach the working resolution (see the module docstring)."""
 MASK_NEAREST = {"diffews": "nearest-exact", "authors": "nearest"}
+logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 MaskInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
@@ -54,6 +56,9 @@ def open_image_file(path: str | Path, orient: bool = True, draft: tuple[int, int
             if draft is not None:
                 image.draft("RGB", draft)
             image.load()
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                logger.warning("%s: has %d frames (an animation or a multi-page file); only the first is used", path, frames)
             return ImageOps.exif_transpose(image) if orient else _as_stored(image)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
