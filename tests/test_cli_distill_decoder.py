@@ -41,3 +41,64 @@ def test_missing_mask_decoder_file_writes_nothing(tmp_path, capsys):
     assert status == 2
     assert "nope.safetensors: no such mask decoder file" in capsys.readouterr().err
     assert not (tmp_path / "masks").exists()
+
+
+DISTILL = ["distill-decoder", "--model", "tiny-random", "--device", "cpu", "--steps", "1", "--batch-size", "1",
+           "--widths", "8", "8", "8", "--resolution", "32", "--eval-masks", "1"]
+
+
+def run_error(capsys, *flags: str) -> str:
+    """`diffews distill-decoder` with `flags` exits 2, its last stderr line the only error line, no traceback; that line."""
+    assert main([*DISTILL, *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], lines
+    assert not any("Traceback" in line for line in lines)
+    return lines[-1]
+
+
+def test_out_never_replaces_what_diffews_did_not_write(tmp_path, capsys):
+    """--out named a folder of the user's (deleted with its files) or a file of theirs (overwritten): both
+    are refused before the model loads. A decoder an earlier run wrote is still replaced."""
+    folder = tmp_path / "notes.safetensors"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    assert run_error(capsys, "--out", str(folder)) == f"error: {folder}: is a folder; name a .safetensors file to write"
+    assert (folder / "keep.txt").read_text() == "mine"
+    foreign = tmp_path / "weights.safetensors"
+    foreign.write_bytes(b"user data")
+    assert "already exists and is not a mask decoder written by diffews" in run_error(capsys, "--out", str(foreign))
+    assert foreign.read_bytes() == b"user data"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert run_error(capsys, "--out", str(afile / "d.safetensors")) == f"error: {afile}: is a file, not a folder; cannot write {afile / 'd.safetensors'} inside it"
+    ours = tmp_path / "ours.safetensors"
+    assert main([*DISTILL, "--out", str(ours)]) == 0
+    first = ours.read_bytes()
+    assert main([*DISTILL, "--seed", "1", "--out", str(ours)]) == 0
+    assert ours.read_bytes() != first
+    load_mask_decoder(ours)
+
+
+def test_bad_learning_rate_and_widths_are_one_line(tmp_path, capsys):
+    out = tmp_path / "d.safetensors"
+    assert run_error(capsys, "--lr", "-1", "--out", str(out)) == "error: --lr must be a positive number, got -1.0"
+    assert run_error(capsys, "--lr", "nan", "--out", str(out)) == "error: --lr must be a positive number, got nan"
+    assert run_error(capsys, "--widths", "0", "8", "8", "--out", str(out)) == "error: --widths must be at least 1 channel each, got 0 8 8"
+    assert not out.exists()
+
+
+def test_a_failed_write_is_one_line_and_removes_the_folders_it_created(tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own error (not OSError): it was a traceback, after all the
+    training, with the new output folder left behind."""
+    from safetensors import SafetensorError
+
+    import diffews.modeling.weights as weights
+
+    def full_disk(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(weights, "save_file", full_disk)
+    out = tmp_path / "new" / "deeper" / "d.safetensors"
+    assert run_error(capsys, "--out", str(out)) == (
+        f"error: {out}: cannot write (Error while serializing: I/O error: No space left on device (os error 28))")
+    assert list(tmp_path.iterdir()) == []

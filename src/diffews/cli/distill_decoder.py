@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from pathlib import Path
 
 import torch
 
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
-from ..modeling.mask_decoder import MaskDecoderConfig, save_mask_decoder
+from ..io import missing_folders, remove_created_folders
+from ..modeling.mask_decoder import MaskDecoderConfig, check_mask_decoder_target, save_mask_decoder
 from .common import add_model_options, check_resolution_flag, load_model_from_args, output_path
 
 DESCRIPTION = """\
@@ -52,9 +55,13 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "eval_masks"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not math.isfinite(args.lr) or args.lr <= 0:
+        raise InputError(f"--lr must be a positive number, got {args.lr}")
+    if min(args.widths) < 1:
+        raise InputError(f"--widths must be at least 1 channel each, got {' '.join(map(str, args.widths))}")
     check_resolution_flag(args.resolution)
-    if not args.out.endswith(".safetensors"):
-        raise InputError(f"{args.out}: the output must be a .safetensors file")
+    out = Path(args.out).expanduser()
+    check_mask_decoder_target(out)
     model = load_model_from_args(args)
     vae = model.vae.config
     factor = 2 ** (len(vae.block_out_channels) - 1)
@@ -67,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = evaluate_mask_decoder(model, decoder, count=args.eval_masks, resolution=args.resolution, seed=args.seed + 1)
     metrics.update(decode_speedup(model, decoder, args.resolution or model.config.resolution))
-    path = save_mask_decoder(decoder, args.out, metrics)
+    created = missing_folders(out.parent)
+    try:
+        path = save_mask_decoder(decoder, out, metrics)
+    except BaseException:
+        remove_created_folders(created)
+        raise
     print(
         f"mask decoder IoU vs the full VAE decoder: mean {metrics['iou_vs_vae_decoder']:.4f}, "
         f"min {metrics['min_iou_vs_vae_decoder']:.4f}, mean |p - p_vae| {metrics['mean_abs_probability_error']:.4f} "

@@ -81,6 +81,27 @@ def save_mask_decoder(decoder: MaskDecoder, path: str | Path, metrics: dict[str,
     return save_safetensors(decoder.state_dict(), path, metadata)
 
 
+def check_mask_decoder_target(path: str | Path) -> None:
+    """`InputError` unless `save_mask_decoder` may write `path`: a new ``.safetensors`` file in a folder
+    (or a folder to be created), or a mask decoder an earlier run wrote. Never anything else: a run
+    does not replace files it did not create."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: the output must be a .safetensors file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; name a .safetensors file to write")
+    existing = next((folder for folder in path.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"{existing}: is a file, not a folder; cannot write {path} inside it")
+    if path.exists() or path.is_symlink():
+        try:
+            written_by_diffews = read_safetensors_file(path)[1].get("format") == FORMAT
+        except InputError:
+            written_by_diffews = False
+        if not written_by_diffews:
+            raise InputError(f"{path}: already exists and is not a mask decoder written by diffews; choose another --out or move the file")
+
+
 def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:
     """Read a file written by `save_mask_decoder`; returns the decoder (eval mode) and its metrics.
 

@@ -147,7 +147,7 @@ def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
     if index.is_file():
         description = read_json(index)
         weight_map = description.get("weight_map") if isinstance(description, dict) else None
-        if not isinstance(weight_map, dict):
+        if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
             raise InputError(f"{index}: damaged, it has no weight_map of tensor names to shard files")
         shards = sorted(set(weight_map.values()))
         return {key: value for shard in shards for key, value in read_safetensors(folder / shard).items()}
@@ -157,8 +157,11 @@ def load_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Write `tensors` (moved to the CPU, made contiguous) as one safetensors file, atomically and
     with the umask's file mode (`diffews.io.atomic_write`); returns the path."""
-    with atomic_write(path) as staged:
-        save_file({key: value.detach().contiguous().cpu() for key, value in tensors.items()}, staged, metadata=metadata)
+    try:
+        with atomic_write(path) as staged:
+            save_file({key: value.detach().contiguous().cpu() for key, value in tensors.items()}, staged, metadata=metadata)
+    except SafetensorError as error:  # safetensors' own writer reports a full disk this way, not as OSError
+        raise InputError(f"{path}: cannot write ({first_line(error)})") from None
     return path
 
 
