@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from diffews.io import temporary_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 """The read-only ../shared folder beside the repository (absent in a user's fresh clone)."""
@@ -32,3 +36,9 @@ def random_masks(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(shape, generator=generator) > 0.5).float()
 
+
+def dead_writers_path(target: Path, suffix: str) -> Path:
+    """A leftover name as a process of this host that has exited would have named it."""
+    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host, _, random = temporary_path(target, suffix).name[len(target.name) + 2 : -len(suffix)].split("-")
+    return target.with_name(f".{target.name}.{host}-{exited.stdout.strip()}-{random}{suffix}")

@@ -6,9 +6,11 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import dead_writers_path
 from PIL import Image
 
 from diffews.errors import InputError
@@ -142,6 +144,30 @@ def test_a_folder_written_into_an_empty_one_keeps_it_and_a_link_is_refused(tmp_p
         replace_folder(tmp_path / "link", lambda folder: (folder / "a.txt").write_text("new"), "write here")
     assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
 
+def test_a_folder_that_cannot_be_written_leaves_no_parent_folders_behind(tmp_path):
+    """A full disk or an interrupt while `convert` / `download` wrote a model left the parents it had made."""
+    target = tmp_path / "new" / "deeper" / "model"
+
+    def full_disk(folder: Path) -> None:
+        (folder / "a.txt").write_text("partial")
+        raise OSError(28, "No space left on device")
+
+    def interrupted(folder: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(InputError, match=r"model: cannot write here \(No space left on device\)$"):
+        replace_folder(target, full_disk, "write here")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(target, interrupted, "write here")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "mine.txt").write_text("kept")
+    with pytest.raises(InputError):
+        replace_folder(target, full_disk, "write here")
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["mine.txt"]
+
+
 def test_every_written_file_respects_the_umask(tmp_path, umask, tiny_model):
     """Outputs, reports, weights and checkpoints get 0666 / 0777 & ~umask, as any program's files."""
     from diffews.modeling.convert import save_new_folder
@@ -224,13 +250,6 @@ def test_leftovers_of_a_running_process_or_another_host_are_kept(tmp_path):
     write_text(tmp_path / "c.txt", "x")
     assert running.read_text() == "original" and other_host.exists()
     assert (tmp_path / "a.txt").read_text() == "new"
-
-
-def dead_writers_path(target, suffix):
-    """A leftover name as a process of this host that has exited would have named it."""
-    exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host, _, random = temporary_path(target, suffix).name[len(target.name) + 2 : -len(suffix)].split("-")
-    return target.with_name(f".{target.name}.{host}-{exited.stdout.strip()}-{random}{suffix}")
 
 
 def test_a_run_killed_while_committing_is_finished_not_undone(tmp_path):

@@ -391,16 +391,22 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
 
     Raises:
         InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
-            written (full disk, permissions); the temporary folder is removed, `target` kept as it was.
+            written (full disk, permissions); the temporary folder is removed, `target` kept as it was,
+            and the parent folders this call created are removed (on an interrupt too).
     """
+    created = missing_folders(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
         with _writing_new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
     except (OSError, SafetensorError) as error:
+        remove_created_folders(created)
         detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
         raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
+    except BaseException:  # an interrupt, or bad input met while writing
+        remove_created_folders(created)
+        raise
     return target
 
 
