@@ -120,6 +120,56 @@ def test_missing_unet_config(tmp_path, capsys, checkpoint):
     expect_convert_error(capsys, tmp_path / "unet", checkpoint["base"], tmp_path / "out", "no config.json; expected the authors' unet/ folder")
 
 
+def copied_base(checkpoint, target: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(checkpoint["base"], target))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda base: (base / "vae" / "config.json").unlink(), "vae: no config.json;"),
+        (lambda base: (base / "text_encoder" / "config.json").unlink(), "text_encoder: no config.json;"),
+        (lambda base: (base / "vae" / "config.json").write_text('{"in_channels": 3,'), "vae: cannot load the VAE ("),
+        (lambda base: (base / "text_encoder" / "config.json").write_text("[1, 2]"), ": cannot load its text encoder or tokenizer ("),
+    ],
+    ids=["vae-config-missing", "text-encoder-config-missing", "vae-config-truncated", "text-encoder-config-not-a-mapping"],
+)
+def test_a_damaged_base_is_one_line(tmp_path, capsys, checkpoint, damage, message):
+    """Each was diffusers' or transformers' traceback."""
+    base = copied_base(checkpoint, tmp_path / "base")
+    damage(base)
+    expect_convert_error(capsys, checkpoint["unet"], base, tmp_path / "out", message)
+
+
+def test_a_damaged_unet_folder_is_one_line(tmp_path, capsys, checkpoint):
+    """A config that is not a mapping, a shard index naming no files, a 1-D conv_in: each was a traceback."""
+    unet = write_unet(tmp_path / "unet", checkpoint["config"], checkpoint["state"])
+    (unet / "config.json").write_text("[1, 2]")
+    expect_convert_error(capsys, unet, checkpoint["base"], tmp_path / "out", "config.json: not a UNet config (a JSON object of settings)")
+    flat = write_unet(tmp_path / "flat", checkpoint["config"], {**checkpoint["state"], "conv_in.weight": torch.zeros(5)})
+    expect_convert_error(capsys, flat, checkpoint["base"], tmp_path / "out", "conv_in.weight has shape (5,), not a convolution's")
+    sharded = write_unet(tmp_path / "sharded", checkpoint["config"], checkpoint["state"])
+    (sharded / "diffusion_pytorch_model.safetensors").unlink()
+    (sharded / "diffusion_pytorch_model.safetensors.index.json").write_text('{"weight_map": {"conv_in.weight": 5}}')
+    expect_convert_error(capsys, sharded, checkpoint["base"], tmp_path / "out", "damaged, it has no weight_map of tensor names to shard files")
+
+
+def test_out_is_checked_before_the_conversion(tmp_path, capsys, checkpoint, monkeypatch):
+    """A taken --out was found only after the UNet, VAE and text encoder had loaded (minutes at SD 2.1 size)."""
+    import diffews.cli.convert as cli_convert
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted before checking --out")
+
+    monkeypatch.setattr(cli_convert, "convert_authors_checkpoint", must_not_run)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    assert main(["convert", "--unet", str(checkpoint["unet"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "out")]) == 2
+    assert "out: already exists and is not an empty folder; choose another --out" in capsys.readouterr().err
+
+
 def test_converted_folder_segments_from_the_command_line(tmp_path, checkpoint):
     assert main(["convert", "--unet", str(checkpoint["unet_bin"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R)]) == 0
     examples = Path(__file__).resolve().parents[1] / "examples"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..modeling.config import DiffewSConfig
-from ..modeling.convert import convert_authors_checkpoint, converted_model_card, save_new_folder
+from ..modeling.convert import check_new_folder, convert_authors_checkpoint, converted_model_card, save_new_folder
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL, TEXT_PROMPTS
 from ..modeling.weights import SD21_HUB_ID
 from ..release import convert_clone
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--unet needs --base (Stable Diffusion 2.1, e.g. {SD21_HUB_ID} or a local folder)")
     if args.variant or args.overwrite:
         raise InputError("--variant and --overwrite apply to --authors only")
+    check_new_folder(args.out)  # before minutes of loading
     model = convert_authors_checkpoint(args.unet, args.base, **options)
     out = save_new_folder(model, args.out, card=converted_model_card(model))
     tokens = model.prompt_embedding.shape[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import is_empty_folder, replace_folder
 from .card import render_card
 from .config import DiffewSConfig
@@ -79,9 +79,14 @@ def load_authors_unet(folder: str | Path) -> UNet2DConditionModel:
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: no config.json; expected the authors' unet/ folder")
     config = read_json(folder / "config.json")
+    if not isinstance(config, dict):
+        raise InputError(f"{folder / 'config.json'}: not a UNet config (a JSON object of settings)")
     state = read_unet_weights(folder)
     if "conv_in_ref.weight" not in state or "conv_in_ref.bias" not in state:
         raise InputError(f"{folder}: no conv_in_ref weights; this is not a DiffewS UNet")
+    flat = next((name for name in ("conv_in.weight", "conv_in_ref.weight") if name in state and state[name].ndim != 4), None)
+    if flat is not None:
+        raise InputError(f"{folder}: {flat} has shape {tuple(state[flat].shape)}, not a convolution's (out, in, height, width)")
     query_channels = state["conv_in.weight"].shape[1] if "conv_in.weight" in state else None
     support_channels = state["conv_in_ref.weight"].shape[1]
     if query_channels is None or support_channels != 2 * query_channels:
@@ -111,6 +116,8 @@ def resolve_base(base: str | Path) -> Path:
         present = [root / subfolder / name for name in names if (root / subfolder / name).is_file()]
         if not present:
             raise InputError(f"{root / subfolder}: no {names[0]} (base weights are read as safetensors only); {SD21_ALTERNATIVES}")
+        if not (root / subfolder / "config.json").is_file():
+            raise InputError(f"{root / subfolder}: no config.json; {SD21_ALTERNATIVES}")
         check_safetensors(root / subfolder)
     return root
 
@@ -127,7 +134,10 @@ def convert_authors_checkpoint(
     """
     model_unet = load_authors_unet(unet)
     root = resolve_base(base)
-    vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
+    try:  # diffusers' loader: it also reads VAE weights saved under older attention names
+        vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)
+    except (OSError, ValueError, TypeError, RuntimeError) as error:  # a damaged config, weights of another model
+        raise InputError(f"{root / 'vae'}: cannot load the VAE ({first_line(error)})") from None
     if vae.config.latent_channels != model_unet.config.in_channels:
         raise InputError(
             f"{root}: the VAE has {vae.config.latent_channels} latent channels but the UNet takes {model_unet.config.in_channels}"
@@ -163,6 +173,18 @@ def is_model_folder(path: Path) -> bool:
     return (path / CONFIG_NAME).is_file()
 
 
+def check_new_folder(out: str | Path, replace: bool = False) -> Path:
+    """`out` (``~`` expanded) if `save_new_folder` may write it: missing or an empty folder, or with
+    `replace` a diffews model folder; else `InputError`. Call it before a long conversion too."""
+    out = Path(out).expanduser()
+    if out.exists() and not is_empty_folder(out):
+        if not replace:
+            raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
+        if not is_model_folder(out):
+            raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
+    return out
+
+
 def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False, card: str | None = None) -> Path:
     """`save_pretrained` (and a model `card` as ``README.md``) into `out` atomically: written to a
     temporary folder beside it and renamed, so a failure or an interruption leaves nothing behind and
@@ -171,12 +193,7 @@ def save_new_folder(model: DiffewSModel, out: str | Path, replace: bool = False,
     `out` must not exist or be empty; with `replace`, an existing diffews model folder there is replaced
     (only once the new one is complete). Anything else at `out` is never touched.
     """
-    out = Path(out).expanduser()
-    if out.exists() and not is_empty_folder(out):
-        if not replace:
-            raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
-        if not is_model_folder(out):
-            raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
+    out = check_new_folder(out, replace)
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)

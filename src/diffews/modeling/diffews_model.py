@@ -136,8 +136,8 @@ class DiffewSModel(nn.Module):
             if not (root / name).is_file():
                 raise InputError(f"{root}: missing {name}; is this a DiffewS model folder?")
         config = read_model_config(root)
-        vae = _load_weights(AutoencoderKL, root / "vae")
-        unet = _load_weights(UNet2DConditionModel, root / "unet")
+        vae = load_component(AutoencoderKL, root / "vae")
+        unet = load_component(UNet2DConditionModel, root / "unet")
         prompt_tensors = read_safetensors(root / PROMPT_NAME)
         if PROMPT_KEY not in prompt_tensors:
             raise InputError(f"{root / PROMPT_NAME}: holds no {PROMPT_KEY!r} tensor; is this a DiffewS model folder?")
@@ -319,7 +319,7 @@ class DiffewSModel(nn.Module):
         )[0]
 
 
-def _load_weights(cls: type, folder: Path) -> nn.Module:
+def load_component(cls: type, folder: Path) -> nn.Module:
     """A diffusers model from ``folder/config.json`` and its safetensors, loaded strictly; `InputError`
     naming the file for an unreadable config."""
     try:

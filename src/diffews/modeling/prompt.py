@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .weights import check_safetensors
 
 BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = 49406, 49407, 0
@@ -100,8 +100,11 @@ def base_prompt_embedding(root: Path, width: int, padded: bool = True) -> torch.
     from transformers import CLIPTextModel, CLIPTokenizer
 
     check_safetensors(root / "text_encoder")
-    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
-    tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer") if (root / "tokenizer").is_dir() else None
+    try:
+        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", use_safetensors=True)
+        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer") if (root / "tokenizer").is_dir() else None
+    except (OSError, ValueError, TypeError, RuntimeError) as error:  # a damaged config, weights of another model
+        raise InputError(f"{root}: cannot load its text encoder or tokenizer ({first_line(error)})") from None
     embedding = empty_prompt_embedding(tokenizer, text_encoder, padded)
     if embedding.shape[-1] != width:
         raise InputError(

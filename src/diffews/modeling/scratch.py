@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError
 from .config import DiffewSConfig
-from .diffews_model import DiffewSModel, _load_weights
+from .diffews_model import DiffewSModel, load_component
 from .prompt import PROMPT_CONSTANT
 from .weights import read_json
 
@@ -64,7 +64,7 @@ def build_scratch_model(
     vae_folder = Path(vae_folder).expanduser()
     if not (vae_folder / "config.json").is_file():
         raise InputError(f"{vae_folder}: not a diffusers autoencoder folder (no config.json)")
-    vae = _load_weights(AutoencoderKL, vae_folder).float()
+    vae = load_component(AutoencoderKL, vae_folder).float()
     config = read_json(Path(unet_config)) if not isinstance(unet_config, dict) else dict(unet_config)
     source = "the UNet config" if isinstance(unet_config, dict) else str(unet_config)
     try:
