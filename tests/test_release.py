@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from authors_fixtures import AUTHORS_BASE, CLONE_MODELS, authors_unet_state, tiny_base, write_authors_clone, write_hub_snapshot, write_unet
+from helpers import dead_writers_path
 
 from diffews import DiffewSModel, load_model
 from diffews.cli.main import main
-from diffews.io import temporary_path
+from diffews.io import TEMP_SUFFIX, temporary_path
 from diffews.modeling.convert import convert_authors_checkpoint
 from diffews.modeling.weights import SD21_HUB_ID
 from diffews.release import download as download_module
@@ -94,7 +95,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys, clone, 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
     status, lines, _ = run_cli(capsys, "convert", "--authors", str(root), "--out", str(out), "--variant", "incontext")
-    assert status == 0 and "[1/1] incontext:" in lines[0] and "exists (a diffews model), skipped" in lines[0]
+    assert status == 0 and "[1/1] incontext:" in lines[0] and "holds a diffews model, skipped; --overwrite replaces it" in lines[0]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
     # New weights for incontext: --overwrite replaces that model, and only it (--prompt applies as with --unet).
@@ -108,17 +109,28 @@ def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys, clone, 
     assert sorted(p.name for p in out.iterdir()) == ["coco_fold1", "incontext"]  # no staging or retired folders
 
 
-def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path, capsys, clone):
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_folder_that_is_not_a_model_is_refused_before_any_conversion(tmp_path, capsys, clone, overwrite):
+    """Without --overwrite it was skipped with exit 0 and 'N model(s) in ...' as if converted."""
     root, _ = clone
     (tmp_path / "models" / "incontext").mkdir(parents=True)
     (tmp_path / "models" / "incontext" / "notes.txt").write_text("mine")
     expect_error(
         capsys,
-        ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--overwrite"],
-        "models/incontext: exists and is not a diffews model folder; --overwrite only replaces those",
+        ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), *overwrite],
+        "models/incontext: exists and is not a diffews model folder; move it or choose another --out",
     )
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["incontext"]
     assert (tmp_path / "models" / "incontext" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_an_empty_output_folder_is_filled(tmp_path, capsys, clone, overwrite):
+    """It was skipped ('not a diffews model folder') and nothing converted; --overwrite refused it."""
+    root, states = clone
+    (tmp_path / "models" / "incontext").mkdir(parents=True)
+    assert main(["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--variant", "incontext", *overwrite]) == 0
+    assert_converted(tmp_path / "models" / "incontext", states["incontext"])
 
 
 def test_clone_without_base_needs_base(tmp_path, capsys, base):
@@ -367,18 +379,35 @@ def test_interrupted_conversion_is_never_used(capsys, home, fake_fetch, monkeypa
 
     monkeypatch.setattr(DiffewSModel, "save_pretrained", interrupted)
     assert main(["download", "incontext"]) == 130
-    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock"]
+    assert not models_dir().exists()  # this run made the cache: nothing of it is left, lock file included
     with pytest.raises(Exception, match="not downloaded yet"):
         downloaded_model("incontext")
 
-    # A process killed outright leaves its staging folder: never used, removed by the next download.
-    abandoned = temporary_path(models_dir() / "incontext")
+    # A process killed outright leaves its staging folder: never used, removed by the next download. A live
+    # writer's (another process converting into the cache, e.g. 'diffews convert --out') is left alone.
+    abandoned = dead_writers_path(models_dir() / "incontext", TEMP_SUFFIX)
     (abandoned / "unet").mkdir(parents=True)
+    live = temporary_path(models_dir() / "incontext")
+    (live / "unet").mkdir(parents=True)
     with pytest.raises(Exception, match="not downloaded yet"):
         downloaded_model("incontext")
     monkeypatch.setattr(DiffewSModel, "save_pretrained", original)
     assert main(["download", "incontext"]) == 0
-    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock", "incontext"]
+    assert sorted(p.name for p in models_dir().iterdir()) == sorted([".incontext.lock", "incontext", live.name])
+
+
+def test_a_wrong_clone_or_a_taken_cache_entry_is_found_before_anything_is_written(capsys, home, clone, fake_fetch, tmp_path):
+    """A clone without the model left models/ and its lock file behind, and named --variant, which download
+    lacks; user files at the cache entry were found only after the whole conversion, naming --out."""
+    write_authors_clone(tmp_path / "partial", None, models={"coco_fold0": CLONE_MODELS["coco_fold0"]})
+    expect_error(capsys, ["download", "incontext", "--authors", str(tmp_path / "partial")],
+                 f"error: incontext: no model folder of that name in {tmp_path / 'partial'} (found: coco_fold0)")
+    assert not home.exists()
+    (home / "models" / "incontext").mkdir(parents=True)
+    (home / "models" / "incontext" / "notes.txt").write_text("mine")
+    expect_error(capsys, ["download", "incontext"],
+                 f"{home / 'models' / 'incontext'}: holds files that are not a diffews model, where 'diffews download' keeps this one")
+    assert fake_fetch == [] and sorted(p.name for p in (home / "models").iterdir()) == ["incontext"]
 
 
 HOLD_LOCK = """

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io import is_empty_folder
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from .layout import clone_base, scan_clone, select_models, unet_folder
 
@@ -41,16 +42,15 @@ def convert_clone(
     unets = {name: unet_folder(folder) for name, folder in select_models(clone, variants).items()}
     out = Path(out).expanduser()
     targets = {name: out / name for name in unets}
-    for target in targets.values():
-        if overwrite and target.exists() and not is_model_folder(target):
-            raise InputError(f"{target}: exists and is not a diffews model folder; --overwrite only replaces those")
-    todo = [name for name, target in targets.items() if overwrite or not target.exists()]
+    for target in targets.values():  # all checked before the first conversion
+        if target.exists() and not is_empty_folder(target) and not is_model_folder(target):
+            raise InputError(f"{target}: exists and is not a diffews model folder; move it or choose another --out")
+    todo = [name for name, target in targets.items() if overwrite or not is_model_folder(target)]
     base_root = resolve_base(base if base is not None else clone_base(clone)) if todo else None
     for index, (name, target) in enumerate(targets.items(), start=1):
         prefix = f"[{index}/{len(targets)}] {name}:"
         if name not in todo:
-            kind = "a diffews model" if is_model_folder(target) else "not a diffews model folder"
-            report(f"{prefix} {target} exists ({kind}), skipped; --overwrite replaces diffews models")
+            report(f"{prefix} {target} holds a diffews model, skipped; --overwrite replaces it")
             continue
         start = time.perf_counter()
         model = convert_authors_checkpoint(unets[name], base_root, **options)

@@ -10,7 +10,6 @@ second process waits for the first instead of converting again, and a half-writt
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError, first_line
 from ..home import diffews_home
-from ..io import TEMP_SUFFIX
+from ..io import is_empty_folder, missing_folders, remove_created_folders
 from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
 from ..modeling.diffews_model import read_model_config
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
@@ -83,30 +82,46 @@ def download_model(
         _check_prompt(target, prompt)
         report(f"{chosen.name}: already in {target}")
         return target
+    _check_cache_entry(target)
+    clone_unet = _authors_unet(chosen, authors) if authors is not None else None  # a wrong clone: found before anything is created
+    created = missing_folders(models_dir())
     try:
         models_dir().mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set DIFFEWS_HOME") from None
     lock = FileLock(models_dir() / f".{chosen.name}.lock")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
-        lock.acquire()
-    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
+            lock.acquire()
         if is_model_folder(target):
             _check_prompt(target, prompt)
             report(f"{chosen.name}: converted by the other process, in {target}")
             return target
-        _remove_abandoned_staging(chosen.name)
-        unet = _authors_unet(chosen, authors)
+        unet = clone_unet or _authors_unet(chosen, None)
         report(f"{chosen.name}: converting {unet} with the base {base}")
         model = convert_authors_checkpoint(unet, resolve_base(base), prompt=prompt)
         save_new_folder(model, target, card=converted_model_card(model))
+    except BaseException:
+        if created:  # the cache is this run's: remove it, lock file included, rather than leave it empty
+            Path(lock.lock_file).unlink(missing_ok=True)
+            remove_created_folders(created)
+        raise
     finally:
         lock.release()
     report(f"{chosen.name}: ready in {target}; use it with --model {chosen.name}")
     return target
+
+
+def _check_cache_entry(target: Path) -> None:
+    """`InputError` if `target`, the cache's place for a model not converted yet, holds anything else."""
+    if target.exists() and not is_empty_folder(target):
+        raise InputError(
+            f"{target}: holds files that are not a diffews model, where 'diffews download' keeps this one; move them, "
+            "or set DIFFEWS_HOME to another folder"
+        )
 
 
 def _check_prompt(folder: Path, prompt: str) -> None:
@@ -122,7 +137,7 @@ def _check_prompt(folder: Path, prompt: str) -> None:
 def _authors_unet(chosen: Release, clone: str | Path | None) -> Path:
     """The authors' UNet folder of `chosen`: from `clone`, else from the download folder, fetching it if absent."""
     if clone is not None:
-        return unet_folder(next(iter(select_models(scan_clone(clone), [chosen.folder]).values())))
+        return unet_folder(next(iter(select_models(scan_clone(clone), [chosen.folder], option="").values())))
     local_dir = authors_download_dir()
     found = _downloaded(local_dir, chosen.folder)
     if found is None or not _has_unet(found):
@@ -157,10 +172,3 @@ def _by_hand(folder: str, local_dir: Path) -> str:
         f"{folder}/unet/ folder (config.json + weights) under {local_dir}"
     )
 
-
-def _remove_abandoned_staging(name: str) -> None:
-    """Delete half-written conversions of `name` left by a killed process (called under the lock, so no
-    other process is writing one; only folders named as `diffews.io.temporary_path` names them)."""
-    for staging in models_dir().glob(f".{name}.*{TEMP_SUFFIX}"):
-        if staging.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)

@@ -70,8 +70,9 @@ def scan_clone(root: str | Path) -> AuthorsClone:
     return AuthorsClone(root, dict(sorted(models.items())), tuple(bases))
 
 
-def select_models(clone: AuthorsClone, names: list[str] | None) -> dict[str, Path]:
-    """The model folders to convert: all of them, or those named (by folder name or diffews name).
+def select_models(clone: AuthorsClone, names: list[str] | None, option: str = "--variant") -> dict[str, Path]:
+    """The model folders to convert: all of them, or those named (by folder name or diffews name);
+    `option` is the command-line option that named them, for the error message ("" for none).
 
     Raises:
         InputError: the clone has no model folder, or a named one is not there.
@@ -88,7 +89,8 @@ def select_models(clone: AuthorsClone, names: list[str] | None) -> dict[str, Pat
     for name in names:
         folder = name if name in clone.models else aliases.get(name, name)
         if folder not in clone.models:
-            raise InputError(f"--variant {name}: no model folder of that name in {clone.root} (found: {', '.join(clone.models)})")
+            named = f"{option} {name}" if option else name
+            raise InputError(f"{named}: no model folder of that name in {clone.root} (found: {', '.join(clone.models)})")
         chosen[folder] = clone.models[folder]
     return chosen
 
