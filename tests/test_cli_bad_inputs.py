@@ -195,7 +195,7 @@ def test_pickled_unet_refusal_advises_converting_never_disabling_the_check(tmp_p
     config, state = authors_unet_state()
     unet = write_unet(tmp_path / "unet", config, {**state, "extra": torch.nn.Linear(1, 1)}, pickled=True)
     line = expect_error(
-        capsys, ["convert", "--unet", str(unet), "--base", str(saved / "sd"), "--out", str(tmp_path / "out")],
+        capsys, ["convert", "--unet", str(unet), "--base", str(saved / "sd"), "--out", str(tmp_path / "out"), "--allow-pickle"],
         f"{unet / 'diffusion_pytorch_model.bin'}: refused, not a plain file of tensors (it references torch.nn.modules.linear.Linear)",
     )
     assert "convert the UNet's tensors to diffusion_pytorch_model.safetensors in a trusted environment" in line

@@ -46,7 +46,7 @@ def test_converted_model_matches_the_reference_procedure(tmp_path, checkpoint, s
 
 def test_pickled_unet_converts_to_the_same_weights(checkpoint):
     from_safetensors = load_authors_unet(checkpoint["unet"]).state_dict()
-    from_pickle = load_authors_unet(checkpoint["unet_bin"]).state_dict()
+    from_pickle = load_authors_unet(checkpoint["unet_bin"], allow_pickle=True).state_dict()
     assert from_safetensors.keys() == from_pickle.keys()
     assert all(torch.equal(from_safetensors[k], from_pickle[k]) for k in from_safetensors)
 
@@ -65,9 +65,9 @@ def test_convert_save_load_round_trip_is_bit_exact(tmp_path, checkpoint):
 # ---------------------------------------------------------------- errors
 
 
-def expect_convert_error(capsys, unet: Path, base: Path, out: Path, message: str) -> None:
+def expect_convert_error(capsys, unet: Path, base: Path, out: Path, message: str, *flags: str) -> None:
     capsys.readouterr()  # drop what building the fixtures printed
-    assert main(["convert", "--unet", str(unet), "--base", str(base), "--out", str(out)]) == 2
+    assert main(["convert", "--unet", str(unet), "--base", str(base), "--out", str(out), *flags]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not out.exists()
@@ -99,12 +99,23 @@ def test_base_missing_subfolders(tmp_path, capsys, checkpoint):
 
 def test_pickle_with_non_tensor_entries_is_refused(tmp_path, capsys, checkpoint):
     unet = write_unet(tmp_path / "unet", checkpoint["config"], {**checkpoint["state"], "epoch": 3}, pickled=True)
-    expect_convert_error(capsys, unet, checkpoint["base"], tmp_path / "out", "refused, entry 'epoch' is a int, not a tensor")
+    expect_convert_error(capsys, unet, checkpoint["base"], tmp_path / "out", "refused, entry 'epoch' is a int, not a tensor", "--allow-pickle")
 
 
 def test_pickle_with_code_is_refused(tmp_path, capsys, checkpoint):
     unet = write_unet(tmp_path / "unet", checkpoint["config"], {"weights": checkpoint["state"], "extra": Path("x")}, pickled=True)
-    expect_convert_error(capsys, unet, checkpoint["base"], tmp_path / "out", "refused, not a plain file of tensors")
+    expect_convert_error(capsys, unet, checkpoint["base"], tmp_path / "out", "refused, not a plain file of tensors", "--allow-pickle")
+
+
+def test_a_pickled_unet_is_read_only_when_asked(tmp_path, capsys, checkpoint, monkeypatch):
+    """README: 'it unpickles nothing unless you ask'; a .bin used to be unpickled (weights_only=True) by default."""
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("unpickled without --allow-pickle")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    pickled = checkpoint["unet_bin"] / "diffusion_pytorch_model.bin"
+    expect_convert_error(capsys, checkpoint["unet_bin"], checkpoint["base"], tmp_path / "out",
+                         f"{pickled}: a pickle, which can run code when loaded, so diffews reads it only when asked: pass --allow-pickle")
 
 
 def test_existing_output_folder_is_left_alone(tmp_path, capsys, checkpoint):
@@ -171,7 +182,8 @@ def test_out_is_checked_before_the_conversion(tmp_path, capsys, checkpoint, monk
 
 
 def test_converted_folder_segments_from_the_command_line(tmp_path, checkpoint):
-    assert main(["convert", "--unet", str(checkpoint["unet_bin"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R)]) == 0
+    assert main(["convert", "--unet", str(checkpoint["unet_bin"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "m"), "--resolution", str(R),
+                 "--allow-pickle"]) == 0
     examples = Path(__file__).resolve().parents[1] / "examples"
     args = ["segment", "--model", str(tmp_path / "m"), "--support", str(examples / "support/gnome_dev_cdrom_audio_support_1.jpg"),
             str(examples / "support/gnome_dev_cdrom_audio_support_1_mask.png"), "--query", str(examples / "query/gnome_dev_cdrom_audio_query_1.jpg"), "--out", str(tmp_path / "o")]

@@ -71,7 +71,7 @@ def assert_converted_model(model: DiffewSModel, state: dict) -> None:
 
 def test_convert_authors_converts_all_five_models_in_one_command(tmp_path, capsys, clone):
     root, states = clone
-    status, out, err = run_cli(capsys, "convert", "--authors", str(root), "--out", str(tmp_path / "models"))
+    status, out, err = run_cli(capsys, "convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--allow-pickle")
     assert status == 0, err
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == sorted(CLONE_MODELS)
     progress = [line for line in out if line.startswith("[")]
@@ -90,7 +90,7 @@ def test_convert_authors_converts_all_five_models_in_one_command(tmp_path, capsy
 def test_existing_outputs_are_skipped_unless_overwrite(tmp_path, capsys, clone, base):
     root, states = clone
     out = tmp_path / "models"
-    assert main(["convert", "--authors", str(root), "--out", str(out), "--variant", "coco-fold1", "--variant", "incontext"]) == 0
+    assert main(["convert", "--authors", str(root), "--out", str(out), "--variant", "coco-fold1", "--variant", "incontext", "--allow-pickle"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["coco_fold1", "incontext"]
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
@@ -117,11 +117,21 @@ def test_a_folder_that_is_not_a_model_is_refused_before_any_conversion(tmp_path,
     (tmp_path / "models" / "incontext" / "notes.txt").write_text("mine")
     expect_error(
         capsys,
-        ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), *overwrite],
+        ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--allow-pickle", *overwrite],
         "models/incontext: exists and is not a diffews model folder; move it or choose another --out",
     )
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["incontext"]
     assert (tmp_path / "models" / "incontext" / "notes.txt").read_text() == "mine"
+
+
+def test_a_clone_with_pickled_unets_needs_allow_pickle_before_anything_is_converted(tmp_path, capsys, clone):
+    root, _ = clone
+    expect_error(
+        capsys, ["convert", "--authors", str(root), "--out", str(tmp_path / "models")],
+        f"{root / 'weight' / 'coco_fold1' / 'unet' / 'diffusion_pytorch_model.bin'}: a pickle, which can run code when loaded",
+        tmp_path / "models",
+    )
+    assert main(["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--variant", "incontext"]) == 0  # safetensors
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
@@ -299,10 +309,12 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
 
 def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):
     write_authors_clone(download_module.authors_download_dir(), None, models={"coco_fold3": CLONE_MODELS["coco_fold3"]})
-    assert main(["download", "coco-fold3"]) == 0
+    expect_error(capsys, ["download", "coco-fold3"], "diffusion_pytorch_model.bin: a pickle, which can run code when loaded")
+    assert not models_dir().exists()  # its pickled UNet is read only when asked, and the refusal leaves no cache behind
+    assert main(["download", "coco-fold3", "--allow-pickle"]) == 0
     assert fake_fetch == []
     root, states = clone
-    assert main(["download", "coco-fold1", "--authors", str(root)]) == 0
+    assert main(["download", "coco-fold1", "--authors", str(root), "--allow-pickle"]) == 0
     assert fake_fetch == []
     assert_converted(home / "models/coco-fold1", states["coco_fold1"])
 

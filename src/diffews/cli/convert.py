@@ -19,8 +19,9 @@ Convert the authors' DiffewS checkpoints (fine-tuned unet/ folders with conv_in_
 model folders, safetensors only, that DiffewSPipeline.from_pretrained and every diffews command load.
 The VAE and the empty-prompt embedding come from the base (Stable Diffusion 2.1). The stored embedding
 is, by default, the one the authors' evaluation used (the empty prompt without padding, 2 tokens):
-with --threshold-mode authors the model then computes what their evaluation computes. A pickled .bin
-UNet is read with torch.load(weights_only=True) and refused unless it holds tensors only.
+with --threshold-mode authors the model then computes what their evaluation computes. A UNet whose
+weights are only a pickled .bin is read only with --allow-pickle (torch.load(weights_only=True),
+refused unless it holds tensors only).
 
 --unet converts one unet/ folder. --authors converts a clone of the authors' weights: every folder
 holding unet/ (their incontext/, coco_fold0/ ... coco_fold3/; the UNet in unet/ or unet/unet/) becomes
@@ -58,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="with --authors: replace existing OUT/<name> model folders (default: skip them)")
     parser.add_argument("--resolution", type=int, default=512, metavar="R", help="working resolution stored with the model (default 512, the authors')")
     add_prompt_option(parser)
+    add_pickle_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -70,6 +72,15 @@ def add_prompt_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pickle_option(parser: argparse.ArgumentParser) -> None:
+    """--allow-pickle: read a UNet whose weights are only a pickled .bin."""
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="read a UNet whose weights are only a pickled diffusion_pytorch_model.bin, with torch's restricted loader "
+        "(weights_only=True, tensors only); a pickle can run code when loaded, so use it only for files you trust",
+    )
+
+
 def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `convert_authors_checkpoint` that the options give: the one place where
     conversion settings are collected, for --unet and --authors alike."""
@@ -77,7 +88,7 @@ def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
         config = DiffewSConfig(resolution=args.resolution)
     except ValueError as error:
         raise InputError(f"--resolution: {error}") from None
-    return {"config": config, "prompt": args.prompt}
+    return {"config": config, "prompt": args.prompt, "allow_pickle": args.allow_pickle}
 
 
 def run(args: argparse.Namespace) -> int:

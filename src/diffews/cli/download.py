@@ -7,7 +7,7 @@ import argparse
 from ..home import HOME_ENV
 from ..modeling.weights import SD21_HUB_ID
 from ..release import AUTHORS_REPOSITORY, RELEASES, download_model
-from .convert import add_prompt_option
+from .convert import add_pickle_option, add_prompt_option
 
 DESCRIPTION = f"""\
 Fetch one of the authors' released DiffewS models and convert it, once, into
@@ -41,9 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base", default=SD21_HUB_ID, metavar="PATH_OR_HUB_ID", help=f"Stable Diffusion 2.1 (default {SD21_HUB_ID})")
     parser.add_argument("--authors", metavar="DIR", help="take the UNet from this clone of the authors' repository instead of downloading it")
     add_prompt_option(parser)
+    add_pickle_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    download_model(args.name, args.base, args.authors, report=lambda line: print(line, flush=True), prompt=args.prompt)
+    download_model(args.name, args.base, args.authors, report=lambda line: print(line, flush=True), prompt=args.prompt,
+                   allow_pickle=args.allow_pickle)
     return 0

@@ -47,11 +47,25 @@ BASE_WEIGHTS = {"vae": (WEIGHTS_NAME, WEIGHTS_INDEX_NAME), "text_encoder": ("mod
 """The base's weights a conversion reads, per subfolder: a single safetensors file or a shard index."""
 
 
-def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The UNet's tensors: safetensors when present, else ``diffusion_pytorch_model.bin`` read with
-    ``torch.load(weights_only=True)`` and accepted only if it is a flat mapping of names to tensors."""
+def check_unet_weights_allowed(folder: Path, allow_pickle: bool = False) -> None:
+    """`InputError` when the UNet in `folder` has only pickled weights and `allow_pickle` is off: a pickle
+    is read only when the user asks for it."""
+    if allow_pickle or (folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file():
+        return
+    if (folder / PICKLE_NAME).is_file():
+        raise InputError(
+            f"{folder / PICKLE_NAME}: a pickle, which can run code when loaded, so diffews reads it only when asked: pass "
+            "--allow-pickle (allow_pickle=True) to read it with torch's restricted loader (weights_only=True, tensors only) "
+            f"if you trust where it came from, or convert its tensors to {WEIGHTS_NAME} in a trusted environment and pass that folder"
+        )
+
+
+def read_unet_weights(folder: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The UNet's tensors: safetensors when present; else, with `allow_pickle`, ``diffusion_pytorch_model.bin``
+    read with ``torch.load(weights_only=True)`` and accepted only if it is a flat mapping of names to tensors."""
     if (folder / WEIGHTS_NAME).is_file() or (folder / WEIGHTS_INDEX_NAME).is_file():
         return load_safetensors_folder(folder)
+    check_unet_weights_allowed(folder, allow_pickle)
     pickled = folder / PICKLE_NAME
     if not pickled.is_file():
         raise InputError(f"{folder}: no {WEIGHTS_NAME} or {PICKLE_NAME}")
@@ -68,8 +82,9 @@ def read_unet_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_authors_unet(folder: str | Path) -> UNet2DConditionModel:
-    """The authors' fine-tuned UNet (config + weights) as a diffusers UNet with `conv_in_ref` attached.
+def load_authors_unet(folder: str | Path, allow_pickle: bool = False) -> UNet2DConditionModel:
+    """The authors' fine-tuned UNet (config + weights) as a diffusers UNet with `conv_in_ref` attached;
+    pickled weights only with `allow_pickle` (`read_unet_weights`).
 
     Raises:
         InputError: one line naming `folder`, for a missing config or weights, a UNet without
@@ -81,7 +96,7 @@ def load_authors_unet(folder: str | Path) -> UNet2DConditionModel:
     config = read_json(folder / "config.json")
     if not isinstance(config, dict):
         raise InputError(f"{folder / 'config.json'}: not a UNet config (a JSON object of settings)")
-    state = read_unet_weights(folder)
+    state = read_unet_weights(folder, allow_pickle)
     if "conv_in_ref.weight" not in state or "conv_in_ref.bias" not in state:
         raise InputError(f"{folder}: no conv_in_ref weights; this is not a DiffewS UNet")
     flat = next((name for name in ("conv_in.weight", "conv_in_ref.weight") if name in state and state[name].ndim != 4), None)
@@ -123,16 +138,18 @@ def resolve_base(base: str | Path) -> Path:
 
 
 def convert_authors_checkpoint(
-    unet: str | Path, base: str | Path, config: DiffewSConfig | None = None, prompt: str = PROMPT_AUTHORS_EVAL
+    unet: str | Path, base: str | Path, config: DiffewSConfig | None = None, prompt: str = PROMPT_AUTHORS_EVAL,
+    allow_pickle: bool = False,
 ) -> DiffewSModel:
     """A `DiffewSModel` from the authors' ``unet/`` folder and a base SD 2.1 (hub id or folder with
     ``vae/`` and ``text_encoder/``, safetensors; ``tokenizer/`` used when present).
 
     `prompt` picks the stored empty-prompt embedding (see `diffews.modeling.prompt`):
     ``"authors-eval"`` (default; 2 tokens, what their evaluation and the paper's numbers use) or
-    ``"padded"`` (77 tokens, their training's). It is recorded as ``config.prompt``.
+    ``"padded"`` (77 tokens, their training's). It is recorded as ``config.prompt``. `allow_pickle`: read a
+    UNet whose weights are only a pickled ``.bin`` (see `read_unet_weights`).
     """
-    model_unet = load_authors_unet(unet)
+    model_unet = load_authors_unet(unet, allow_pickle)
     root = resolve_base(base)
     try:  # diffusers' loader: it also reads VAE weights saved under older attention names
         vae = AutoencoderKL.from_pretrained(root / "vae", use_safetensors=True)

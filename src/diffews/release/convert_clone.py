@@ -9,7 +9,9 @@ from typing import Any
 
 from ..errors import InputError
 from ..io import is_empty_folder
-from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
+from ..modeling.convert import (
+    check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
+)
 from .layout import clone_base, scan_clone, select_models, unet_folder
 
 
@@ -24,8 +26,8 @@ def convert_clone(
 ) -> dict[str, Path]:
     """Write one diffews model folder per model folder of the clone at `root`, to ``out/<model folder name>``.
 
-    Every model's layout (``unet/`` with config and weights) and the base are checked before anything
-    is converted. An existing ``out/<name>`` is skipped, or replaced with `overwrite` if it is a diffews
+    Every model's layout (``unet/`` with config and weights; pickled weights only with
+    ``allow_pickle=True`` in `options`) and the base are checked before anything is converted. An existing ``out/<name>`` is skipped, or replaced with `overwrite` if it is a diffews
     model folder (anything else there is an error). Each model is written atomically; if a later one
     fails, the finished ones stay (a rerun skips them).
 
@@ -40,6 +42,8 @@ def convert_clone(
     """
     clone = scan_clone(root)
     unets = {name: unet_folder(folder) for name, folder in select_models(clone, variants).items()}
+    for unet in unets.values():
+        check_unet_weights_allowed(unet, options.get("allow_pickle", False))
     out = Path(out).expanduser()
     targets = {name: out / name for name in unets}
     for target in targets.values():  # all checked before the first conversion

@@ -18,7 +18,9 @@ from filelock import FileLock, Timeout
 from ..errors import InputError, first_line
 from ..home import diffews_home
 from ..io import is_empty_folder, missing_folders, remove_created_folders
-from ..modeling.convert import convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder
+from ..modeling.convert import (
+    check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
+)
 from ..modeling.diffews_model import read_model_config
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..modeling.weights import SD21_HUB_ID
@@ -60,6 +62,7 @@ def download_model(
     authors: str | Path | None = None,
     report: Callable[[str], None] = print,
     prompt: str = PROMPT_AUTHORS_EVAL,
+    allow_pickle: bool = False,
 ) -> Path:
     """The converted model folder of the release `name` in ``$DIFFEWS_HOME/models``, fetching and converting
     it first if needed (default conversion options but `prompt`).
@@ -71,6 +74,8 @@ def download_model(
         report: called with progress lines.
         prompt: the empty-prompt embedding to store (`diffews.modeling.prompt.TEXT_PROMPTS`): the
             authors' evaluation's (default) or their training's (``"padded"``).
+        allow_pickle: read the UNet if its weights are only a pickled ``.bin`` (see
+            `diffews.modeling.convert.read_unet_weights`); otherwise that is an error.
 
     Raises:
         InputError: one line naming what failed (download, layout, conversion) and how to place the files
@@ -84,6 +89,8 @@ def download_model(
         return target
     _check_cache_entry(target)
     clone_unet = _authors_unet(chosen, authors) if authors is not None else None  # a wrong clone: found before anything is created
+    if clone_unet is not None:
+        check_unet_weights_allowed(clone_unet, allow_pickle)
     created = missing_folders(models_dir())
     try:
         models_dir().mkdir(parents=True, exist_ok=True)
@@ -102,7 +109,7 @@ def download_model(
             return target
         unet = clone_unet or _authors_unet(chosen, None)
         report(f"{chosen.name}: converting {unet} with the base {base}")
-        model = convert_authors_checkpoint(unet, resolve_base(base), prompt=prompt)
+        model = convert_authors_checkpoint(unet, resolve_base(base), prompt=prompt, allow_pickle=allow_pickle)
         save_new_folder(model, target, card=converted_model_card(model))
     except BaseException:
         if created:  # the cache is this run's: remove it, lock file included, rather than leave it empty
