@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 
 import torch
 
@@ -42,6 +43,15 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = DEF
         default="auto",
         choices=["auto", *DTYPES],
         help="weights and activations dtype; auto = float16 on CUDA, float32 elsewhere",
+    )
+
+
+def add_flip_option(parser: argparse.ArgumentParser) -> None:
+    """--flip-queries / --no-flip-queries: override the model's ``flip_queries`` setting."""
+    parser.add_argument(
+        "--flip-queries", action=argparse.BooleanOptionalAction, default=None,
+        help="average each query's mask with that of its mirror image (test-time augmentation, twice the query pass); "
+        "default: the model's flip_queries setting (off unless its diffews_config.json turns it on)",
     )
 
 
@@ -132,7 +142,8 @@ def describe_model(model: DiffewSModel) -> str:
     config = model.config
     return (
         f"resolution {config.resolution}, t = {config.timestep}, prompt {describe_prompt(config.prompt, model.prompt_embedding.shape[1])}, "
-        f"default threshold {config.threshold:g} ({config.threshold_mode}), {model.dtype} on {model.device}"
+        f"default threshold {config.threshold:g} ({config.threshold_mode}), flipped queries {'on' if config.flip_queries else 'off'}, "
+        f"{model.dtype} on {model.device}"
     )
 
 
@@ -146,4 +157,8 @@ def load_model_from_args(args: argparse.Namespace, processes: Processes = Proces
 
 def _load_model(args: argparse.Namespace, processes: Processes) -> DiffewSModel:
     device = resolve_device(args.device, processes)
-    return load_model(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)
+    model = load_model(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)
+    flip = getattr(args, "flip_queries", None)  # the commands that segment have --flip-queries
+    if flip is not None:
+        model.config = replace(model.config, flip_queries=flip)
+    return model

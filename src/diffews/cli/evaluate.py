@@ -25,7 +25,10 @@ from ..modeling.builtin import DEFAULT_MODEL
 from ..modeling.config import MAX_RESOLUTION
 from ..modeling.oi2m import OI2M_TIMESTEP
 from ..processing.images import PREPROCESSING
-from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline, output_path
+from .common import (
+    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
+    output_path,
+)
 
 DESCRIPTION = """\
 Evaluate a model on a few-shot segmentation benchmark: per-class IoU accumulated over the
@@ -58,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser, default=None)
+    add_flip_option(parser)
     parser.add_argument(
         "--baseline", choices=list(BASELINES), default=None,
         help="score a baseline instead of a model: all-foreground, support-mask (the support masks pasted), "

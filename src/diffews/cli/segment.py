@@ -21,7 +21,10 @@ from ..processing.coco_export import CocoWriter, require_pycocotools
 from ..processing.labels import label_image
 from ..processing.overlay import mask_image, overlay_labels, overlay_mask
 from .class_supports import ClassFiles, add_class_options, add_names_option, read_classes
-from .common import add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline, output_path
+from .common import (
+    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
+    output_path,
+)
 
 DESCRIPTION = """\
 Segment the class shown by the support images in every query image, or several named classes.
@@ -61,6 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
+    add_flip_option(parser)
     supports = parser.add_mutually_exclusive_group(required=True)
     supports.add_argument(
         "--support", nargs=2, action="append", metavar=("IMG", "MASK"),

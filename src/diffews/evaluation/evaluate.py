@@ -441,7 +441,8 @@ def format_table(report: dict[str, Any]) -> str:
         + (", supports of another class" if s["support"] == "other-class" else ""),
         f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}, "
         f"{s['preprocessing']} preprocessing"
-        + (f"; t = {m['timestep']}, prompt {m['prompt']} ({m['prompt_tokens']} tokens)" if m else ""),
+        + (f"; t = {m['timestep']}, prompt {m['prompt']} ({m['prompt_tokens']} tokens)" if m else "")
+        + ("; queries averaged with their mirror image" if m and m.get("flip_queries") else ""),
         f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",
     ]
     for name, r in report["results"].items():

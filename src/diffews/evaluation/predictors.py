@@ -64,7 +64,10 @@ class ModelPredictor:
             "mask_decoder": pipe.mask_decoder is not None,
             "cache_latents": False,
             "speed": asdict(pipe.speed),
-            "model_settings": {"timestep": model.config.timestep, "prompt": model.config.prompt, "prompt_tokens": model.prompt_embedding.shape[1]},
+            "model_settings": {
+                "timestep": model.config.timestep, "prompt": model.config.prompt, "prompt_tokens": model.prompt_embedding.shape[1],
+                "flip_queries": model.config.flip_queries,
+            },
         }
 
     def mask_images(self, batch: dict[str, Any]) -> torch.Tensor:

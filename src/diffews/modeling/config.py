@@ -42,6 +42,10 @@ class DiffewSConfig:
             (a from-scratch model's fixed tensor). Folders written before this setting existed
             hold the padded embedding, the default.
         base_model: where the weights came from (hub id or folder), for the record.
+        flip_queries: average each query's mask image with that of its mirror image: the query's
+            latents flipped left to right go through the UNet and the decoder too, and the result is
+            flipped back (test-time augmentation; twice the query pass). Not part of the method: off by
+            default, for every shipped model too (docs/learning.md has what it measured).
     """
 
     resolution: int = 512
@@ -50,9 +54,12 @@ class DiffewSConfig:
     threshold_mode: ThresholdMode = "relative"
     prompt: PromptMode = PROMPT_PADDED
     base_model: str | None = None
+    flip_queries: bool = False
 
     def __post_init__(self) -> None:
         check_resolution(self.resolution)
+        if not isinstance(self.flip_queries, bool):
+            raise ValueError(f"flip_queries must be true or false, got {self.flip_queries!r}")
         check_threshold(self.threshold, self.threshold_mode)
         if self.prompt not in PROMPT_MODES:
             raise ValueError(f"prompt must be one of {', '.join(PROMPT_MODES)}, got {self.prompt!r}")

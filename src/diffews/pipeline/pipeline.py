@@ -242,12 +242,22 @@ class DiffewSPipeline:
     @torch.no_grad()
     def predict_latents(self, query_latents: torch.Tensor, support: SupportContext) -> Prediction:
         """Query pass and decoding for query latents ``(B, 4, R/8, R/8)`` from `encode_queries`; `support`
-        holds S sets with B a multiple of S, set s serving queries s*B/S ... (`SupportContext`)."""
+        holds S sets with B a multiple of S, set s serving queries s*B/S ... (`SupportContext`).
+
+        With the model's ``config.flip_queries``, the mask images are the mean of those of the latents
+        and of their mirror image (flipped back); the mask latents are those of the latents as given."""
         with self.speed.context(self.device):
-            mask_latents = self.model.predict_mask_latents(query_latents, support)
-            decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_mask_images
-            mask_images = decode(mask_latents)
+            mask_latents, mask_images = self._query_pass(query_latents, support)
+            if self.model.config.flip_queries:
+                mirrored = self._query_pass(query_latents.flip(-1), support)[1]
+                mask_images = (mask_images.float() + mirrored.float().flip(-1)) / 2
         return Prediction(mask_images.float(), mask_latents)
+
+    def _query_pass(self, query_latents: torch.Tensor, support: SupportContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask latents, decoded mask images) of one query pass, decoded by the mask decoder if set."""
+        mask_latents = self.model.predict_mask_latents(query_latents, support)
+        decode = self.mask_decoder if self.mask_decoder is not None else self.model.decode_mask_images
+        return mask_latents, decode(mask_latents)
 
     @torch.no_grad()
     def predict_classes(
