@@ -10,7 +10,9 @@ from helpers import random_image
 from PIL import Image
 
 from diffews import InputError
-from diffews.processing.images import MASK_NEAREST, image_to_tensor, load_image, load_mask, prepare_support, preprocess_image, resize_mask
+from diffews.processing.images import (
+    MASK_NEAREST, image_to_tensor, load_image, load_mask, open_image_file, prepare_support, preprocess_image, resize_mask,
+)
 from diffews.processing.masks import mask_to_image, to_binary_mask
 
 # ---------------------------------------------------------------- mask rule
@@ -224,10 +226,11 @@ def test_a_multi_frame_file_is_read_by_its_first_frame_with_a_warning(tmp_path, 
         assert np.asarray(load_image(tmp_path / "pages.tif"))[0, 0].tolist() == [255, 0, 0]
         load_image(tmp_path / "moving.gif").save(tmp_path / "still.png")
         load_image(tmp_path / "still.png")
+    for name in ("moving.gif", "pages.tif"):  # as stored (benchmark pictures, masks): the pixels are loaded too
+        assert open_image_file(tmp_path / name, orient=False).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     assert [r.getMessage() for r in caplog.records] == [
-        f"{tmp_path / 'moving.gif'}: has 2 frames (an animation or a multi-page file); only the first is used",
-        f"{tmp_path / 'pages.tif'}: has 3 frames (an animation or a multi-page file); only the first is used",
-        f"{tmp_path / 'moving.gif'}: has 2 frames (an animation or a multi-page file); only the first is used",
+        f"{tmp_path / name}: has {frames} frames (an animation or a multi-page file); only the first is used"
+        for name, frames in (("moving.gif", 2), ("pages.tif", 3), ("moving.gif", 2), ("moving.gif", 2), ("pages.tif", 3))
     ]
 
 

@@ -55,10 +55,10 @@ def open_image_file(path: str | Path, orient: bool = True, draft: tuple[int, int
         with Image.open(path) as image:
             if draft is not None:
                 image.draft("RGB", draft)
-            image.load()
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:
+            frames = getattr(image, "n_frames", 1)  # counted before loading: counting seeks through the frames
+            if frames > 1 and image.format != "MPO":  # a camera's MPO JPEG is one photo plus previews
                 logger.warning("%s: has %d frames (an animation or a multi-page file); only the first is used", path, frames)
+            image.load()
             return ImageOps.exif_transpose(image) if orient else _as_stored(image)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
