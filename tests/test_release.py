@@ -134,6 +134,14 @@ def test_a_clone_with_pickled_unets_needs_allow_pickle_before_anything_is_conver
     assert main(["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--variant", "incontext"]) == 0  # safetensors
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_conversion(tmp_path, capsys, clone):
+    root, _ = clone
+    (tmp_path / "models").write_text("x")
+    expect_error(capsys, ["convert", "--authors", str(root), "--out", str(tmp_path / "models"), "--variant", "incontext"],
+                 f"{tmp_path / 'models'}: is a file, not a folder; cannot write {tmp_path / 'models' / 'incontext'} inside it")
+    assert (tmp_path / "models").read_text() == "x"
+
+
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
 def test_an_empty_output_folder_is_filled(tmp_path, capsys, clone, overwrite):
     """It was skipped ('not a diffews model folder') and nothing converted; --overwrite refused it."""
@@ -310,7 +318,7 @@ def test_download_fills_the_cache_once(capsys, home, fake_fetch):
 def test_download_uses_files_placed_by_hand_and_a_clone(capsys, home, fake_fetch, clone):
     write_authors_clone(download_module.authors_download_dir(), None, models={"coco_fold3": CLONE_MODELS["coco_fold3"]})
     expect_error(capsys, ["download", "coco-fold3"], "diffusion_pytorch_model.bin: a pickle, which can run code when loaded")
-    assert not models_dir().exists()  # its pickled UNet is read only when asked, and the refusal leaves no cache behind
+    assert [p.name for p in models_dir().iterdir()] == [".coco-fold3.lock"]  # its pickled UNet is read only when asked
     assert main(["download", "coco-fold3", "--allow-pickle"]) == 0
     assert fake_fetch == []
     root, states = clone
@@ -391,7 +399,7 @@ def test_interrupted_conversion_is_never_used(capsys, home, fake_fetch, monkeypa
 
     monkeypatch.setattr(DiffewSModel, "save_pretrained", interrupted)
     assert main(["download", "incontext"]) == 130
-    assert not models_dir().exists()  # this run made the cache: nothing of it is left, lock file included
+    assert sorted(p.name for p in models_dir().iterdir()) == [".incontext.lock"]  # a lock file is never removed
     with pytest.raises(Exception, match="not downloaded yet"):
         downloaded_model("incontext")
 
@@ -408,7 +416,7 @@ def test_interrupted_conversion_is_never_used(capsys, home, fake_fetch, monkeypa
     assert sorted(p.name for p in models_dir().iterdir()) == sorted([".incontext.lock", "incontext", live.name])
 
 
-def test_a_wrong_clone_or_a_taken_cache_entry_is_found_before_anything_is_written(capsys, home, clone, fake_fetch, tmp_path):
+def test_a_wrong_clone_or_a_taken_cache_entry_is_found_before_any_conversion(capsys, home, clone, fake_fetch, tmp_path):
     """A clone without the model left models/ and its lock file behind, and named --variant, which download
     lacks; user files at the cache entry were found only after the whole conversion, naming --out."""
     write_authors_clone(tmp_path / "partial", None, models={"coco_fold0": CLONE_MODELS["coco_fold0"]})
@@ -419,7 +427,8 @@ def test_a_wrong_clone_or_a_taken_cache_entry_is_found_before_anything_is_writte
     (home / "models" / "incontext" / "notes.txt").write_text("mine")
     expect_error(capsys, ["download", "incontext"],
                  f"{home / 'models' / 'incontext'}: holds files that are not a diffews model, where 'diffews download' keeps this one")
-    assert fake_fetch == [] and sorted(p.name for p in (home / "models").iterdir()) == ["incontext"]
+    assert fake_fetch == [] and sorted(p.name for p in (home / "models").iterdir()) == [".incontext.lock", "incontext"]
+    assert [p.name for p in (home / "models" / "incontext").iterdir()] == ["notes.txt"]
 
 
 HOLD_LOCK = """

@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError, first_line
 from ..home import diffews_home
-from ..io import is_empty_folder, missing_folders, remove_created_folders
+from ..io import is_empty_folder
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
 )
@@ -87,35 +87,29 @@ def download_model(
         _check_prompt(target, prompt)
         report(f"{chosen.name}: already in {target}")
         return target
-    _check_cache_entry(target)
     clone_unet = _authors_unet(chosen, authors) if authors is not None else None  # a wrong clone: found before anything is created
     if clone_unet is not None:
         check_unet_weights_allowed(clone_unet, allow_pickle)
-    created = missing_folders(models_dir())
     try:
         models_dir().mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set DIFFEWS_HOME") from None
-    lock = FileLock(models_dir() / f".{chosen.name}.lock")
+    lock = FileLock(models_dir() / f".{chosen.name}.lock")  # kept: removing a lock file lets a third process in beside the holder
     try:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
-            lock.acquire()
+        lock.acquire(timeout=0)
+    except Timeout:
+        report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
+        lock.acquire()
+    try:
         if is_model_folder(target):
             _check_prompt(target, prompt)
             report(f"{chosen.name}: converted by the other process, in {target}")
             return target
+        _check_cache_entry(target)  # under the lock: no other download is filling it
         unet = clone_unet or _authors_unet(chosen, None)
         report(f"{chosen.name}: converting {unet} with the base {base}")
         model = convert_authors_checkpoint(unet, resolve_base(base), prompt=prompt, allow_pickle=allow_pickle)
         save_new_folder(model, target, card=converted_model_card(model))
-    except BaseException:
-        if created:  # the cache is this run's: remove it, lock file included, rather than leave it empty
-            Path(lock.lock_file).unlink(missing_ok=True)
-            remove_created_folders(created)
-        raise
     finally:
         lock.release()
     report(f"{chosen.name}: ready in {target}; use it with --model {chosen.name}")
