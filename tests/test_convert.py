@@ -179,6 +179,9 @@ def test_out_is_checked_before_the_conversion(tmp_path, capsys, checkpoint, monk
     (tmp_path / "out" / "mine.txt").write_text("keep")
     assert main(["convert", "--unet", str(checkpoint["unet"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "out")]) == 2
     assert "out: already exists and is not an empty folder; choose another --out" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")  # was 'cannot write here (File exists)', after the conversion
+    assert main(["convert", "--unet", str(checkpoint["unet"]), "--base", str(checkpoint["base"]), "--out", str(tmp_path / "afile" / "m")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'afile'}: is a file, not a folder; cannot write {tmp_path / 'afile' / 'm'} inside it"
 
 
 def test_converted_folder_segments_from_the_command_line(tmp_path, checkpoint):

@@ -38,7 +38,7 @@ from PIL import Image, PngImagePlugin
 from safetensors import SafetensorError
 
 from .distributed import Processes
-from .errors import InputError
+from .errors import InputError, first_line
 from .processing.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger("diffews")
@@ -182,6 +182,14 @@ def missing_folders(folder: Path) -> list[Path]:
     """`folder` and its parents that do not exist yet, deepest first: what creating it will create
     (for `remove_created_folders` to undo)."""
     return [path for path in (folder, *folder.parents) if not path.exists()]
+
+
+def check_parent_folders(path: Path) -> None:
+    """`InputError` when the nearest existing parent of `path` is not a folder (a file stands where a
+    folder to create `path` in would go): found before a long run, not when it writes."""
+    existing = next((folder for folder in path.parents if folder.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"{existing}: is a file, not a folder; cannot write {path} inside it")
 
 
 def remove_created_folders(folders: Iterable[Path]) -> None:
@@ -402,7 +410,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
             write(staged)
     except (OSError, SafetensorError) as error:
         remove_created_folders(created)
-        detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        detail = getattr(error, "strerror", None) or first_line(error)
         raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
     except BaseException:  # an interrupt, or bad input met while writing
         remove_created_folders(created)

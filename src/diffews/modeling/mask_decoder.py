@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import InputError
+from ..io import check_parent_folders
 from .weights import read_safetensors_file, save_safetensors
 
 FORMAT = "diffews-mask-decoder"
@@ -90,13 +92,12 @@ def check_mask_decoder_target(path: str | Path) -> None:
         raise InputError(f"{path}: the output must be a .safetensors file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; name a .safetensors file to write")
-    existing = next((folder for folder in path.parents if folder.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise InputError(f"{existing}: is a file, not a folder; cannot write {path} inside it")
+    check_parent_folders(path)
     if path.exists() or path.is_symlink():
         try:
-            written_by_diffews = read_safetensors_file(path)[1].get("format") == FORMAT
-        except InputError:
+            with safe_open(str(path), framework="pt") as handle:  # the header only: never the tensors of a user's file
+                written_by_diffews = (handle.metadata() or {}).get("format") == FORMAT
+        except (SafetensorError, OSError):
             written_by_diffews = False
         if not written_by_diffews:
             raise InputError(f"{path}: already exists and is not a mask decoder written by diffews; choose another --out or move the file")

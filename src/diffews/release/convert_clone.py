@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import is_empty_folder
+from ..io import check_parent_folders, is_empty_folder
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
 )
@@ -27,9 +27,10 @@ def convert_clone(
     """Write one diffews model folder per model folder of the clone at `root`, to ``out/<model folder name>``.
 
     Every model's layout (``unet/`` with config and weights; pickled weights only with
-    ``allow_pickle=True`` in `options`) and the base are checked before anything is converted. An existing ``out/<name>`` is skipped, or replaced with `overwrite` if it is a diffews
-    model folder (anything else there is an error). Each model is written atomically; if a later one
-    fails, the finished ones stay (a rerun skips them).
+    ``allow_pickle=True`` in `options`), every output place and the base are checked before anything is
+    converted. An ``out/<name>`` holding a diffews model is skipped, or replaced with `overwrite`; an
+    empty folder there is filled; anything else there is an error. Each model is written atomically;
+    if a later one fails, the finished ones stay (a rerun skips them).
 
     Args:
         base: Stable Diffusion 2.1 (hub id or folder); default: the base folder inside the clone.
@@ -47,6 +48,7 @@ def convert_clone(
     out = Path(out).expanduser()
     targets = {name: out / name for name in unets}
     for target in targets.values():  # all checked before the first conversion
+        check_parent_folders(target)
         if target.exists() and not is_empty_folder(target) and not is_model_folder(target):
             raise InputError(f"{target}: exists and is not a diffews model folder; move it or choose another --out")
     todo = [name for name, target in targets.items() if overwrite or not is_model_folder(target)]
