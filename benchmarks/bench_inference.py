@@ -200,13 +200,14 @@ class Bench:
             variants["autocast=bfloat16"] = SpeedOptions(autocast="bfloat16")
         if self.args.compile:
             variants["compile"] = SpeedOptions(compile=True, static_batch=True)
-        calls = {}
+        calls, first_call_s = {}, {}
         for name, speed in variants.items():
             try:  # the support is encoded here: a forced kernel can fail already
                 started = time.perf_counter()
                 call = self.segment_call(build_pipeline(self.args.arch, self.device, DTYPES[dtype_name], speed), shots, batch, True)
                 call()
-                print(f"{dtype_name} {name}: first call {time.perf_counter() - started:.1f} s (build, support pass and any compiling)")
+                first_call_s[name] = time.perf_counter() - started
+                print(f"{dtype_name} {name}: first call {first_call_s[name]:.1f} s (build, support pass and any compiling)")
             except (RuntimeError, InputError) as error:  # e.g. a kernel this device/dtype lacks
                 print(f"skipped {name}: {str(error).splitlines()[0]}")
                 continue
@@ -214,6 +215,7 @@ class Bench:
         rows = self.compare(calls, shots, batch)
         for name, row in rows.items():
             row["speedup_vs_default"] = rows["default"]["ms_per_query"] / row["ms_per_query"]
+            row["first_call_s"] = first_call_s[name]
             self.rows["options"].append({"dtype": dtype_name, "option": name, **row})
 
     def peer(self, dtype_name: str) -> None:

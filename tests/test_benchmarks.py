@@ -24,6 +24,7 @@ def test_bench_inference_quick(benchmarks, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["arch"] == "tiny"
     assert {r["path"] for r in report["paths"]} == {"uncached", "cached"}
     assert {r["option"] for r in report["options"]} >= {"default", "channels_last", "sdpa=math"}
+    assert all(r["first_call_s"] > 0 for r in report["options"])
     assert all(r["max_abs_diff"] <= 1e-5 for r in report["options"] if not r["option"].startswith("autocast"))
     stages = [r["stage"] for r in report["components"]]
     assert stages[-1] == "one cached query" and "VAE decode" in stages

@@ -50,8 +50,9 @@ def add_flip_option(parser: argparse.ArgumentParser) -> None:
     """--flip-queries / --no-flip-queries: override the model's ``flip_queries`` setting."""
     parser.add_argument(
         "--flip-queries", action=argparse.BooleanOptionalAction, default=None,
-        help="average each query's mask with that of its mirror image (test-time augmentation, twice the query pass); "
-        "default: the model's flip_queries setting (off unless its diffews_config.json turns it on)",
+        help="average each query's mask with the mask of its mirrored latents (the query's VAE latents flipped left to "
+        "right, the result flipped back; test-time augmentation, twice the query pass); default: the model's "
+        "flip_queries setting (off unless its diffews_config.json turns it on)",
     )
 
 
