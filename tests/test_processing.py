@@ -25,6 +25,25 @@ def test_palette_mask_uses_indices_and_ignores_255():
     assert to_binary_mask(mask, "m").tolist() == [[False, True, False], [True, False, False]]
 
 
+def test_palette_mask_messages_say_what_the_index_rule_did(caplog):
+    """Only index-255 pixels was just 'is empty'; a white-first palette was read inverted without a word."""
+    ignored = Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8), mode="P")
+    ignored.putpalette([0, 0, 0] * 255 + [255, 255, 255])
+    with pytest.raises(InputError, match=r"^m is empty: its only labelled pixels have palette index 255, which marks pixels to ignore"):
+        to_binary_mask(ignored, "m")
+    with pytest.raises(InputError, match=r"^m is empty$"):
+        to_binary_mask(Image.fromarray(np.zeros((2, 2), np.uint8), mode="P"), "m")
+    white_first = Image.fromarray(np.array([[0, 1], [1, 1]], np.uint8), mode="P")
+    white_first.putpalette([255, 255, 255, 0, 0, 0])
+    with caplog.at_level("WARNING", logger="diffews.processing.masks"):
+        assert to_binary_mask(white_first, "m").tolist() == [[False, True], [True, True]]  # the rule is unchanged
+        black_first = Image.fromarray(np.array([[0, 1], [1, 1]], np.uint8), mode="P")
+        black_first.putpalette([0, 0, 0, 255, 255, 255])
+        to_binary_mask(black_first, "m2")
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["m"]
+    assert "background (index 0) is drawn light and whose labels are dark" in caplog.records[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "values, expected",
     [

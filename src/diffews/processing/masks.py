@@ -12,6 +12,8 @@ Binarisation rule (documented in the README), applied to every mask the package 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
@@ -19,6 +21,7 @@ from PIL import Image
 from ..errors import InputError
 
 IGNORE_INDEX = 255
+logger = logging.getLogger(__name__)
 
 
 def pil_mask_to_array(mask: Image.Image) -> np.ndarray:
@@ -55,10 +58,16 @@ def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
     """(H, W) bool mask from a PIL image, a (H, W) or (1, H, W) array/tensor, or an (H, W, C) colour array.
 
     Raises:
-        InputError: "<name> is empty" when no pixel is foreground; wrong shapes likewise name `name`.
+        InputError: "<name> is empty" when no pixel is foreground (a palette mask whose only labels are
+            the ignore index says so); wrong shapes likewise name `name`.
     """
     binary = as_binary_mask(mask, name)
     if not binary.any():
+        if isinstance(mask, Image.Image) and mask.mode == "P" and (np.asarray(mask) == IGNORE_INDEX).any():
+            raise InputError(
+                f"{name} is empty: its only labelled pixels have palette index {IGNORE_INDEX}, which marks pixels to ignore "
+                f"(foreground is any index other than 0 and {IGNORE_INDEX})"
+            )
         raise InputError(f"{name} is empty")
     return binary
 
@@ -66,7 +75,15 @@ def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
 def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     """`to_binary_mask` without the emptiness check (an empty mask is returned as all False)."""
     if isinstance(mask, Image.Image):
-        return pil_mask_to_array(mask)
+        binary = pil_mask_to_array(mask)
+        if mask.mode == "P" and _drawn_inverted(mask):
+            logger.warning(
+                "%s: a palette mask whose background (index 0) is drawn light and whose labels are dark: diffews reads the "
+                "index, not the colour, so the dark part is the foreground; if the light part is meant, save it as a "
+                "black-and-white (not palette) image",
+                name,
+            )
+        return binary
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if values.ndim == 3 and values.shape[0] == 1:
         values = values[0]
@@ -75,6 +92,19 @@ def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
     if values.ndim != 2:
         raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
     return array_mask_to_bool(values)
+
+
+def _drawn_inverted(mask: Image.Image) -> bool:
+    """Whether a palette mask shows index 0 (background) light and every foreground index it uses dark: a
+    black-and-white drawing saved with white first in its palette, which the index rule reads inverted."""
+    palette = mask.getpalette() or []
+    used = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, IGNORE_INDEX)]
+
+    def light(index: int) -> bool:
+        colour = palette[3 * index : 3 * index + 3]
+        return len(colour) == 3 and max(colour) >= 128
+
+    return bool(used) and light(0) and not any(light(index) for index in used)
 
 
 def mask_to_image(masks: torch.Tensor) -> torch.Tensor:
