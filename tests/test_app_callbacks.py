@@ -140,15 +140,16 @@ def test_collect_support_needs_one_to_five_pairs(pair):
 
 def test_query_paths_keeps_images_and_skips_other_files(tmp_path):
     (tmp_path / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "._photo.jpg").write_bytes(b"\0\5\26\7")  # macOS metadata beside a copied photo: refused as unreadable before
     (tmp_path / "notes.txt").write_text("x")
-    paths = callbacks.query_paths([str(QUERIES[1]), None, str(tmp_path / ".DS_Store"), str(tmp_path / "notes.txt"), str(QUERIES[0]), str(QUERIES[1])])
-    assert paths == [QUERIES[1], QUERIES[0]]
+    uploads = [QUERIES[1], None, tmp_path / ".DS_Store", tmp_path / "._photo.jpg", tmp_path / "notes.txt", QUERIES[0], QUERIES[1]]
+    assert callbacks.query_paths([str(p) if p else None for p in uploads]) == [QUERIES[1], QUERIES[0]]
 
 
 def test_query_paths_errors(tmp_path):
     with pytest.raises(InputError) as error:
         callbacks.query_paths([str(tmp_path / "notes.txt")])
-    assert str(error.value) == "no query images: upload image files or a folder of images"
+    assert str(error.value) == "no query images: upload image files or a folder of images (.bmp, .jpeg, .jpg, .png, .tif, .tiff, .webp)"
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(InputError, match=r"broken\.jpg: cannot read image"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -26,11 +27,48 @@ def test_defaults_listen_on_loopback():
         (["--port", "0"], "error: --port must be in 1..65535, got 0"),
         (["--batch-size", "0"], "error: --batch-size must be at least 1, got 0"),
         (["--examples", "no/such/dir"], "error: no/such/dir: no such folder (--examples)"),
+        (["--host", "::1"], "error: --host ::1: IPv6 addresses are not supported; use 127.0.0.1 (this machine) or 0.0.0.0 (the network)"),
+        (["--examples", "tests"], "error: tests: no example in it (--examples): it needs support/IMG.jpg with support/IMG_mask.png, and query/*.jpg"),
     ],
 )
-def test_bad_options_exit_2_before_starting(options, message, capsys):
+def test_bad_options_exit_2_before_starting(options, message, capsys, monkeypatch):
+    """An IPv6 --host passed the check and crashed the server's start (it builds http://HOST:PORT); an
+    --examples folder without an example showed none, without a word."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
     assert main(["app", "--model", "tiny-random", *options]) == 2
     assert capsys.readouterr().err.strip() == message
+
+
+def test_stopping_the_app_reports_the_signal_and_leaves_no_files(tmp_path):
+    """Gradio's block_thread swallowed SIGTERM and Ctrl+C (exit 0), and uploads stayed in its own temp folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "diffews.cli.main", "app", "--model", "tiny-random", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in process.stdout:
+            if "diffews app running at" in line:
+                break
+        ours = [p for p in tmp_path.iterdir() if p.name != THIRD_PARTY_CACHE]
+        assert [p.name.startswith("diffews-app-") for p in ours] == [True] and (ours[0] / "gradio").is_dir()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    assert "terminated (SIGTERM)" in process.stdout.read()
+    assert [p.name for p in tmp_path.iterdir() if p.name != THIRD_PARTY_CACHE] == []  # Gradio's files went too
+
+
+THIRD_PARTY_CACHE = f"torchinductor_{__import__('getpass').getuser()}"
+"""torch's compile cache, made in the temporary folder when diffusers imports it: not the app's."""
 
 
 def test_help_names_every_option(capsys):

@@ -162,15 +162,17 @@ def collect_support(pairs: Iterable[SupportPair | None]) -> list[SupportPair]:
 def query_paths(files: Iterable[str | Path | None]) -> list[Path]:
     """Uploaded files (single files and folder contents) -> the image files among them, checked.
 
-    Files whose suffix is not an image's (e.g. a folder's ``.DS_Store``) are skipped.
+    Hidden files (a folder's ``.DS_Store``, macOS ``._name.jpg``) and files whose suffix is not one
+    diffews reads are skipped, as on the command line.
 
     Raises:
-        InputError: no image files, an unreadable image (named), two images with the same name.
+        InputError: no image files (naming the accepted types), an unreadable image (named), two images
+            with the same name.
     """
     paths = list(dict.fromkeys(Path(f) for f in files if f))
-    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not images:
-        raise InputError("no query images: upload image files or a folder of images")
+        raise InputError(f"no query images: upload image files or a folder of images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     output_stems(images)
     for path in images:
         check_image_file(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import html
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402
 
 from ..errors import InputError  # noqa: E402
+from ..processing.images import IMAGE_SUFFIXES  # noqa: E402
 from ..processing.thresholds import THRESHOLD_MODES  # noqa: E402
 from ..pipeline import DiffewSPipeline  # noqa: E402
 from . import callbacks  # noqa: E402
@@ -76,7 +76,7 @@ def build_app(
                 gr.Markdown("## Query images")
                 with gr.Tabs():
                     with gr.Tab("Files"):
-                        query_files = gr.File(label="Query images", file_count="multiple", file_types=["image"], elem_id="query-files")
+                        query_files = gr.File(label="Query images", file_count="multiple", file_types=sorted(IMAGE_SUFFIXES), elem_id="query-files")
                     with gr.Tab("Folder"):
                         query_folder = gr.File(label="Folder of query images", file_count="directory", elem_id="query-folder")
                 segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
@@ -183,12 +183,18 @@ def _editor_parts(value: dict | None) -> tuple:
     return value.get("background"), value.get("layers") or []
 
 
-def _add_examples(folder: Path, editors: list, mask_uploads: list, query_files: gr.File) -> None:
-    """Pre-filled examples from the shipped images: every support pair with all queries."""
+def example_files(folder: Path) -> tuple[list[tuple[str, str]], list[str]]:
+    """An examples folder's (support image, mask) pairs, ``support/IMG.jpg`` with ``support/IMG_mask.png``
+    (at most `callbacks.MAX_SHOTS`), and its ``query/*.jpg`` images."""
     supports = sorted(p for p in (folder / "support").glob("*.jpg"))
     queries = [str(p) for p in sorted((folder / "query").glob("*.jpg"))]
     pairs = [(image, image.with_name(f"{image.stem}_mask.png")) for image in supports]
-    pairs = [(str(image), str(mask)) for image, mask in pairs if mask.is_file()][: callbacks.MAX_SHOTS]
+    return [(str(image), str(mask)) for image, mask in pairs if mask.is_file()][: callbacks.MAX_SHOTS], queries
+
+
+def _add_examples(folder: Path, editors: list, mask_uploads: list, query_files: gr.File) -> None:
+    """Pre-filled examples from the shipped images: every support pair with all queries."""
+    pairs, queries = example_files(folder)
     if not pairs or not queries:
         return
     shots = len(pairs)
@@ -198,15 +204,16 @@ def _add_examples(folder: Path, editors: list, mask_uploads: list, query_files: 
 
 
 def launch(demo: gr.Blocks, host: str, port: int | None, output_root: Path) -> str:
-    """Start serving `demo` (no share link, no browser); returns the local URL."""
+    """Start serving `demo` (no share link, no browser); returns the local URL.
+
+    Gradio checks the server with HTTP requests to it: the addresses it uses are added to ``NO_PROXY`` so
+    that a proxy set for the internet does not catch them."""
+    for name in ("NO_PROXY", "no_proxy"):
+        entries = [entry for entry in os.environ.get(name, "").split(",") if entry]
+        os.environ[name] = ",".join(dict.fromkeys([*entries, "127.0.0.1", "localhost", host]))
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, quiet=True, prevent_thread_lock=True,
         show_error=False, theme=THEME, allowed_paths=[str(output_root)], footer_links=[],
     )
     return url
-
-
-def temporary_root() -> tempfile.TemporaryDirectory:
-    """Where the app writes result files; removed when the app stops."""
-    return tempfile.TemporaryDirectory(prefix="diffews-app-")

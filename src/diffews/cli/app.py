@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import os
 import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .common import add_flip_option, add_model_options, load_pipeline
 
 DESCRIPTION = """\
@@ -52,32 +57,55 @@ def run(args: argparse.Namespace) -> int:
     if args.examples is not None and not args.examples.is_dir():
         raise InputError(f"{args.examples}: no such folder (--examples)")
     check_can_listen(args.host, args.port)
-    try:
-        from ..app import ui
-    except ImportError as error:
-        raise InputError(f"the app needs Gradio ({error}); install it with: pip install 'diffews[app]'") from None
-
-    pipe = load_pipeline(args)
-    pipe.set_progress_bar_config(disable=True)
-    with ui.temporary_root() as root:
+    with tempfile.TemporaryDirectory(prefix="diffews-app-") as root, _gradio_files_inside(Path(root)):  # gone when the app stops
+        try:
+            from ..app import ui
+        except ImportError as error:
+            raise InputError(f"the app needs Gradio ({error}); install it with: pip install 'diffews[app]'") from None
+        if args.examples is not None and not all(ui.example_files(args.examples)):
+            raise InputError(
+                f"{args.examples}: no example in it (--examples): it needs support/IMG.jpg with support/IMG_mask.png, and query/*.jpg"
+            )
+        pipe = load_pipeline(args)
+        pipe.set_progress_bar_config(disable=True)
         demo = ui.build_app(pipe, args.model, Path(root), args.examples or ui.default_examples_dir(), args.batch_size)
         try:
             url = ui.launch(demo, args.host, args.port, Path(root))
         except OSError:  # taken between the check above and now; the server's own text names its internals
             raise InputError(f"--port {args.port}: cannot serve on {args.host}:{args.port} (in use?); choose another --port") from None
+        except Exception as error:  # the server did not answer its own start-up check
+            demo.close()
+            raise InputError(f"--host {args.host}: the web server did not start on {args.host}:{args.port} ({first_line(error)})") from None
         print(f"diffews app running at {url} (Ctrl+C to stop)", flush=True)
         try:
-            demo.block_thread()
+            while demo.is_running:  # not Gradio's block_thread: it swallows Ctrl+C and SIGTERM, so the exit status said 0
+                time.sleep(0.2)
         finally:
             demo.close()
     return 0
 
 
+@contextlib.contextmanager
+def _gradio_files_inside(root: Path) -> Iterator[None]:
+    """Within the block, Gradio keeps its files (uploads, caches) in ``root/gradio`` (``GRADIO_TEMP_DIR``,
+    read when Gradio is imported and when the page is built); a ``GRADIO_TEMP_DIR`` the user set is kept."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio")
+    try:
+        yield
+    finally:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+
+
 def check_can_listen(host: str, port: int) -> None:
     """`InputError` naming --port (in use) or --host (not an address of this machine) unless
     `host`:`port` can be bound now, before minutes are spent loading the model."""
+    if ":" in host:  # the web server builds its own URL as http://HOST:PORT, which an IPv6 address breaks
+        raise InputError(f"--host {host}: IPv6 addresses are not supported; use 127.0.0.1 (this machine) or 0.0.0.0 (the network)")
     try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        with socket.socket(socket.AF_INET) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as error:
