@@ -304,6 +304,24 @@ def test_data_splits_writes_nothing_when_a_split_cannot_be_generated(benchmarks,
     assert not (tmp_path / "lists").exists()
 
 
+def test_data_splits_never_writes_over_a_folder_or_file_of_the_user(benchmarks, tmp_path, capsys):
+    """It wrote each list over whatever was there (a user's notes in trn/fold0.txt), and an --out that is a
+    file, or holds a file where a split folder goes, was a traceback with some lists left behind."""
+    root, _ = benchmarks
+    mine = tmp_path / "mine"
+    (mine / "trn").mkdir(parents=True)
+    (mine / "trn" / "fold0.txt").write_text("my notes")
+    assert main(["data", "splits", "lvis", str(root), "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {mine}: already exists and is not an empty folder; split lists go into a new or empty --out"
+    assert (mine / "trn" / "fold0.txt").read_text() == "my notes" and [p.name for p in (mine / "trn").iterdir()] == ["fold0.txt"]
+    (tmp_path / "afile").write_text("x")
+    assert main(["data", "splits", "lvis", str(root), "--out", str(tmp_path / "afile" / "lists")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'afile'}: is a file, not a folder; cannot write {tmp_path / 'afile' / 'lists'} inside it"
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "splits", "lvis", str(root), "--out", str(tmp_path / "empty")]) == 0
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["trn", "val"]
+
+
 def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatch, capsys, tiny_model):
     root, _ = benchmarks
     tiny_model.save_pretrained(tmp_path / "model")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data import BENCHMARKS, get_benchmark, split_lists_folder
 from ..errors import InputError
+from ..io import check_parent_folders, is_empty_folder, replace_folder
 from .common import output_path
 from .data_build import add_commands as add_build_commands
 
@@ -56,7 +57,12 @@ def run_check(args: argparse.Namespace) -> int:
 def run_splits(args: argparse.Namespace) -> int:
     benchmark = get_benchmark(args.benchmark)
     root, out = Path(args.root).expanduser(), Path(args.out).expanduser()
-    for line in benchmark.write_split_lists(root, out):
+    check_parent_folders(out)
+    if out.exists() and not is_empty_folder(out):  # never over files of the user's (nor a half-replaced set of lists)
+        raise InputError(f"{out}: already exists and is not an empty folder; split lists go into a new or empty --out")
+    lines: list[str] = []
+    replace_folder(out, lambda folder: lines.extend(benchmark.write_split_lists(root, folder)), "write the split lists here")
+    for line in lines:
         print(line)
     print(f"wrote {args.benchmark} split lists to {out}")
     return 0
