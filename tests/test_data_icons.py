@@ -170,3 +170,21 @@ def test_backgrounds_are_deduplicated_resized_and_textures_added(tmp_path, capsy
     again = tmp_path / "again"
     assert main(["data", "backgrounds", "--out", str(again), "--wallpapers", "", "--textures", "3", "--size", "40"]) == 0
     assert tree_files(again)["texture_0002.jpg"] == files["texture_0002.jpg"]
+
+
+def test_backgrounds_skip_unreadable_wallpapers_and_keep_one_named_like_a_texture(tmp_path, capsys, caplog):
+    """A truncated wallpaper was a traceback half-way through; a wallpaper named texture_0000 was
+    overwritten by the texture of that name while the summary counted both."""
+    walls = tmp_path / "walls"
+    walls.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(walls / "texture_0000.jpg")
+    Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(walls / "whole.jpg")
+    data = (walls / "whole.jpg").read_bytes()
+    (walls / "cut.jpg").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "bg"
+    with caplog.at_level("WARNING", logger="diffews.data.backgrounds"):
+        assert main(["data", "backgrounds", "--out", str(out), "--wallpapers", str(walls), "--textures", "1", "--size", "40"]) == 0
+    assert "wrote 2 wallpapers and 1 textures" in capsys.readouterr().out
+    assert sorted(tree_files(out)) == ["manifest.jsonl", "texture_0000.jpg", "texture_0000_2.jpg", "whole.jpg"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(walls / "cut.jpg")]

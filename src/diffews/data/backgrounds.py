@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..errors import InputError
 from ..io import new_folder
 from .debian import owning_packages, package_licence
 
+logger = logging.getLogger(__name__)
 WALLPAPER_ROOTS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 JPEG_QUALITY = 92
@@ -43,10 +45,14 @@ def find_wallpapers(roots: Sequence[Path], min_side: int) -> list[Path]:
             seen.add(digest)
             try:
                 with Image.open(path) as image:
-                    if min(image.size) >= min_side:
-                        found.append(path)
-            except (OSError, ValueError):
+                    if min(image.size) < min_side:
+                        continue
+                    image.draft("RGB", (min_side, min_side))  # a JPEG decodes at a reduced scale: cheap
+                    image.load()  # a truncated file fails here, not half-way through writing the set
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                logger.warning("%s: skipped, cannot read it (%s)", path, error)
                 continue
+            found.append(path)
     return found
 
 
@@ -122,7 +128,7 @@ def gather_backgrounds(
     owners = owning_packages(wallpapers)
     rows = []
     with new_folder(Path(out)) as staging:
-        names: set[str] = set()
+        names = {f"texture_{index:04d}" for index in range(textures)}  # taken by the textures: a wallpaper of that name gets another
         for path in tqdm(wallpapers, desc="wallpapers", unit="image"):
             name = _unique(path.stem, names)
             with Image.open(path) as image:

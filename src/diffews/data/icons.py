@@ -282,7 +282,7 @@ def _render_one(job: tuple[Path, Path, int, int]) -> np.ndarray | None:
     source, target, size, min_size = job
     try:
         image = crop_to_object(rasterise(source, size))
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, Image.DecompressionBombError) as error:
         logger.warning("%s: skipped, cannot draw it (%s)", source, error)
         return None
     if image is None or 2 * max(image.size) < min_size:
