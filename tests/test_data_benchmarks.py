@@ -294,6 +294,27 @@ def test_coco_annotation_that_is_not_json(benchmarks, tmp_path):
         open_split("coco", data, "val", 0)
 
 
+@pytest.mark.parametrize(
+    "content", ['{"images": [1], "annotations": [], "categories": []}', '{"images": [], "annotations": [], "categories": [{"name": "x"}]}'],
+    ids=["image-not-an-object", "category-without-id"],
+)
+def test_coco_annotation_of_the_wrong_shape_is_one_line(benchmarks, tmp_path, content):
+    """Each was pycocotools' TypeError / KeyError traceback."""
+    root, _ = benchmarks
+    data = copy_benchmark(root, tmp_path, "COCO2014")
+    (data / "COCO2014" / "annotations" / "instances_val2014.json").write_text(content)
+    with pytest.raises(InputError, match=r"instances_val2014\.json: not COCO-format annotations \(images, annotations and categories"):
+        open_split("coco", data, "val", 0)
+
+
+def test_pascal_split_list_that_is_not_text_is_one_line(benchmarks, tmp_path):
+    root, _ = benchmarks
+    data = copy_benchmark(root, tmp_path, "VOC2012")
+    (data / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(InputError, match=r"val\.txt: not a text list of image ids; PASCAL-5i needs"):
+        open_split("pascal", data, "val", 0)
+
+
 def test_custom_image_without_mask(benchmarks, tmp_path):
     root, _ = benchmarks
     data = copy_benchmark(root, tmp_path, "custom")

@@ -40,12 +40,18 @@ class InstanceAnnotations:
         self.path = Path(path)
         self.coco = COCO()
         self.coco.dataset = dataset
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco.createIndex()
-        self.keys = {image["id"]: key_of(image) for image in dataset["images"]}
-        self.ids = {key: image_id for image_id, key in self.keys.items()}
-        self.categories = {c["id"]: c["name"] for c in dataset["categories"]}
-        self.category_images = {c: sorted(set(self.coco.catToImgs.get(c, []))) for c in self.categories}
+        try:  # entries of the wrong shape (an image that is not an object, a missing id) surface here
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco.createIndex()
+            self.keys = {image["id"]: key_of(image) for image in dataset["images"]}
+            self.ids = {key: image_id for image_id, key in self.keys.items()}
+            self.categories = {c["id"]: c["name"] for c in dataset["categories"]}
+            self.category_images = {c: sorted(set(self.coco.catToImgs.get(c, []))) for c in self.categories}
+        except (TypeError, KeyError, AttributeError, ValueError) as error:
+            raise InputError(
+                f"{path}: not COCO-format annotations (images, annotations and categories must be lists of objects with "
+                f"ids; {type(error).__name__}: {error})"
+            ) from None
 
     def pairs(self, class_of_category: dict[int, int]) -> list[Pair]:
         """(image key, class id) for every annotated (image, category), with categories mapped to class ids."""

@@ -62,7 +62,11 @@ def split_ids(root: Path, split: str) -> list[str]:
     """The VOC ids of a split."""
     base = require_dir(Path(root) / "VOC2012", FIX)
     val_file = require_file(base / "ImageSets" / "Segmentation" / "val.txt", FIX)
-    val = sorted({line.strip() for line in val_file.read_text().splitlines() if line.strip()})
+    try:
+        text = val_file.read_text()
+    except UnicodeDecodeError:
+        raise InputError(f"{val_file}: not a text list of image ids; {FIX}") from None
+    val = sorted({line.strip() for line in text.splitlines() if line.strip()})
     if split == "val":
         return val
     masks = require_dir(base / "SegmentationClassAug", FIX)
