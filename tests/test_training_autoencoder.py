@@ -133,6 +133,26 @@ def test_init_model_errors_are_one_line(tmp_path, capsys):
     assert torch.equal(constant_prompt_embedding(8, "zeros"), torch.zeros(1, 77, 8))
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ([1, 2], "not a UNet config (a JSON object of settings)"),
+        ({"attention_head_dim": 0}, "cannot build the UNet it describes (ZeroDivisionError"),
+        ({"block_out_channels": [], "down_block_types": [], "up_block_types": []}, "cannot build the UNet it describes (ValueError"),
+    ],
+    ids=["list", "zero-head-dim", "no-blocks"],
+)
+def test_init_model_unet_configs_it_cannot_build_are_one_line(trained, tmp_path, capsys, config, message):
+    """The first two were tracebacks (AttributeError, ZeroDivisionError)."""
+    _, out, _ = trained
+    path = tmp_path / "unet.json"
+    path.write_text(json.dumps({**UNET_CONFIG, **config} if isinstance(config, dict) else config))
+    assert main(["init-model", "--vae", str(out / "vae"), "--unet-config", str(path), "--resolution", "32", "--out", str(tmp_path / "m")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {message}"), lines
+    assert not (tmp_path / "m").exists()
+
+
 def test_the_built_in_model_configs_load():
     from pathlib import Path
 

@@ -66,6 +66,7 @@ def test_option_names_are_unique_across_sections():
         ("optim:\n  learning_rate: 1e-5\n  max_steps: 3\n  learning_rate: 2e-5\n", "line 4: duplicate key 'learning_rate'"),
         ("optim:\n  max_steps: 3\ndata:\n  shots: 2\noptim:\n  warmup_steps: 1\n", "line 5: duplicate key 'optim'"),
         ("model: {resolution: 64, resolution: 64}\n", "line 1: duplicate key 'resolution'"),
+        ("? [a, b]\n: 1\n", "line 1: a key must be a plain name or number, got ['a', 'b']"),  # was a TypeError traceback
     ],
 )
 def test_bad_config_files_name_the_file_and_the_problem(tmp_path, text, message):

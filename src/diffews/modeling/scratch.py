@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .config import DiffewSConfig
 from .diffews_model import DiffewSModel, load_component
 from .prompt import PROMPT_CONSTANT
@@ -67,6 +67,10 @@ def build_scratch_model(
     vae = load_component(AutoencoderKL, vae_folder).float()
     config = read_json(Path(unet_config)) if not isinstance(unet_config, dict) else dict(unet_config)
     source = "the UNet config" if isinstance(unet_config, dict) else str(unet_config)
+    if not isinstance(config, dict):
+        raise InputError(f"{source}: not a UNet config (a JSON object of settings)")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"seed must be in 0..2**63-1, got {seed}")
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
@@ -77,5 +81,5 @@ def build_scratch_model(
             base_model=f"scratch: vae {vae_folder.name}, unet seed {seed}, {prompt} prompt embedding (seed {prompt_seed})",
         )
         return DiffewSModel.from_components(vae.eval(), unet.eval(), embedding, config=settings).eval()
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{source}: {error}") from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ZeroDivisionError, RuntimeError) as error:
+        raise InputError(f"{source}: cannot build the UNet it describes ({type(error).__name__}: {first_line(error)})") from None

@@ -396,6 +396,8 @@ def _parse_yaml(text: str) -> Any:
             seen: set = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    raise ValueError(f"line {key_node.start_mark.line + 1}: a key must be a plain name or number, got {key!r}")
                 if key in seen:
                     raise ValueError(f"line {key_node.start_mark.line + 1}: duplicate key '{key}' (each key may appear once)")
                 seen.add(key)
