@@ -188,3 +188,22 @@ def test_backgrounds_skip_unreadable_wallpapers_and_keep_one_named_like_a_textur
     assert "wrote 2 wallpapers and 1 textures" in capsys.readouterr().out
     assert sorted(tree_files(out)) == ["manifest.jsonl", "texture_0000.jpg", "texture_0000_2.jpg", "whole.jpg"]
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(walls / "cut.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["backgrounds", "--size", "0"], "argument --size: must be at least 8, got 0"),
+        (["backgrounds", "--textures", "-3"], "argument --textures: must be at least 0, got -3"),
+        (["backgrounds", "--seed", "-1"], "argument --seed: must be in 0..4294967295, got -1"),
+        (["icons", "--size", "-4"], "argument --size: must be at least 8, got -4"),
+        (["icons", "--workers", "0"], "argument --workers: must be at least 1, got 0"),
+    ],
+)
+def test_builder_options_out_of_range_are_refused_before_any_work(tmp_path, capsys, args, message):
+    """Each was a traceback (numpy, resvg), or ran the whole job (--size 0), or wrote '-3 textures'."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(["data", *args, "--out", str(tmp_path / "out")])
+    assert exit_status.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+    assert not (tmp_path / "out").exists()
+

@@ -103,6 +103,9 @@ def test_widths_parse_from_yaml_and_flags_and_bad_ones_name_the_option(tmp_path,
         (["--norm-num-groups", "0"], "norm_num_groups must be >= 1, got 0"),
         (["--block-out-channels=-16,-32,-64,-64", "--norm-num-groups", "8"], "block_out_channels must be widths >= 1, got (-16, -32, -64, -64)"),
         (["--seed", str(2**32)], f"seed must be in [0, 2**32), got {2**32}"),
+        (["--mask-weight", "inf"], "mask_weight must be >= 0 and finite, got inf"),  # trained to NaN weights, exit 0
+        (["--learning-rate", "nan"], "learning_rate must be > 0 and finite, got nan"),
+        (["--threads", "100000000000"], "threads must be null or in 1..4096, got 100000000000"),  # an overflow traceback
     ]:
         assert main(["train-autoencoder", *flags, "--print-config"]) == 2
         assert capsys.readouterr().err == f"error: command line: {message}\n"

@@ -56,6 +56,20 @@ def add_flip_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def count(minimum: int, maximum: int | None = None):
+    """argparse type: an integer from `minimum` (to `maximum`), refused by argparse otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {'at least ' + str(minimum) if maximum is None else f'in {minimum}..{maximum}'}, got {value}")
+        return value
+
+    return parse
+
+
 def output_path(value: str) -> str:
     """argparse type of ``--out``: a path, never empty (an empty one would mean the current folder)."""
     if not value.strip():

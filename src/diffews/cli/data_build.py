@@ -11,7 +11,7 @@ from ..data.emoji import SETS as EMOJI_SETS
 from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
 from ..data.synthesize import CompositeOptions, build_composite
 from ..errors import InputError
-from .common import output_path
+from .common import count, output_path
 
 DEFAULTS = CompositeOptions()
 
@@ -27,11 +27,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     icons.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder: <class>/<theme>__<name>.png, manifest.jsonl, classes.json")
     icons.add_argument("--icon-root", default=str(ICON_ROOT), metavar="DIR", help="folder of icon themes (default %(default)s)")
     icons.add_argument("--themes", default=None, metavar="A,B", help="theme folders to use (default: one theme per installed package)")
-    icons.add_argument("--size", type=int, default=192, metavar="PX", help="longest side of a cut-out before cropping (default %(default)s)")
+    icons.add_argument("--size", type=count(8), default=192, metavar="PX", help="longest side of a cut-out before cropping (default %(default)s)")
     icons.add_argument(
-        "--min-size", type=int, default=32, metavar="PX", help="skip icons designed smaller than this, or whose object is under half of it (default %(default)s)"
+        "--min-size", type=count(1), default=32, metavar="PX", help="skip icons designed smaller than this, or whose object is under half of it (default %(default)s)"
     )
-    icons.add_argument("--min-themes", type=int, default=3, metavar="N", help="themes that must draw a name for it to be a class (default %(default)s)")
+    icons.add_argument("--min-themes", type=count(1), default=3, metavar="N", help="themes that must draw a name for it to be a class (default %(default)s)")
     icons.add_argument(
         "--min-silhouette-iou", type=float, default=0.0, metavar="X",
         help="remove cut-outs whose silhouette agrees less than this mean IoU with the rest of their class, least typical "
@@ -41,7 +41,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--exclude-contexts", default=",".join(EXCLUDED_CONTEXTS), metavar="A,B",
         help="icon contexts to skip (default %(default)s; empty: none)",
     )
-    icons.add_argument("--workers", type=int, default=1, metavar="N", help="rasterising processes (default %(default)s)")
+    icons.add_argument("--workers", type=count(1), default=1, metavar="N", help="rasterising processes (default %(default)s)")
     icons.set_defaults(run=run_icons)
 
     emoji = commands.add_parser(
@@ -72,9 +72,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--wallpapers", default=",".join(map(str, WALLPAPER_ROOTS)), metavar="A,B",
         help="folders searched for wallpapers (default %(default)s; empty: none)",
     )
-    backgrounds.add_argument("--textures", type=int, default=200, metavar="N", help="generated textures to add (default %(default)s)")
-    backgrounds.add_argument("--size", type=int, default=512, metavar="PX", help="shorter side of the written images (default %(default)s)")
-    backgrounds.add_argument("--seed", type=int, default=0, help="texture seed (default %(default)s)")
+    backgrounds.add_argument("--textures", type=count(0), default=200, metavar="N", help="generated textures to add (default %(default)s)")
+    backgrounds.add_argument("--size", type=count(8), default=512, metavar="PX", help="shorter side of the written images (default %(default)s)")
+    backgrounds.add_argument("--seed", type=count(0, 2**32 - 1), default=0, help="texture seed (default %(default)s)")
     backgrounds.set_defaults(run=run_backgrounds)
 
     composite = commands.add_parser(

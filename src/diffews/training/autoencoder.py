@@ -83,12 +83,12 @@ class AEOptimOptions:
     mask_weight: float = option(2.0, "weight of the mask reconstruction loss relative to the images'")
 
     def check(self) -> None:
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        require(0 < self.learning_rate < math.inf, "learning_rate", "> 0 and finite", self.learning_rate)
         require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
         for name in ("batch_size", "max_steps"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         for name in ("kl_weight", "mask_weight"):
-            require(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+            require(0 <= getattr(self, name) < math.inf, name, ">= 0 and finite", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class AERunOptions:
     def check(self) -> None:
         require(self.save_every >= 1, "save_every", ">= 1", self.save_every)
         require(0 <= self.seed < 2**32, "seed", "in [0, 2**32)", self.seed)
-        require(self.threads is None or self.threads >= 1, "threads", "null or >= 1", self.threads)
+        require(self.threads is None or 1 <= self.threads <= 4096, "threads", "null or in 1..4096", self.threads)
 
 
 AE_SECTIONS: dict[str, type] = {"data": AEDataOptions, "model": AEModelOptions, "optim": AEOptimOptions, "run": AERunOptions}
@@ -227,6 +227,11 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
         errors = (decoded - inputs).abs().flatten(1).mean(dim=1)
         reconstruction = errors[: optim.batch_size].mean() + optim.mask_weight * errors[optim.batch_size :].mean()
         loss = reconstruction + optim.kl_weight * posterior.kl().mean()
+        if not torch.isfinite(loss):  # diverged: nothing after this is worth saving over the last good save
+            raise InputError(
+                f"the autoencoder diverged at step {step} (loss {loss.item()}); lower optim.learning_rate or the loss weights "
+                f"(the last save in {output / VAE_DIR}, if any, is from before)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
