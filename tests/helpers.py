@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,10 @@ def dead_writers_path(target: Path, suffix: str) -> Path:
     exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host, _, random = temporary_path(target, suffix).name[len(target.name) + 2 : -len(suffix)].split("-")
     return target.with_name(f".{target.name}.{host}-{exited.stdout.strip()}-{random}{suffix}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

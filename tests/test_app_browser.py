@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from helpers import free_port
 from PIL import Image
 
 pytest.importorskip("gradio")
@@ -41,12 +41,6 @@ if not CHROMIUM.is_file():
     if os.environ.get("CI"):
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason, allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 from diffews import DiffewSPipeline
 from diffews._testing import build_tiny_model
@@ -35,7 +35,7 @@ def test_bad_options_exit_2_before_starting(options, message, capsys, monkeypatc
     """An IPv6 --host passed the check and crashed the server's start (it builds http://HOST:PORT); an
     --examples folder without an example showed none, without a word."""
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    assert main(["app", "--model", "tiny-random", *options]) == 2
+    assert main(["app", "--model", "tiny-random", "--port", str(free_port()), *options]) == 2  # 7860 may be taken
     assert capsys.readouterr().err.strip() == message
 
 
@@ -48,10 +48,7 @@ def test_stopping_the_app_reports_the_signal_and_leaves_no_files(tmp_path):
 
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("GRADIO_TEMP_DIR", None)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "diffews.cli.main", "app", "--model", "tiny-random", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "diffews.cli.main", "app", "--model", "tiny-random", "--port", str(free_port())],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         for line in process.stdout:

@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -40,12 +41,6 @@ def truncated_copy(source: Path, target: Path, damaged: str) -> Path:
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     return broken
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def expect_error(capsys, args: list[str], message: str) -> str:
