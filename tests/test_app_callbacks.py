@@ -235,6 +235,18 @@ def test_render_at_the_extremes(pipe, pair, tmp_path):
     )
 
 
+def test_the_session_folder_holds_only_the_last_run(pipe, pair, tmp_path):
+    """A run of 3 queries then one of 1 left the 3 earlier masks beside the new one (the zip was right)."""
+    session = callbacks.Session()
+    callbacks.segment(pipe, session, [pair], QUERIES, batch_size=3)
+    callbacks.render(session, 0.25, "relative", tmp_path)
+    assert len(list(tmp_path.iterdir())) == 4
+    callbacks.segment(pipe, session, [pair], QUERIES[1:2], batch_size=1)
+    shown = callbacks.render(session, 0.25, "relative", tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gnome_dev_cdrom_audio_query_2_mask.png", "masks.zip"])
+    assert shown.mask_files == [tmp_path / "gnome_dev_cdrom_audio_query_2_mask.png"]
+
+
 def test_render_needs_results_and_a_valid_threshold(pipe, pair, tmp_path):
     with pytest.raises(InputError) as error:
         callbacks.render(callbacks.Session(), 0.5, "absolute", tmp_path)

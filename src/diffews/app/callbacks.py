@@ -320,6 +320,7 @@ def render_classes(session: Session, threshold: float, mode: str, folder: Path) 
         with out.write(LABELS_ZIP_NAME) as staged, zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in [*label_files, folder / COCO_NAME]:
                 archive.write(path, arcname=path.name)
+    _keep_only(folder, [*label_files, folder / COCO_NAME, folder / LABELS_ZIP_NAME])
     return Rendered(gallery, label_files, folder / LABELS_ZIP_NAME, folder / COCO_NAME, legend(names))
 
 
@@ -342,7 +343,17 @@ def render(session: Session, threshold: float, mode: str, folder: Path) -> Rende
         with out.write(ZIP_NAME) as staged, zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in mask_files:
                 archive.write(path, arcname=path.name)
+    _keep_only(folder, [*mask_files, folder / ZIP_NAME])
     return Rendered(gallery, mask_files, folder / ZIP_NAME)
+
+
+def _keep_only(folder: Path, files: list[Path]) -> None:
+    """Delete the files of the session's own `folder` that the last render did not write (an earlier run's
+    masks for other queries), so the folder holds what the page shows."""
+    keep = {path.name for path in files}
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def render_results(session: Session, threshold: float, mode: str, folder: Path) -> Rendered:
