@@ -11,7 +11,6 @@ import torch
 
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
-from ..io import missing_folders, remove_created_folders
 from ..modeling.mask_decoder import MaskDecoderConfig, check_mask_decoder_target, save_mask_decoder
 from .common import add_model_options, check_resolution_flag, load_model_from_args, output_path
 
@@ -74,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = evaluate_mask_decoder(model, decoder, count=args.eval_masks, resolution=args.resolution, seed=args.seed + 1)
     metrics.update(decode_speedup(model, decoder, args.resolution or model.config.resolution))
-    created = missing_folders(out.parent)
-    try:
-        path = save_mask_decoder(decoder, out, metrics)
-    except BaseException:
-        remove_created_folders(created)
-        raise
+    path = save_mask_decoder(decoder, out, metrics)
     print(
         f"mask decoder IoU vs the full VAE decoder: mean {metrics['iou_vs_vae_decoder']:.4f}, "
         f"min {metrics['min_iou_vs_vae_decoder']:.4f}, mean |p - p_vae| {metrics['mean_abs_probability_error']:.4f} "

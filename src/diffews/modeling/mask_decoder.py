@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import InputError
-from ..io import check_parent_folders
+from ..io import check_parent_folders, missing_folders, remove_created_folders
 from .weights import read_safetensors_file, save_safetensors
 
 FORMAT = "diffews-mask-decoder"
@@ -76,11 +76,17 @@ class MaskDecoder(nn.Module):
 
 
 def save_mask_decoder(decoder: MaskDecoder, path: str | Path, metrics: dict[str, float] | None = None) -> Path:
-    """Write `decoder` as one safetensors file (atomically); its config and `metrics` go into the metadata."""
+    """Write `decoder` as one safetensors file (atomically); its config and `metrics` go into the metadata.
+    If the write fails or is interrupted, the folders it created for the file are removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = missing_folders(path.parent)
     metadata = {"format": FORMAT, "config": json.dumps(asdict(decoder.config)), "metrics": json.dumps(metrics or {})}
-    return save_safetensors(decoder.state_dict(), path, metadata)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_safetensors(decoder.state_dict(), path, metadata)
+    except BaseException:
+        remove_created_folders(created)
+        raise
 
 
 def check_mask_decoder_target(path: str | Path) -> None:
