@@ -98,13 +98,15 @@ def _drawn_inverted(mask: Image.Image) -> bool:
     """Whether a palette mask shows index 0 (background) light and every foreground index it uses dark: a
     black-and-white drawing saved with white first in its palette, which the index rule reads inverted."""
     palette = mask.getpalette() or []
-    used = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, IGNORE_INDEX)]
 
     def light(index: int) -> bool:
         colour = palette[3 * index : 3 * index + 3]
         return len(colour) == 3 and max(colour) >= 128
 
-    return bool(used) and light(0) and not any(light(index) for index in used)
+    if not light(0):  # the usual palette mask (PASCAL's): decided without looking at the pixels
+        return False
+    used = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, IGNORE_INDEX)]
+    return bool(used) and not any(light(index) for index in used)
 
 
 def mask_to_image(masks: torch.Tensor) -> torch.Tensor:
