@@ -192,6 +192,14 @@ def check_parent_folders(path: Path) -> None:
         raise InputError(f"{existing}: is a file, not a folder; cannot write {path} inside it")
 
 
+def require_new_folder(path: Path, advice: str) -> None:
+    """`InputError` unless `path` can become a new folder: missing (not under a file) or an empty folder;
+    `advice` ends the message."""
+    check_parent_folders(path)
+    if path.exists() and not is_empty_folder(path):
+        raise InputError(f"{path}: already exists and is not an empty folder; {advice}")
+
+
 def remove_created_folders(folders: Iterable[Path]) -> None:
     """Remove folders a run created, deepest first, each only while empty (stops at the first that
     is not: it holds something the run did not write, or another process filled it again)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data import BENCHMARKS, get_benchmark, split_lists_folder
 from ..errors import InputError
-from ..io import check_parent_folders, is_empty_folder, replace_folder
+from ..io import replace_folder, require_new_folder
 from .common import output_path
 from .data_build import add_commands as add_build_commands
 
@@ -57,9 +57,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_splits(args: argparse.Namespace) -> int:
     benchmark = get_benchmark(args.benchmark)
     root, out = Path(args.root).expanduser(), Path(args.out).expanduser()
-    check_parent_folders(out)
-    if out.exists() and not is_empty_folder(out):  # never over files of the user's (nor a half-replaced set of lists)
-        raise InputError(f"{out}: already exists and is not an empty folder; split lists go into a new or empty --out")
+    require_new_folder(out, "split lists go into a new or empty --out")  # never over files of the user's
     lines: list[str] = []
     replace_folder(out, lambda folder: lines.extend(benchmark.write_split_lists(root, folder)), "write the split lists here")
     for line in lines:

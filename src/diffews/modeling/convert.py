@@ -20,7 +20,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError, first_line
-from ..io import check_parent_folders, is_empty_folder, replace_folder
+from ..io import is_empty_folder, replace_folder, require_new_folder
 from .card import render_card
 from .config import DiffewSConfig
 from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
@@ -194,12 +194,11 @@ def check_new_folder(out: str | Path, replace: bool = False) -> Path:
     """`out` (``~`` expanded) if `save_new_folder` may write it: missing or an empty folder, or with
     `replace` a diffews model folder; else `InputError`. Call it before a long conversion too."""
     out = Path(out).expanduser()
-    check_parent_folders(out)
-    if out.exists() and not is_empty_folder(out):
-        if not replace:
-            raise InputError(f"{out}: already exists and is not an empty folder; choose another --out")
+    if replace and out.exists() and not is_empty_folder(out):
         if not is_model_folder(out):
             raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")
+        return out
+    require_new_folder(out, "choose another --out")
     return out
 
 
