@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 
 from diffews import DiffewSPipeline, InputError
-from diffews._testing import build_tiny_model
 from diffews.app import callbacks
 from diffews.processing.images import load_image, load_mask
 from diffews.processing.thresholds import masks_at_sizes
@@ -22,11 +21,10 @@ SUPPORT_MASK = EXAMPLES / "support" / "gnome_dev_cdrom_audio_support_1_mask.png"
 QUERIES = [EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_1.jpg", EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_2.jpg", EXAMPLES / "query" / "gnome_dev_cdrom_audio_query_3.jpg"]
 
 
-@pytest.fixture(scope="module")
-def pipe() -> DiffewSPipeline:
-    pipeline = DiffewSPipeline(build_tiny_model(seed=0))
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+@pytest.fixture
+def pipe(tiny_pipeline) -> DiffewSPipeline:
+    """The session's tiny pipeline (conftest); these tests only read it."""
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
