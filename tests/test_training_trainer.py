@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from torch.utils.data import Dataset
 from safetensors.torch import load_file
 from training_fixtures import SquaresEpisodes, tiny_config
 
@@ -22,7 +23,8 @@ from diffews._testing import build_tiny_model
 from diffews.training import Trainer
 from diffews.training.checkpoints import latest_checkpoint
 from diffews.training.ema import EMAWeights
-from diffews.training.episodes import EpisodeSampler, ShotSampler
+from diffews.training.episodes import EpisodeSampler, RandomFlip, ShotSampler
+from diffews.training.state import TrainState
 
 
 def _unet_weights(checkpoint):
@@ -39,7 +41,7 @@ def test_loss_drops_on_learnable_episodes(tmp_path):
 
 def test_resume_after_a_kill_gives_the_same_weights(tmp_path, monkeypatch):
     """4 steps straight == 2 steps, killed in step 3, resumed from 'latest' for the rest (bitwise, CPU fp32)."""
-    options = dict(max_steps=4, checkpoint_every=2, gradient_accumulation_steps=2, shots=3, use_ema=True, ema_decay=0.9)
+    options = dict(max_steps=4, checkpoint_every=2, gradient_accumulation_steps=2, shots=3, use_ema=True, ema_decay=0.9, random_flip=0.5)
     data = SquaresEpisodes(8, 3)
     straight = Trainer(tiny_config(tmp_path / "straight", **options), train_dataset=data)
     straight.train()
@@ -228,6 +230,75 @@ def test_shot_sampler_cuts_support_and_covers_1_to_n():
     batch = {"support_images": torch.zeros(2, 3, 3, 4, 4), "support_masks": torch.zeros(2, 3, 1, 4, 4)}
     seen = {sampler.slice(batch)["support_masks"].shape[1] for _ in range(50)}
     assert seen == {1, 2, 3}
+
+
+def _flip_states(original: torch.Tensor, result: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (all but the last 3 axes): whether `result` is `original` mirrored, and whether it is `original`."""
+    return (result == original.flip(-1)).flatten(-3).all(-1), (result == original).flatten(-3).all(-1)
+
+
+def test_random_flip_mirrors_each_image_with_its_mask_on_draws_of_its_own():
+    generator = torch.Generator().manual_seed(0)
+    batch = {
+        "query_image": torch.randn(64, 2, 4, 6, generator=generator), "query_mask": torch.randn(64, 1, 4, 6, generator=generator),
+        "support_images": torch.randn(64, 3, 2, 4, 6, generator=generator),
+        "support_masks": torch.randn(64, 3, 1, 4, 6, generator=generator),
+    }
+    flipped = RandomFlip(0.5, seed=0).apply(batch)
+    mirrored = {}
+    for image_key, mask_key in RandomFlip.PAIRS:
+        image_mirrored, image_kept = _flip_states(batch[image_key], flipped[image_key])
+        mask_mirrored, mask_kept = _flip_states(batch[mask_key], flipped[mask_key])
+        assert torch.equal(image_mirrored, ~image_kept) and torch.equal(image_mirrored, mask_mirrored)
+        assert torch.equal(mask_mirrored, ~mask_kept)
+        mirrored[image_key] = image_mirrored
+    query, supports = mirrored["query_image"], mirrored["support_images"]
+    assert 0.3 < torch.cat([query, supports.flatten()]).float().mean() < 0.7
+    assert (supports != query[:, None]).any() and (supports[:, 0] != supports[:, 1]).any()  # draws of their own
+    assert RandomFlip(0.0, seed=0).apply(batch) is batch
+
+
+class MirroredEpisodes(Dataset):
+    """The episodes of `episodes` with every image and mask mirrored left to right."""
+
+    def __init__(self, episodes: Dataset) -> None:
+        self.episodes = episodes
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.episodes[index]
+        return {key: value.flip(-1) if isinstance(value, torch.Tensor) else value for key, value in item.items()}
+
+
+def test_random_flip_1_trains_exactly_as_on_mirrored_episodes(tmp_path):
+    data = SquaresEpisodes(8, 2)
+    runs = {
+        name: Trainer(tiny_config(tmp_path / name, **options), train_dataset=dataset)
+        for name, options, dataset in [("flip", {"random_flip": 1.0}, data), ("mirrored", {}, MirroredEpisodes(data)), ("plain", {}, data)]
+    }
+    for trainer in runs.values():
+        trainer.train()
+    assert runs["flip"].loss_history == runs["mirrored"].loss_history
+    assert runs["flip"].loss_history != runs["plain"].loss_history
+
+
+def test_a_checkpoint_from_before_random_flip_resumes_with_a_fresh_flip_stream():
+    layer = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+
+    def state():
+        return TrainState(
+            unet=layer, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0), shots=ShotSampler(2, 0),
+            noise=torch.Generator().manual_seed(1), flips=RandomFlip(0.5, seed=2),
+        )
+
+    saved = state().state_dict()
+    del saved["rng"][0]["flips"]
+    resumed = state()
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.flips.generator.get_state(), RandomFlip(0.5, seed=2).generator.get_state())
 
 
 def test_ema_follows_the_formula():

@@ -67,6 +67,10 @@ class DataOptions:
         False, "encode each training image and mask once with the frozen VAE and train from the stored posteriors "
         "(same loss, no per-step VAE cost; memory: 2 x 8 x (resolution/8)^2 floats per image)"
     )
+    random_flip: float = option(
+        0.0, "probability of mirroring each training image left to right with its mask (the query and each support "
+        "on their own draws; with cache_latents, the stored posteriors are mirrored); 0: never"
+    )
 
     def check(self) -> None:
         benchmark = BENCHMARKS[self.benchmark]
@@ -79,6 +83,7 @@ class DataOptions:
         require(self.train_episodes is None or self.train_episodes >= 1, "train_episodes", "null or >= 1", self.train_episodes)
         require(self.train_images_per_class is None or self.train_images_per_class >= 2, "train_images_per_class", "null or >= 2", self.train_images_per_class)
         require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
+        require(0 <= self.random_flip <= 1, "random_flip", "a probability in 0..1", self.random_flip)
 
 
 @dataclass(frozen=True)

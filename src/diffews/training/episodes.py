@@ -72,6 +72,34 @@ class ShotSampler:
         return {**batch, "support_images": batch["support_images"][:, :shots], "support_masks": batch["support_masks"][:, :shots]}
 
 
+class RandomFlip:
+    """Mirrors training images left to right with their masks, each with probability `probability`.
+
+    The query and every support shot of every episode get a draw of their own, so a support may
+    face the other way from its query. The draws come from the flip's own generator (seeded by
+    `seed`), whose state a checkpoint keeps; with probability 0 nothing is drawn.
+    """
+
+    PAIRS = (("query_image", "query_mask"), ("support_images", "support_masks"))
+
+    def __init__(self, probability: float, seed: int) -> None:
+        self.probability = probability
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def apply(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`batch` with each chosen image and its mask mirrored along their last (width) axis."""
+        if self.probability == 0:
+            return batch
+        mirrored = dict(batch)
+        for image_key, mask_key in self.PAIRS:
+            image = batch[image_key]
+            chosen = torch.rand(image.shape[:-3], generator=self.generator) < self.probability
+            chosen = chosen[..., None, None, None].to(image.device)
+            for key in (image_key, mask_key):
+                mirrored[key] = torch.where(chosen, batch[key].flip(-1), batch[key])
+        return mirrored
+
+
 def check_episode(item: dict, max_shots: int) -> None:
     """Raise `InputError` unless a dataset item has the contract's keys and at least `max_shots` shots."""
     missing = [key for key in EPISODE_KEYS if key not in item]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .ema import EMAWeights
-from .episodes import ShotSampler
+from .episodes import RandomFlip, ShotSampler
 
 
 @dataclass
@@ -23,6 +23,7 @@ class TrainState:
         unet: the UNet being trained (stored as plain safetensors, loadable on its own).
         optimizer, scheduler: the optimizer and its learning-rate schedule.
         shots: draws each micro-batch's shot count K.
+        flips: mirrors training images (``data.random_flip``).
         noise: the generator of the training noise and latent samples, on `device`.
         ema: the weight average (main process, when EMA is on), else None.
         scaler: the fp16 gradient scaler, else None.
@@ -37,6 +38,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     shots: ShotSampler
     noise: torch.Generator
+    flips: RandomFlip
     ema: EMAWeights | None = None
     scaler: Any = None
     device: torch.device = torch.device("cpu")
@@ -45,8 +47,11 @@ class TrainState:
     num_processes: int = 1
 
     def rng_state(self) -> dict[str, torch.Tensor]:
-        """This process's random number generator states (torch, shot count, noise, CUDA)."""
-        state = {"torch": torch.get_rng_state(), "shots": self.shots.generator.get_state(), "noise": self.noise.get_state()}
+        """This process's random number generator states (torch, shot count, noise, flips, CUDA)."""
+        state = {
+            "torch": torch.get_rng_state(), "shots": self.shots.generator.get_state(), "noise": self.noise.get_state(),
+            "flips": self.flips.generator.get_state(),
+        }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state(self._cuda_device())
         return state
@@ -88,6 +93,8 @@ class TrainState:
         torch.set_rng_state(rng["torch"])
         self.shots.generator.set_state(rng["shots"])
         self.noise.set_state(rng["noise"])
+        if "flips" in rng:  # checkpoints written before data.random_flip have no flip state (and drew no flips)
+            self.flips.generator.set_state(rng["flips"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"], self._cuda_device())
         self.step = int(state["step"])

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -42,7 +43,7 @@ from .checkpoints import (
 )
 from .config import ModelOptions, TrainConfig
 from .ema import EMAWeights
-from .episodes import EpisodeSampler, ShotSampler, build_dataset, check_episode, collate_training
+from .episodes import EpisodeSampler, RandomFlip, ShotSampler, build_dataset, check_episode, collate_training
 from .export import MODEL_DIR, export_model
 from .posteriors import PosteriorEpisodes
 from .state import TrainState
@@ -209,6 +210,7 @@ class Trainer:
             scheduler=scheduler,
             shots=ShotSampler(config.data.shots, config.run.seed),
             noise=torch.Generator(device=accelerator.device).manual_seed(config.run.seed + 1 + accelerator.process_index),
+            flips=RandomFlip(config.data.random_flip, _stream_seed(config.run.seed, "flips", accelerator.process_index)),
             ema=EMAWeights(model.unet, config.ema.ema_decay) if config.ema.use_ema and accelerator.is_main_process else None,
             scaler=accelerator.scaler,
             device=accelerator.device,
@@ -228,7 +230,7 @@ class Trainer:
         accelerator, optim, state = self.accelerator, self.config.optim, self.state
         losses = []
         for _ in range(optim.gradient_accumulation_steps):
-            batch = state.shots.slice(next(self._batches))
+            batch = state.flips.apply(state.shots.slice(next(self._batches)))
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(self._step_module):
                 loss = self._step_module(batch, state.noise, self.config.precision.sample_latents)
@@ -467,6 +469,12 @@ class Trainer:
         name = "constant_with_warmup" if optim.lr_scheduler == "constant" else optim.lr_scheduler
         return get_scheduler(name, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=optim.max_steps)
 
+
+
+def _stream_seed(seed: int, stream: str, process_index: int) -> int:
+    """A seed for one named random stream of one process, independent of the run's other streams."""
+    entropy = [seed, process_index, *stream.encode()]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:
