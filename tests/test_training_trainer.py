@@ -143,6 +143,27 @@ def test_an_interrupted_resume_removes_only_its_own_logs(tmp_path, monkeypatch):
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def test_a_failed_run_removes_only_what_appeared_in_its_own_folders(tmp_path, monkeypatch):
+    """Another program writing into the output folder meanwhile (a second run's folder inside it, a note)
+    keeps its files when this run fails before its first checkpoint; the run's logs go."""
+    output_dir = tmp_path / "runs"
+    original = Trainer.step
+
+    def others_write_then_interrupted(self):
+        (output_dir / "fold1" / "checkpoints").mkdir(parents=True)
+        (output_dir / "fold1" / "checkpoints" / "state.json").write_text("{}")
+        (output_dir / "notes.txt").write_text("mine")
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "step", others_write_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny_config(output_dir, max_steps=2, tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
+    assert sorted(p.relative_to(output_dir).as_posix() for p in output_dir.rglob("*")) == [
+        "fold1", "fold1/checkpoints", "fold1/checkpoints/state.json", "notes.txt",
+    ]
+
+
 def test_ema_switched_on_at_resume_starts_from_the_resumed_weights(tmp_path, caplog):
     data = SquaresEpisodes(4, 2)
     Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2), train_dataset=data).train()

@@ -133,10 +133,13 @@ class Trainer:
         """Train (resuming if asked), export the model; returns the exported folder.
 
         A run that fails or is interrupted before it has written a checkpoint leaves the output folder
-        as it found it (the tracker's logs of the run removed); after one, its checkpoints let it resume.
+        as it found it (what appeared in its ``logs/``, ``checkpoints/`` and ``model/`` removed; anything
+        else there, such as another run's folder inside it, is never touched); after one, its
+        checkpoints let it resume.
         """
         output_dir = Path(self.config.checkpointing.output_dir).expanduser()
-        before, checkpoints = TreeSnapshot(output_dir), set(complete_checkpoints(output_dir))
+        before = [TreeSnapshot(output_dir / name) for name in (LOGS, CHECKPOINTS, MODEL_DIR)]
+        checkpoints = set(complete_checkpoints(output_dir))
         try:
             return self._train()
         except BaseException:
@@ -144,18 +147,19 @@ class Trainer:
                 self._undo_outputs(before)
             raise
 
-    def _undo_outputs(self, before: TreeSnapshot) -> None:
-        """Close the trackers and remove what the failed run created (main process); a failure to do
-        so is logged, never raised over the run's own error."""
+    def _undo_outputs(self, before: list[TreeSnapshot]) -> None:
+        """Close the trackers and remove what the failed run created in its own folders (main process);
+        a failure to do so is logged, never raised over the run's own error."""
         from accelerate import PartialState
 
         try:
             if getattr(self, "accelerator", None) is not None:
                 self.accelerator.end_training()
             if PartialState().is_main_process:
-                before.remove_new()
+                for snapshot in before:  # the output folder itself goes with the last, if the run created it
+                    snapshot.remove_new()
         except Exception as error:  # the run's own error is the one to report
-            logger.warning("could not remove the failed run's outputs from %s: %s", before.root, error)
+            logger.warning("could not remove the failed run's outputs from %s: %s", before[0].root.parent, error)
 
     def _train(self) -> Path:
         self.setup()
@@ -483,8 +487,6 @@ def _flat_config(config: TrainConfig) -> dict[str, Any]:
 
 
 def _log_panels(accelerator, name: str, panels: list, step: int) -> None:
-    import numpy as np
-
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.log_images({name: np.stack(panels)}, step=step, dataformats="NHWC")
