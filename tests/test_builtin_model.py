@@ -81,3 +81,16 @@ def test_a_damaged_installation_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(builtin, "MODELS_ROOT", tmp_path)
     with pytest.raises(InputError, match=f"^{DEFAULT_MODEL}: the built-in model's files are missing from {tmp_path / DEFAULT_MODEL}; reinstall diffews$"):
         DiffewSPipeline.from_pretrained()
+
+
+def test_the_shipped_folds_hold_out_exactly_the_model_cards_classes_and_the_examples_class():
+    """docs/learning/iconbench-folds pins fold 0 for rebuilding the benchmark (`--folds-from`): it must be the
+    card's held-out list, or a rebuild would score the built-in model on classes it trained on."""
+    from diffews.data.composite import read_description
+
+    card = (builtin.builtin_folder() / "README.md").read_text()
+    listed = card.split("Held-out (fold 0) classes, never seen in training (196):\n", 1)[1].split("\n", 1)[0]
+    held_out = [name.strip("`") for name in listed.split(", ")]
+    folds = read_description(EXAMPLES.parent / "docs" / "learning" / "iconbench-folds")["folds"]
+    assert len(held_out) == 196 and sorted(folds[0]) == sorted(held_out)
+    assert "gnome-dev-cdrom-audio" in folds[0]  # the README examples' class (examples/SOURCES.md)
