@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -354,6 +355,7 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
         (["--resolution", "256"], "--resolution 256: --protocol authors uses --resolution 512; leave --resolution out"),
         (["--threshold-mode", "relative"], "--threshold-mode relative: --protocol authors uses --threshold-mode authors"),
         (["--score-size", "original"], "--score-size original: --protocol authors uses --score-size 512"),
+        (["--flip-queries"], "--flip-queries: --protocol authors evaluates as the authors did, without it"),
     ],
 )
 def test_authors_protocol_refuses_options_it_fixes(benchmarks, tmp_path, capsys, option, message):
@@ -407,10 +409,10 @@ def test_a_corrupt_image_read_by_a_worker_process_is_one_line(benchmarks, tmp_pa
     assert len(errors) == 1 and errors[0].startswith(f"error: {broken}") and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("content", ["[]", '"x"', '{"progress": 3}'])
+@pytest.mark.parametrize("content", [b"[]", b'"x"', b'{"progress": 3}', b"\xff\xfe\x00 not text"])
 def test_saved_progress_that_is_not_a_state_is_one_line(benchmarks, tmp_path, capsys, content):
     root, _ = benchmarks
-    (tmp_path / "report.json.partial.json").write_text(content)
+    (tmp_path / "report.json.partial.json").write_bytes(content)
     assert evaluate(root, tmp_path / "report.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
     assert error_lines(capsys) == [f"error: {tmp_path / 'report.json.partial.json'}: unreadable saved progress; delete it to start over"]
 
@@ -425,3 +427,57 @@ def test_a_corrupt_image_met_mid_run_leaves_no_progress_or_folders(benchmarks, t
     assert evaluate(data, out, "--benchmark", "custom", "--batch-size", "1") == 2
     assert error_lines(capsys)[0].startswith(f"error: {broken}")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_folder_where_the_progress_goes_is_refused_and_kept(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    progress = tmp_path / "report.json.partial.json"
+    progress.mkdir()
+    (progress / "notes.txt").write_text("mine")
+    assert evaluate(root, tmp_path / "report.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
+    assert error_lines(capsys) == [f"error: {progress}: is not a file, where this evaluation keeps its progress; move it or choose another --out"]
+    assert (progress / "notes.txt").read_text() == "mine" and not (tmp_path / "report.json").exists()
+
+
+def test_an_unwritable_report_folder_is_refused_before_the_model_loads(benchmarks, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    import diffews.cli.evaluate as evaluate_cli
+
+    root, _ = benchmarks
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(evaluate_cli, "load_inference_pipeline", lambda *args: pytest.fail("the model loaded"))
+    assert evaluate(root, folder / "sub" / "r.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2") == 2
+    assert error_lines(capsys) == [f"error: {folder}: cannot write there (Permission denied); choose another --out"]
+    assert list(folder.iterdir()) == []
+
+
+def test_a_mask_that_does_not_fit_its_image_is_refused_not_stretched(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    data = tmp_path / "custom"
+    shutil.copytree(root / "custom", data)
+    with Image.open(data / "cat" / "photo1.jpg") as image:
+        width, height = image.size
+    Image.new("L", (width * 2, height // 2), 255).save(data / "cat" / "photo1_mask.png")
+    assert evaluate(tmp_path / "custom", tmp_path / "r.json", "--benchmark", "custom") == 2
+    expected = f"error: {data / 'cat' / 'photo1.jpg'}: its mask of class 'cat': {width * 2}x{height // 2} does not fit its image, {width}x{height}"
+    assert error_lines(capsys) == [expected]
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("args", [["--seed", "-1"], ["--save-vis", "-2"]])
+def test_negative_counts_are_argument_errors(benchmarks, tmp_path, capsys, args):
+    root, _ = benchmarks
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(root, tmp_path / "r.json", "--benchmark", "pascal", "--fold", "0", *args)
+    assert exit_info.value.code == 2 and "must be at least 0" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

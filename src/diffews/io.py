@@ -192,6 +192,19 @@ def check_parent_folders(path: Path) -> None:
         raise InputError(f"{existing}: is a file, not a folder; cannot write {path} inside it")
 
 
+def check_writable(folder: Path, advice: str) -> None:
+    """`InputError` unless a file can be created in `folder`, or, while it does not exist, in the nearest
+    existing folder it would be created in; creates nothing. `advice` ends the message."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise InputError(f"{existing}: is a file, not a folder; {advice}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise InputError(f"{existing}: cannot write there ({error.strerror or error}); {advice}") from None
+
+
 def require_new_folder(path: Path, advice: str) -> None:
     """`InputError` unless `path` can become a new folder: missing (not under a file) or an empty folder;
     `advice` ends the message."""

@@ -15,6 +15,7 @@ from ..evaluation.evaluate import (
     DEFAULT_SCORE_SIZE,
     EvaluationSettings,
     authors_protocol,
+    check_report_target,
     format_table,
     progress_path,
     run_evaluation,
@@ -26,8 +27,8 @@ from ..modeling.config import MAX_RESOLUTION
 from ..modeling.oi2m import OI2M_TIMESTEP
 from ..processing.images import PREPROCESSING
 from .common import (
-    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
-    output_path,
+    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, count,
+    load_inference_pipeline, output_path,
 )
 
 DESCRIPTION = """\
@@ -90,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="episodes per fold, or 'all': one per image of the split (each image once, so every class is scored; "
         "COCO and LVIS draw each episode's class) (default 1000; FSS-1000 and custom folders: all)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="episode seed (default 0, as the authors)")
+    parser.add_argument("--seed", type=count(0), default=0, help="episode seed (default 0, as the authors)")
     parser.add_argument(
         "--protocol", choices=["diffews", "authors"], default="diffews",
         help="authors: the authors' evaluation exactly (fixes --resolution, --score-size, --threshold, --threshold-mode "
@@ -126,7 +127,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="encode every distinct image and support mask once and reuse the latents across episodes "
         "(same numbers up to rounding; much faster where test images recur as supports)",
     )
-    parser.add_argument("--save-vis", type=int, default=0, metavar="N", help="also write N side-by-side panels into <report>_vis/")
+    parser.add_argument("--save-vis", type=count(0), default=0, metavar="N", help="also write N side-by-side panels into <report>_vis/")
     parser.set_defaults(run=run)
 
 
@@ -169,6 +170,24 @@ def check_protocol(args: argparse.Namespace) -> None:
         if value is not None and value != AUTHORS_PROTOCOL[name]:
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: --protocol authors uses {option} {AUTHORS_PROTOCOL[name]}; leave {option} out")
+    for option, given in (("--flip-queries", args.flip_queries), ("--mask-decoder", args.mask_decoder)):
+        if given:
+            raise InputError(f"{option}: --protocol authors evaluates as the authors did, without it; leave {option} out")
+
+
+MODEL_ONLY_FLAGS = {
+    "flip_queries": None, "mask_decoder": None, "cache_latents": False, "compile": False, "channels_last": False,
+    "dtype": "auto", "device": "auto",
+}
+"""Flags that set how a model runs, with their defaults: a baseline has no model, so `--baseline` refuses them."""
+
+
+def check_baseline_flags(args: argparse.Namespace) -> None:
+    """`InputError` when --baseline meets a flag that only a model uses (it would be silently ignored)."""
+    for name, default in MODEL_ONLY_FLAGS.items():
+        if getattr(args, name) != default:
+            option = "--" + name.replace("_", "-")
+            raise InputError(f"{option}: a baseline has no model to run; leave {option} out with --baseline")
 
 
 def episode_count(text: str) -> int | str:
@@ -204,8 +223,13 @@ def run(args: argparse.Namespace) -> int:
         DiffewSConfig().thresholding(args.threshold, args.threshold_mode)
     except ValueError as error:
         raise InputError(f"--threshold: {error}") from None
+    fold_label = args.fold if args.fold is not None else "all"
+    ways = f"{args.ways}way" if args.ways > 1 else ""
+    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{ways}{args.shots}shot.json").expanduser()
+    check_report_target(out, args.save_vis)  # before the model loads
     processes = launched_processes()
     if args.baseline is not None:
+        check_baseline_flags(args)
         if args.resolution is None and args.protocol != "authors":
             raise InputError("--baseline needs --resolution (the working resolution of the model it is compared with)")
         predictor, name = BASELINES[args.baseline](), f"baseline {args.baseline}"
@@ -213,14 +237,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.model = args.model or DEFAULT_MODEL
         pipe = load_inference_pipeline(args, processes)
-        if args.protocol == "authors":
-            pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP)
+        if args.protocol == "authors":  # their OI2M step, and none of ours: a model's own flip_queries is off
+            pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP, flip_queries=False)
         predictor = CachedLatentsPredictor(pipe) if args.cache_latents else pipe
         name, resolution = args.model, args.resolution or pipe.resolution
     split = args.split or get_benchmark(args.benchmark).default_split
-    fold_label = args.fold if args.fold is not None else "all"
-    ways = f"{args.ways}way" if args.ways > 1 else ""
-    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{ways}{args.shots}shot.json")
     settings = EvaluationSettings(
         args.benchmark, args.root, split, args.shots, args.episodes, args.seed, resolution, score_size,
         args.threshold, args.threshold_mode, args.splits, args.trust_pickle_splits, args.support, args.preprocessing or "diffews",

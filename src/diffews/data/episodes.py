@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..modeling.config import check_resolution
-from ..processing.images import MASK_NEAREST, PREPROCESSING, preprocess_image, resize_mask
+from ..processing.images import MASK_NEAREST, PREPROCESSING, check_mask_shape, preprocess_image, resize_mask
 from .source import FewShotSplit
 
 ORIGINAL = "original"
@@ -127,6 +127,8 @@ class EpisodeDataset(Dataset):
         """The target of `class_id` in `key` at the size of its `image`."""
         target = self.split.target(key, class_id)
         if target.shape != (image.height, image.width):
+            label = f"{self.split.image_path(key)}: its mask of class {self.split.class_names[class_id]!r}"
+            check_mask_shape(target.shape, (image.height, image.width), label)
             target = resize_mask(target, (image.height, image.width))[0].to(torch.uint8).numpy()
         return target
 

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_dataset, collate_episodes
 from ..distributed import PeerFailed, Processes
 from ..errors import InputError, one_line_errors
-from ..io import OutputFolder, check_replaceable, missing_folders, remove_created_folders, write_text
+from ..io import OutputFolder, check_replaceable, check_writable, missing_folders, remove_created_folders, write_text
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
@@ -304,9 +304,10 @@ def resolved(settings: EvaluationSettings, predictor: Predictor) -> EvaluationSe
 
 
 def check_report_target(report_path: Path, save_vis: int = 0) -> None:
-    """`InputError` unless the report (and the `save_vis` panels beside it) may be written: the report
-    is new or an earlier diffews evaluation report, never a folder or a user's file; the panels'
-    folder is new, or holds nothing by those names but diffews panels."""
+    """`InputError` unless the report (and the `save_vis` panels beside it) may be written: its folder
+    accepts files; the report is new or an earlier diffews evaluation report, never a folder or a
+    user's file; the panels' folder is new, or holds nothing by those names but diffews panels."""
+    check_writable(report_path.parent, "choose another --out")
     if report_path.is_dir():
         raise InputError(f"{report_path}: is a folder; the report is a JSON file, give --out a file name")
     if report_path.exists() and not _is_evaluation_report(report_path):
@@ -377,11 +378,13 @@ def _resume_state(report_path: Path, header: dict[str, Any], processes: Processe
             )
     partial_path = progress_path(report_path, processes)
     header = {**header, "shards": {"processes": processes.count, "batch_size": batch_size}} if processes.count > 1 else header
+    if partial_path.exists() and not partial_path.is_file():
+        raise InputError(f"{partial_path}: is not a file, where this evaluation keeps its progress; move it or choose another --out")
     if not partial_path.is_file():
         return {**header, "progress": {}}
     try:
         state = json.loads(partial_path.read_text())
-    except json.JSONDecodeError:
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
         state = None
     if not isinstance(state, dict) or not isinstance(state.get("progress"), dict):
         raise InputError(f"{partial_path}: unreadable saved progress; delete it to start over")
