@@ -69,7 +69,8 @@ class DataOptions:
     )
     random_flip: float = option(
         0.0, "probability of mirroring each training image left to right with its mask (the query and each support "
-        "on their own draws; with cache_latents, the stored posteriors are mirrored); 0: never"
+        "on their own draws; with cache_latents, the stored posteriors are mirrored, close to but not the posteriors of "
+        "mirrored images); 0: never"
     )
 
     def check(self) -> None:
