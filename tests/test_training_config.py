@@ -61,6 +61,7 @@ def test_option_names_are_unique_across_sections():
         ("model:\n  resolution: 500\n", "resolution must be a multiple of 8 from 8 to 2048, got 500"),
         ("data:\n  shots: null\n", "shots must not be null"),
         ("run:\n  seed: -1\n", "seed must be in [0, 2**32), got -1"),
+        ("data:\n  benchmark: coco\nvalidation:\n  val_split: test\n", "val_split must be one of trn, val for COCO-20i, got 'test'"),
         ("data:\n  random_flip: 1.5\n", "random_flip must be a probability in 0..1, got 1.5"),
         ("data:\n  random_flip: .nan\n", "random_flip must be a probability in 0..1, got nan"),
         ("optim: [1, 2]\n", "section 'optim' must be a mapping, got list"),

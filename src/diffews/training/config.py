@@ -285,6 +285,13 @@ class TrainConfig(SectionedConfig):
     checkpointing: CheckpointOptions = field(default_factory=CheckpointOptions)
     run: RunOptions = field(default_factory=RunOptions)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        benchmark = BENCHMARKS[self.data.benchmark]
+        split = self.validation.val_split
+        if self.validation.val_every:  # found now, not after the model loads and the training set is encoded
+            require(split in benchmark.splits, "val_split", f"one of {', '.join(benchmark.splits)} for {benchmark.title}", split)
+
     def changes_for_resume(self, saved: TrainConfig) -> list[str]:
         """``"name: saved -> now"`` for every option that differs from `saved` (the config a checkpoint was
         written with) and would change the run's trajectory, i.e. is not in `RESUME_MAY_CHANGE`."""
