@@ -93,7 +93,10 @@ class CompositeSplit(FolderSplit):
 
     Labelled copies (``diffews data composite --label-distractors``) of pictures drawn for a class
     the split does not use are left out, so a fold's training never sees a held-out class's pictures.
+    Its masks are written at their pictures' size, so one that does not fit is refused.
     """
+
+    strict_mask_shapes = True
 
     def __init__(self, split: str, fold: int | None, image_root: Path, class_names: list[str], same_source_fraction: float) -> None:
         kept = {*class_names, None}  # None: an image of its own class

@@ -104,9 +104,11 @@ class FolderSplit(FewShotSplit):
 
 class PhotoFolderSplit(FolderSplit):
     """A custom-layout split: users' own photos, whose masks are drawn on the picture as a viewer shows it,
-    so images and masks are read with their EXIF orientation applied (as `diffews segment` reads inputs)."""
+    so images and masks are read with their EXIF orientation applied (as `diffews segment` reads inputs);
+    a mask that does not fit its picture is refused, as `diffews segment` refuses it."""
 
     exif_orientation = True
+    strict_mask_shapes = True
 
 
 def layout(root: Path) -> tuple[Path, Path]:
