@@ -327,11 +327,12 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
     root, _ = benchmarks
     tiny_model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model/diffews_config.json").read_text())
-    (tmp_path / "model/diffews_config.json").write_text(json.dumps({**config, "timestep": 5, "threshold": 0.6}))
+    (tmp_path / "model/diffews_config.json").write_text(json.dumps({**config, "timestep": 5, "threshold": 0.6, "flip_queries": True}))
     seen = []
 
     def record(predictor, batch, threshold, threshold_mode, sizes=None):
-        seen.append((predictor.pipe.model.config.timestep, threshold_mode, batch["query_image"].shape[-1], batch["query_target"].shape[-1]))
+        model_config = predictor.pipe.model.config
+        seen.append((model_config.timestep, model_config.flip_queries, threshold_mode, batch["query_image"].shape[-1], batch["query_target"].shape[-1]))
         return perfect_predictions(predictor, batch, threshold, threshold_mode)
 
     monkeypatch.setattr(evaluate_module, "predict", record)
@@ -344,8 +345,8 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
         "scoring": "512x512, ground truth resized with nearest",
     }
     assert {key: settings[key] for key in expected} == expected
-    timestep, mode, image_size, target_size = seen[0]
-    assert timestep == 1 and mode == "authors" and image_size == 512 and target_size == 512
+    timestep, flip_queries, mode, image_size, target_size = seen[0]
+    assert timestep == 1 and not flip_queries and mode == "authors" and image_size == 512 and target_size == 512
     assert "threshold 0.25 (authors); working resolution 512, authors preprocessing; t = 1" in capsys.readouterr().out
 
 
@@ -356,6 +357,7 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
         (["--threshold-mode", "relative"], "--threshold-mode relative: --protocol authors uses --threshold-mode authors"),
         (["--score-size", "original"], "--score-size original: --protocol authors uses --score-size 512"),
         (["--flip-queries"], "--flip-queries: --protocol authors evaluates as the authors did, without it"),
+        (["--mask-decoder", "decoder.safetensors"], "--mask-decoder: --protocol authors evaluates as the authors did, without it"),
     ],
 )
 def test_authors_protocol_refuses_options_it_fixes(benchmarks, tmp_path, capsys, option, message):
@@ -472,6 +474,22 @@ def test_a_mask_that_does_not_fit_its_image_is_refused_not_stretched(benchmarks,
     expected = f"error: {data / 'cat' / 'photo1.jpg'}: its mask of class 'cat': {width * 2}x{height // 2} does not fit its image, {width}x{height}"
     assert error_lines(capsys) == [expected]
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_published_benchmarks_mask_of_another_shape_is_resized_onto_its_image(benchmarks, tmp_path):
+    """FSS-1000 ships a few masks that are not its images' 224x224; its reference evaluation resizes them."""
+    from diffews.data import build_episode_dataset
+
+    root, written = benchmarks
+    shutil.copytree(root / "FSS-1000", tmp_path / "FSS-1000")
+    dataset = build_episode_dataset(
+        "fss", str(tmp_path), "test", None, 1, resolution=64, episodes=None, seed=0, splits=str(written["fss_splits"])
+    )
+    key, class_id = dataset.split.pairs[0]
+    image_path, mask_path = dataset.split.files[key]
+    with Image.open(image_path) as image, Image.open(mask_path) as mask:
+        mask.resize((image.width * 2, image.height)).save(mask_path)
+    assert dataset.working_pair(key, class_id)[1].shape == (1, 64, 64)
 
 
 @pytest.mark.parametrize("args", [["--seed", "-1"], ["--save-vis", "-2"]])

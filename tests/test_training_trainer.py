@@ -315,8 +315,13 @@ def test_a_checkpoint_from_before_random_flip_resumes_with_a_fresh_flip_stream()
             noise=torch.Generator().manual_seed(1), flips=RandomFlip(0.5, seed=2),
         )
 
-    saved = state().state_dict()
-    del saved["rng"][0]["flips"]
+    running = state()
+    torch.rand(5, generator=running.flips.generator)  # flips drawn before the save
+    saved = running.state_dict()
+    resumed = state()
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.flips.generator.get_state(), running.flips.generator.get_state())
+    del saved["rng"][0]["flips"]  # a checkpoint written before data.random_flip existed
     resumed = state()
     resumed.load_state_dict(saved)
     assert torch.equal(resumed.flips.generator.get_state(), RandomFlip(0.5, seed=2).generator.get_state())

@@ -195,7 +195,9 @@ def check_parent_folders(path: Path) -> None:
 def check_writable(folder: Path, advice: str) -> None:
     """`InputError` unless a file can be created in `folder`, or, while it does not exist, in the nearest
     existing folder it would be created in; creates nothing. `advice` ends the message."""
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is None:  # a relative path whose working folder was deleted
+        raise InputError(f"{folder}: no existing folder to write in; {advice}")
     if not existing.is_dir():
         raise InputError(f"{existing}: is a file, not a folder; {advice}")
     try:

@@ -95,7 +95,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protocol", choices=["diffews", "authors"], default="diffews",
         help="authors: the authors' evaluation exactly (fixes --resolution, --score-size, --threshold, --threshold-mode "
-        "and --preprocessing; see above); diffews (default): the options below",
+        "and --preprocessing; see above; refuses --flip-queries and --mask-decoder, and a model's own flip_queries is off); "
+        "diffews (default): the options below",
     )
     parser.add_argument(
         "--score-size", default=None, metavar="S",
@@ -170,8 +171,8 @@ def check_protocol(args: argparse.Namespace) -> None:
         if value is not None and value != AUTHORS_PROTOCOL[name]:
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option} {value}: --protocol authors uses {option} {AUTHORS_PROTOCOL[name]}; leave {option} out")
-    for option, given in (("--flip-queries", args.flip_queries), ("--mask-decoder", args.mask_decoder)):
-        if given:
+    for option, value in (("--flip-queries", args.flip_queries), ("--mask-decoder", args.mask_decoder)):
+        if value:
             raise InputError(f"{option}: --protocol authors evaluates as the authors did, without it; leave {option} out")
 
 

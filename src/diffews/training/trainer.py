@@ -156,7 +156,7 @@ class Trainer:
             if getattr(self, "accelerator", None) is not None:
                 self.accelerator.end_training()
             if PartialState().is_main_process:
-                for snapshot in before:  # the output folder itself goes with the last, if the run created it
+                for snapshot in before:  # the output folder goes too, if the run created it, once it is empty
                     snapshot.remove_new()
         except Exception as error:  # the run's own error is the one to report
             logger.warning("could not remove the failed run's outputs from %s: %s", before[0].root.parent, error)
