@@ -87,10 +87,13 @@ def test_the_shipped_folds_hold_out_exactly_the_model_cards_classes_and_the_exam
     """docs/learning/iconbench-folds pins fold 0 for rebuilding the benchmark (`--folds-from`): it must be the
     card's held-out list, or a rebuild would score the built-in model on classes it trained on."""
     from diffews.data.composite import read_description
+    from diffews.data.synthesize import first_word
 
     card = (builtin.builtin_folder() / "README.md").read_text()
     listed = card.split("Held-out (fold 0) classes, never seen in training (196):\n", 1)[1].split("\n", 1)[0]
     held_out = [name.strip("`") for name in listed.split(", ")]
     folds = read_description(EXAMPLES.parent / "docs" / "learning" / "iconbench-folds")["folds"]
     assert len(held_out) == 196 and sorted(folds[0]) == sorted(held_out)
+    families = [{first_word(name) for name in fold} for fold in folds]
+    assert all(not families[i] & families[j] for i in range(4) for j in range(i + 1, 4))  # no near-namesake across folds
     assert "gnome-dev-cdrom-audio" in folds[0]  # the README examples' class (examples/SOURCES.md)
