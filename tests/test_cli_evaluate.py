@@ -214,6 +214,25 @@ def test_data_check_reports_counts(benchmarks, capsys):
     assert "VOC2012/JPEGImages: 40 found, ok" in out and "val masks: 20 found, ok" in out and "complete" in out
 
 
+def test_data_check_finds_custom_masks_that_do_not_fit_their_images(benchmarks, tmp_path, capsys):
+    root, _ = benchmarks
+    shutil.copytree(root / "custom", tmp_path / "custom")
+    mask = tmp_path / "custom" / "dog" / "photo2_mask.png"
+    with Image.open(mask.with_name("photo2.jpg")) as image:
+        width, height = image.size
+    Image.new("L", (height, width), 255).save(mask)  # drawn on the picture turned a quarter
+    photo = tmp_path / "custom" / "cat" / "photo0.jpg"  # a photo shown turned (EXIF), its mask drawn as shown: fits
+    with Image.open(photo) as image:
+        exif = image.getexif()
+        exif[0x0112] = 6
+        image.save(photo, exif=exif)
+    Image.new("L", (height, width), 255).save(photo.with_name("photo0_mask.png"))
+    assert main(["data", "check", "custom", str(tmp_path / "custom")]) == 2
+    out = capsys.readouterr().out
+    assert "class cat: 3 found, ok" in out
+    assert f"class dog: 3 found, MISSING 1 mask(s) that do not fit their images (first: {mask}: {height}x{width} does not fit its image, {width}x{height}" in out
+
+
 def test_data_check_names_what_is_missing(benchmarks, tmp_path, capsys):
     root, _ = benchmarks
     shutil.copytree(root / "COCO2014", tmp_path / "COCO2014")

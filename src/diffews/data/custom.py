@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..processing.images import IMAGE_SUFFIXES, open_image_file
+from ..processing.images import IMAGE_SUFFIXES, check_mask_shape, open_image_file, shown_size
 from ..processing.masks import IGNORE_INDEX, pil_mask_to_array
 from .source import SPLITS as ALL_SPLITS
 from .source import Benchmark, CheckItem, FewShotSplit, require_dir
@@ -141,10 +141,24 @@ def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
     items = []
     for name in class_folders(image_root):
         try:
-            items.append(CheckItem(f"class {name}", len(scan_class(image_root / name, mask_root / name))))
+            pairs = scan_class(image_root / name, mask_root / name)
+            misfits = [problem for problem in map(_shape_problem, pairs.values()) if problem]
         except InputError as error:
             items.append(CheckItem(f"class {name}", 0, str(error)))
+            continue
+        problem = f"{len(misfits)} mask(s) that do not fit their images (first: {misfits[0]})" if misfits else None
+        items.append(CheckItem(f"class {name}", len(pairs) - len(misfits), problem))
     return items or [CheckItem("class folders", 0, f"none under {image_root}")]
+
+
+def _shape_problem(pair: tuple[Path, Path]) -> str | None:
+    """Why a mask cannot cover its image as both are shown (evaluate and train refuse such a pair), or None."""
+    image, mask = pair
+    try:
+        check_mask_shape(shown_size(mask), shown_size(image), str(mask))
+    except InputError as error:
+        return str(error)
+    return None
 
 
 BENCHMARK = Benchmark(NAME, "custom folders", SPLITS, 0, open_split, check, test_episodes=None)

@@ -183,6 +183,18 @@ def preprocess_image(image: Image.Image, size: tuple[int, int], preprocessing: s
     return resize_image(image_to_tensor(image), size)
 
 
+def shown_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file as a viewer shows it (its EXIF orientation applied), read from its
+    header without decoding the pixels; one-line `InputError` for a file that is not an image."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # a quarter turn
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise InputError(f"{path}: cannot read image ({error})") from None
+    return (width, height) if turned else (height, width)
+
+
 def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], label: str) -> None:
     """`InputError` unless a mask of ``(H, W)`` `mask_size` can cover an image of `image_size`: the
     same aspect ratio within 1 % (any scale; it is resized onto the image)."""
