@@ -474,17 +474,57 @@ def test_full_disk_at_a_checkpoint_names_the_file_and_keeps_the_previous_one(tmp
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_full_disk_at_the_export_names_the_folder_and_leaves_no_partial_export(tmp_path, monkeypatch, capsys):
+def test_full_disk_met_by_the_safetensors_writer_names_the_checkpoint_file(tmp_path, monkeypatch, capsys):
+    """safetensors reports a full disk as its own error, which save_safetensors turns into a message naming the
+    staged file: the checkpoint's message names the checkpoint's file instead, as for any other write."""
+    from safetensors import SafetensorError
+
+    from diffews.modeling import weights
+
+    args = train_cli(tmp_path, monkeypatch, max_steps=3, checkpoint_every=1)
+    original = weights.save_file
+
+    def disk_full_at_step_2(tensors, path, metadata=None):
+        if ".step-00000002." in str(path):
+            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+        original(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(weights, "save_file", disk_full_at_step_2)
+    assert main(args) == 2
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert only_error_line(capsys) == (
+        f"error: {checkpoint}/unet.safetensors: cannot write (Error while serializing: No space left on device (os error 28)); "
+        "checkpoint step-00000002 was not saved"
+    )
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["step-00000001"]
+
+
+@pytest.mark.parametrize("writer", ["os", "safetensors"])
+def test_full_disk_at_the_export_names_the_folder_and_leaves_no_partial_export(tmp_path, monkeypatch, capsys, writer):
+    """The disk fills while the model is exported: reported by the OS, or by safetensors' own writer as its error."""
+    from safetensors import SafetensorError
+
+    from diffews.modeling import weights
+
     args = train_cli(tmp_path, monkeypatch, max_steps=1)
+    if writer == "os":
+        def disk_full(self, path):
+            (Path(path) / "unet").mkdir(parents=True)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def disk_full(self, path):
-        (Path(path) / "unet").mkdir(parents=True)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(DiffewSModel, "save_pretrained", disk_full)
+    else:
+        original = weights.save_file
 
-    monkeypatch.setattr(DiffewSModel, "save_pretrained", disk_full)
+        def disk_full(tensors, path, metadata=None):  # the checkpoint is written; the export is not
+            if "checkpoints" not in Path(path).parts:
+                raise SafetensorError("No space left on device (os error 28)")
+            original(tensors, path, metadata=metadata)
+
+        monkeypatch.setattr(weights, "save_file", disk_full)
     assert main(args) == 2
     run = tmp_path / "run"
-    assert only_error_line(capsys) == f"error: {run / 'model'}: cannot export the model (No space left on device); the checkpoints hold the trained weights"
+    assert only_error_line(capsys) == f"error: {run / 'model'}: cannot export the model (No space left on device{'' if writer == 'os' else ' (os error 28)'}); the checkpoints hold the trained weights"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]
     assert latest_checkpoint(run).name == "step-00000001"
 

@@ -15,6 +15,18 @@ class InputError(ValueError):
     """
 
 
+class WriteError(InputError):
+    """A file could not be written (a full disk, permissions): ``"<path>: cannot write (<detail>)"``.
+
+    `detail` is kept apart, so that a caller writing `path` in a staging folder can name the file
+    the user will look for instead.
+    """
+
+    def __init__(self, path: object, detail: str) -> None:
+        super().__init__(f"{path}: cannot write ({detail})")
+        self.detail = detail
+
+
 def one_line(error: InputError) -> InputError:
     """`error` as the one line it was raised with.
 

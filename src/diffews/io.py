@@ -38,7 +38,7 @@ from PIL import Image, PngImagePlugin
 from safetensors import SafetensorError
 
 from .distributed import Processes
-from .errors import InputError, first_line
+from .errors import InputError, WriteError, first_line
 from .processing.images import IMAGE_SUFFIXES
 
 logger = logging.getLogger("diffews")
@@ -431,9 +431,9 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
         empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
         with _writing_new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
-    except (OSError, SafetensorError) as error:
+    except (OSError, SafetensorError, WriteError) as error:  # a WriteError names a staged file: name the target
         remove_created_folders(created)
-        detail = getattr(error, "strerror", None) or first_line(error)
+        detail = getattr(error, "detail", None) or getattr(error, "strerror", None) or first_line(error)
         raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
     except BaseException:  # an interrupt, or bad input met while writing
         remove_created_folders(created)

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..errors import InputError, first_line
+from ..errors import InputError, WriteError, first_line
 from ..io import atomic_write
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -161,7 +161,7 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dic
         with atomic_write(path) as staged:
             save_file({key: value.detach().contiguous().cpu() for key, value in tensors.items()}, staged, metadata=metadata)
     except SafetensorError as error:  # safetensors' own writer reports a full disk this way, not as OSError
-        raise InputError(f"{path}: cannot write ({first_line(error)})") from None
+        raise WriteError(path, first_line(error)) from None
     return path
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from ..errors import InputError
+from ..errors import InputError, WriteError, first_line
 from ..io import TEMP_SUFFIX, atomic_write, remove
 from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
 
@@ -175,8 +175,8 @@ def save_train_state(output_dir: str | Path, state: dict[str, Any], config_yaml:
         for name, save in files:
             try:
                 save(folder / name)
-            except (OSError, SafetensorError) as error:
-                detail = getattr(error, "strerror", None) or str(error).splitlines()[0]
+            except (OSError, SafetensorError, WriteError) as error:  # a WriteError names the staged file
+                detail = getattr(error, "detail", None) or getattr(error, "strerror", None) or first_line(error)
                 raise InputError(f"{final / name}: cannot write ({detail}); checkpoint {final.name} was not saved") from None
 
     try:
