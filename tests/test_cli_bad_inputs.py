@@ -106,6 +106,10 @@ def _rename_prompt(path: Path) -> None:
     save_file({"other": load_file(path)["prompt_embedding"]}, str(path))
 
 
+def _scalar_prompt(path: Path) -> None:
+    save_file({"prompt_embedding": load_file(path)["prompt_embedding"].flatten()[0].clone()}, str(path))
+
+
 @pytest.mark.parametrize(
     ("damaged", "damage", "message"),
     [
@@ -115,8 +119,19 @@ def _rename_prompt(path: Path) -> None:
         ("unet/config.json", _edit_json("cross_attention_dim", "abc"), "unet/config.json: cannot build the model it describes"),
         ("prompt_embedding.safetensors", _rename_prompt, "prompt_embedding.safetensors: holds no 'prompt_embedding' tensor"),
         ("diffews_config.json", lambda path: path.write_text("{not json"), "diffews_config.json: cannot read JSON"),
+        ("scheduler/scheduler_config.json", _set_json("some/repository"), "scheduler_config.json: not a scheduler config"),
+        ("scheduler/scheduler_config.json", _edit_json("beta_schedule", "nope"), "scheduler_config.json: cannot build the scheduler"),
+        ("scheduler/scheduler_config.json", _edit_json("num_train_timesteps", 0), "scheduler_config.json: cannot build the scheduler"),
+        ("unet/config.json", _edit_json("norm_num_groups", 0), "unet/config.json: cannot build the model it describes"),
+        ("prompt_embedding.safetensors", _scalar_prompt, "prompt_embedding.safetensors: prompt embedding must have shape (1, T, D)"),
+        ("diffews_config.json", _edit_json("resolution", 64.0), "diffews_config.json: resolution must be an integer, got 64.0"),
+        ("diffews_config.json", _edit_json("timestep", "x"), "diffews_config.json: timestep must be an integer, got 'x'"),
     ],
-    ids=["scheduler-missing", "scheduler-not-json", "unet-config-a-list", "unet-config-bad-value", "prompt-key-missing", "config-not-json"],
+    ids=[
+        "scheduler-missing", "scheduler-not-json", "unet-config-a-list", "unet-config-bad-value", "prompt-key-missing", "config-not-json",
+        "scheduler-a-string", "scheduler-bad-schedule", "scheduler-no-timesteps", "unet-zero-groups", "prompt-a-scalar",
+        "config-float-resolution", "config-string-timestep",
+    ],
 )
 def test_a_damaged_model_folder_is_one_line_naming_the_file(saved, tmp_path, capsys, damaged, damage, message):
     shutil.copytree(saved / "diffews", tmp_path / "model")

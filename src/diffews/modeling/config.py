@@ -57,7 +57,13 @@ class DiffewSConfig:
     flip_queries: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("resolution", "timestep"):  # a float or a string here fails much later, deep in torch
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
         check_resolution(self.resolution)
+        if self.timestep < 0:
+            raise ValueError(f"timestep must be >= 0, got {self.timestep}")
         if not isinstance(self.flip_queries, bool):
             raise ValueError(f"flip_queries must be true or false, got {self.flip_queries!r}")
         check_threshold(self.threshold, self.threshold_mode)

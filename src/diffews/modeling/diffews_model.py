@@ -66,13 +66,13 @@ class DiffewSModel(nn.Module):
         super().__init__()
         if not isinstance(unet.conv_in, RoutedInputConv):
             raise ValueError("the UNet has no support input convolution; build with DiffewSModel.from_components")
+        self.config = config if config is not None else DiffewSConfig()
+        check_prompt_embedding(prompt_embedding, self.config.prompt)
         if unet.config.cross_attention_dim != prompt_embedding.shape[-1]:
             raise ValueError(
                 f"prompt embedding width {prompt_embedding.shape[-1]} does not match the UNet's "
                 f"cross-attention width {unet.config.cross_attention_dim}"
             )
-        self.config = config if config is not None else DiffewSConfig()
-        check_prompt_embedding(prompt_embedding, self.config.prompt)
         self.vae = vae
         self.unet = unet
         self.register_buffer(PROMPT_KEY, prompt_embedding, persistent=False)
@@ -146,9 +146,11 @@ class DiffewSModel(nn.Module):
         if not scheduler_config.is_file():
             raise InputError(f"{scheduler_config}: missing; is this a DiffewS model folder?")
         scheduler_settings = read_json(scheduler_config)  # its own one-line error, naming the file
+        if not isinstance(scheduler_settings, dict):  # diffusers would take a string for a hub repository to download
+            raise InputError(f"{scheduler_config}: not a scheduler config (a JSON object of settings)")
         try:
             scheduler = DDIMScheduler.from_config(scheduler_settings)
-        except (TypeError, ValueError, AttributeError) as error:
+        except Exception as error:  # any bad value: diffusers raises whatever its arithmetic meets
             raise InputError(f"{scheduler_config}: cannot build the scheduler it describes ({_first_line(error)})") from None
         try:
             model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
@@ -355,7 +357,7 @@ def build_with_weights(cls: type, config: dict, state_dict: dict[str, torch.Tens
             module = cls.from_config(config)
             if support_channels is not None:
                 attach_support_conv(module, init_support_conv(module.conv_in))
-    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as error:
+    except Exception as error:  # any bad value: diffusers raises what it meets (a zero group count divides by zero)
         raise InputError(f"{source / 'config.json'}: cannot build the model it describes ({_first_line(error)})") from None
     try:
         module.load_state_dict(state_dict, strict=True, assign=True)

@@ -70,8 +70,8 @@ def empty_prompt_embedding(tokenizer: Any | None, text_encoder: nn.Module, padde
 
 def check_prompt_embedding(embedding: torch.Tensor, prompt: str) -> None:
     """Raise `ValueError` unless `embedding` (1, T, D) fits the `prompt` variant that names it."""
-    if embedding.ndim != 3 or embedding.shape[0] != 1:
-        raise ValueError(f"prompt embedding must have shape (1, T, D), got {tuple(embedding.shape)}")
+    if embedding.ndim != 3 or embedding.shape[0] != 1 or 0 in embedding.shape:
+        raise ValueError(f"prompt embedding must have shape (1, T, D) with T, D >= 1, got {tuple(embedding.shape)}")
     tokens = embedding.shape[1]
     if prompt != PROMPT_CONSTANT and (prompt == PROMPT_AUTHORS_EVAL) != (tokens == UNPADDED_TOKENS):
         raise ValueError(f"prompt embedding has {tokens} tokens, which does not fit prompt {prompt!r}")
