@@ -386,6 +386,26 @@ def test_download_refused_is_one_line(capsys, home, monkeypatch):
     expect_error(capsys, ["download", "coco-fold2"], "downloading coco_fold2/unet/ of zzzmmz/Diffews from ModelScope failed (ConnectionError: Failed to resolve host); clone")
 
 
+def test_a_lock_file_this_user_cannot_open_is_one_line(capsys, home, fake_fetch, monkeypatch):
+    def not_permitted(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(download_module.FileLock, "acquire", not_permitted)
+    expect_error(capsys, ["download", "incontext"], f"{home / 'models' / '.incontext.lock'}: cannot open the lock file (Permission denied)")
+    assert not (home / "models" / "incontext").exists()
+
+
+def test_no_home_folder_asks_for_diffews_home(monkeypatch, capsys):
+    from diffews.home import diffews_home
+
+    monkeypatch.delenv("DIFFEWS_HOME", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("Could not determine home directory."))))
+    with pytest.raises(InputError, match="^no home folder to keep downloads in: set DIFFEWS_HOME"):
+        diffews_home()
+    expect_error(capsys, ["download", "incontext"], "no home folder to keep downloads in: set DIFFEWS_HOME")
+
+
 def test_repository_with_another_layout_is_explained(capsys, home, monkeypatch, tmp_path):
     write_authors_clone(tmp_path / "remote", None, models={"coco_fold0": CLONE_MODELS["coco_fold0"]})
     monkeypatch.setitem(sys.modules, "modelscope", FakeModelscope(tmp_path / "remote"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import InputError
+
 HOME_ENV = "DIFFEWS_HOME"
 
 
@@ -21,4 +23,9 @@ def diffews_home() -> Path:
     """``$DIFFEWS_HOME``, else ``$XDG_CACHE_HOME/diffews``, else ``~/.cache/diffews`` (not created here)."""
     if os.environ.get(HOME_ENV):
         return Path(os.environ[HOME_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "diffews"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "diffews"
+    try:
+        return Path.home() / ".cache" / "diffews"
+    except RuntimeError:  # no HOME and no passwd entry for this user (some containers)
+        raise InputError(f"no home folder to keep downloads in: set {HOME_ENV} (or XDG_CACHE_HOME)") from None

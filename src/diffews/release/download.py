@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ..errors import InputError, first_line
-from ..home import diffews_home
+from ..home import HOME_ENV, diffews_home
 from ..io import is_empty_folder
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
@@ -96,10 +96,16 @@ def download_model(
         raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set DIFFEWS_HOME") from None
     lock = FileLock(models_dir() / f".{chosen.name}.lock")  # kept: removing a lock file lets a third process in beside the holder
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            report(f"{chosen.name}: another diffews process is converting it (lock {lock.lock_file}); waiting")
+            lock.acquire()
+    except OSError as error:  # e.g. a lock file another user left, which this user cannot open
+        raise InputError(
+            f"{lock.lock_file}: cannot open the lock file ({error.strerror or error}); if no diffews download runs, "
+            f"remove it, or set {HOME_ENV}"
+        ) from None
     try:
         if is_model_folder(target):
             _check_prompt(target, prompt)
