@@ -20,12 +20,17 @@ def benchmarks():
 
 
 def test_bench_inference_quick(benchmarks, tmp_path):
-    report = benchmarks("bench_inference").main(["--quick", "--json", str(tmp_path / "r.json")])
+    report = benchmarks("bench_inference").main(["--quick", "--dtypes", "float32", "bfloat16", "--json", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text())["arch"] == "tiny"
+    # the headline ratios: float32's from its own paths (timed in turns), bfloat16's from the two timed in turns
+    headline = report["headline"][0]
+    assert headline["dtype"] == "bfloat16" and headline["ratio"] == pytest.approx(
+        headline["bfloat16 cached queries_per_s"] / headline["float32 uncached queries_per_s"])
+    assert report["targets"]["throughput bfloat16 cached / float32 uncached (1 shot, largest batch)"] == headline["ratio"]
     assert {r["path"] for r in report["paths"]} == {"uncached", "cached"}
     assert {r["option"] for r in report["options"]} >= {"default", "channels_last", "sdpa=math"}
     assert all(r["first_call_s"] > 0 for r in report["options"])
-    assert all(r["max_abs_diff"] <= 1e-5 for r in report["options"] if not r["option"].startswith("autocast"))
+    assert all(r["max_abs_diff"] <= 1e-5 for r in report["options"] if r["dtype"] == "float32" and not r["option"].startswith("autocast"))
     stages = [r["stage"] for r in report["components"]]
     assert stages[-1] == "one cached query" and "VAE decode" in stages
     assert report["components"][-1]["gflop"] > 0
