@@ -386,6 +386,22 @@ def test_download_refused_is_one_line(capsys, home, monkeypatch):
     expect_error(capsys, ["download", "coco-fold2"], "downloading coco_fold2/unet/ of zzzmmz/Diffews from ModelScope failed (ConnectionError: Failed to resolve host); clone")
 
 
+def test_a_link_where_a_converted_model_goes_is_refused_before_any_download_or_conversion(capsys, home, fake_fetch, clone, tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "incontext").symlink_to(tmp_path / "elsewhere")
+    expect_error(capsys, ["download", "incontext"], f"{home / 'models' / 'incontext'}: is a symbolic link; give the folder it points to")
+    assert fake_fetch == []
+    root, _ = clone
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "incontext").symlink_to(tmp_path / "elsewhere")
+    expect_error(
+        capsys, ["convert", "--authors", str(root), "--out", str(tmp_path / "out"), "--variant", "incontext"],
+        f"{tmp_path / 'out' / 'incontext'}: is a symbolic link; give the folder it points to",
+    )
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
 def test_a_lock_file_this_user_cannot_open_is_one_line(capsys, home, fake_fetch, monkeypatch):
     def not_permitted(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied")

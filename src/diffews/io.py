@@ -207,10 +207,18 @@ def check_writable(folder: Path, advice: str) -> None:
         raise InputError(f"{existing}: cannot write there ({error.strerror or error}); {advice}") from None
 
 
+def refuse_link(target: Path) -> None:
+    """`InputError` if the output folder `target` is a symbolic link: outputs are written beside it and
+    moved into its place, which would replace the link, not fill the folder it points to."""
+    if target.is_symlink():
+        raise InputError(f"{target}: is a symbolic link; give the folder it points to ({os.path.realpath(target)})")
+
+
 def require_new_folder(path: Path, advice: str) -> None:
-    """`InputError` unless `path` can become a new folder: missing (not under a file) or an empty folder;
-    `advice` ends the message."""
+    """`InputError` unless `path` can become a new folder: missing (not under a file) or an empty folder,
+    not a symbolic link; `advice` ends the message."""
     check_parent_folders(path)
+    refuse_link(path)
     if path.exists() and not is_empty_folder(path):
         raise InputError(f"{path}: already exists and is not an empty folder; {advice}")
 
@@ -362,8 +370,7 @@ def new_folder(target: str | Path) -> Iterator[Path]:
 
 def _writing_new_folder(target: Path) -> contextlib.AbstractContextManager[Path]:
     """`new_folder` without its error translation: the checks, then the staging context."""
-    if target.is_symlink():
-        raise InputError(f"{target}: is a symbolic link; give the folder it points to ({os.path.realpath(target)})")
+    refuse_link(target)
     existing = target.is_dir()
     if _exists(target) and not is_empty_folder(target):
         raise InputError(f"{target}: already exists and is not an empty folder; choose a new output folder")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..io import check_parent_folders, is_empty_folder
+from ..io import check_parent_folders, is_empty_folder, refuse_link
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
 )
@@ -49,6 +49,8 @@ def convert_clone(
     targets = {name: out / name for name in unets}
     for target in targets.values():  # all checked before the first conversion
         check_parent_folders(target)
+        if not is_model_folder(target):  # a link to a model is read, never written
+            refuse_link(target)
         if target.exists() and not is_empty_folder(target) and not is_model_folder(target):
             raise InputError(f"{target}: exists and is not a diffews model folder; move it or choose another --out")
     todo = [name for name, target in targets.items() if overwrite or not is_model_folder(target)]

@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 
 from ..errors import InputError, first_line
 from ..home import HOME_ENV, diffews_home
-from ..io import is_empty_folder
+from ..io import is_empty_folder, refuse_link
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
 )
@@ -124,6 +124,7 @@ def download_model(
 
 def _check_cache_entry(target: Path) -> None:
     """`InputError` if `target`, the cache's place for a model not converted yet, holds anything else."""
+    refuse_link(target)  # found now, not after the download and conversion
     if target.exists() and not is_empty_folder(target):
         raise InputError(
             f"{target}: holds files that are not a diffews model, where 'diffews download' keeps this one; move them, "
