@@ -273,3 +273,41 @@ def test_the_trainer_gives_deepspeed_its_batch_size_and_clipping_and_refuses_to_
     assert trainer.accelerator.options["gradient_accumulation_steps"] == 2  # DeepSpeed's "auto" takes accelerate's
     with pytest.raises(InputError, match="resuming is not supported under DeepSpeed"):
         trainer._resume(tmp_path / "checkpoints" / "step-00000002")
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two': expected an integer >= 1"),
+        ({"RANK": "5"}, "RANK='5': expected an integer 0..1"),
+        ({"MASTER_PORT": "abc"}, "MASTER_PORT='abc': expected an integer 1..65535"),
+    ],
+)
+def test_bad_launcher_variables_are_one_line(monkeypatch, variables, message):
+    from diffews.distributed import launched_processes
+    from diffews.errors import InputError
+
+    launch = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", **variables}
+    for name, value in launch.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(InputError, match=f"^{message}; start the run with accelerate launch or torchrun$"):
+        launched_processes()
+
+
+def test_a_taken_port_is_one_line(monkeypatch):
+    """Rank 0 serves the rendezvous on MASTER_PORT: another program holding it is named in one line."""
+    import torch.distributed as dist
+
+    from diffews.distributed import launched_processes
+    from diffews.errors import InputError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        launch = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        for name, value in launch.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(InputError, match=rf"^process 1 of 2: cannot join the run's processes at 127.0.0.1:{port} \("):
+            launched_processes()
+    assert not dist.is_initialized()

@@ -87,20 +87,39 @@ class Processes:
         return merged.cpu()
 
 
+def _launch_number(name: str, low: int, high: int | None = None, default: int | None = None) -> int:
+    """The launcher's integer variable `name`, checked to lie in ``low..high``; `InputError` naming it otherwise."""
+    text = os.environ.get(name) or (str(default) if default is not None else "")
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        expected = f"{low}..{high}" if high is not None else f">= {low}"
+        raise InputError(f"{name}={text!r}: expected an integer {expected}; start the run with accelerate launch or torchrun")
+    return value
+
+
 def launched_processes() -> Processes:
     """The processes of this run as a launcher set them up (joining their process group on first
     call), or ``Processes()`` when this process was not launched as one of several."""
-    count = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    count = _launch_number("WORLD_SIZE", 1, default=1)
     if count <= 1:
         return Processes()
     missing = [name for name in LAUNCH_VARIABLES if not os.environ.get(name)]
     if missing:
         raise InputError(f"WORLD_SIZE={count} but the launcher did not set {', '.join(missing)}: start the run with accelerate launch or torchrun")
-    processes = Processes(int(os.environ["RANK"]), count, int(os.environ["LOCAL_RANK"]))
+    rank, local_rank = _launch_number("RANK", 0, count - 1), _launch_number("LOCAL_RANK", 0)
+    _launch_number("MASTER_PORT", 1, 65535)
+    processes = Processes(rank, count, local_rank)
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
+        try:
+            dist.init_process_group("gloo", rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
+        except (RuntimeError, ValueError) as error:  # e.g. the address's port taken by another program
+            address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+            raise InputError(f"{processes}: cannot join the run's processes at {address} ({first_line(error)})") from None
     if processes.local_rank < torch.cuda.device_count():  # "cuda" (kernels, generators) means this process's GPU
         torch.cuda.set_device(processes.local_rank)
     return processes
