@@ -5,6 +5,8 @@ for each mixed-precision setting of the trainer.
     python benchmarks/train_step.py --full --mixed-precision no bf16 fp16   # SD-2.1-sized random model at 512 px on CUDA
 
 Prints steps/s and peak GPU memory of each setting side by side, and their ratios; writes a JSON report.
+The two checkpointing settings of a precision are timed in turns (off, on, off, on, ...), so that load or clock
+changes hit both alike; each one's peak memory is its own (what it allocated above what was there before it was built).
 Each step runs as the trainer runs it: the UNet in float32 under autocast of the chosen dtype (a grad
 scaler for fp16), the frozen VAE cast to that dtype. Random weights cost the same as trained ones.
 """
@@ -13,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from _common import describe_device, print_table, timed, write_json
+from _common import describe_device, measure_alternating, print_table, write_json
 
 from diffews._testing import TINY_RESOLUTION, build_tiny_model
 from diffews.modeling import DiffewSModel
@@ -43,8 +46,12 @@ def build(full: bool, device: torch.device) -> tuple[DiffewSModel, int]:
     return build_tiny_model().to(device), TINY_RESOLUTION
 
 
-def measure(args: argparse.Namespace, precision: str, checkpointing: bool, device: torch.device) -> dict[str, Any]:
-    """Steps/s and peak GPU memory (GiB; None on CPU) of `args.steps` timed steps after the warm-up."""
+def prepare(args: argparse.Namespace, precision: str, checkpointing: bool, device: torch.device) -> tuple[Callable[[], None], float | None]:
+    """A training step of a new model with these settings, and its own peak GPU memory in GiB over the
+    warm-up steps (None on CPU): the peak above what was allocated before the model was built."""
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     model, size = build(args.full, device)
     dtype, half = MIXED_DTYPES[precision], precision != "no"
     cast_module(model.vae, dtype).eval()
@@ -69,14 +76,10 @@ def measure(args: argparse.Namespace, precision: str, checkpointing: bool, devic
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(args.warmup):
+    for _ in range(max(args.warmup, 1)):  # the optimizer's state exists from the first step on
         step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = sum(timed(step, device, args.steps, warmup=0))
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"mixed_precision": precision, "gradient_checkpointing": checkpointing, "steps_per_s": args.steps / seconds,
-            "ms_per_step": 1000 * seconds / args.steps, "peak_gib": peak}
+    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
+    return step, peak
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -84,10 +87,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = torch.device(args.device)
     rows = []
     for precision in args.mixed_precision:
-        off, on = (measure(args, precision, checkpointing, device) for checkpointing in (False, True))
+        prepared = {checkpointing: prepare(args, precision, checkpointing, device) for checkpointing in (False, True)}
+        times = measure_alternating({str(c): step for c, (step, _) in prepared.items()}, device, args.steps, warmup=0)
+        off, on = (
+            {"mixed_precision": precision, "gradient_checkpointing": c, "steps_per_s": 1 / times[str(c)]["median_s"],
+             "ms_per_step": 1000 * times[str(c)]["median_s"], "peak_gib": prepared[c][1]}
+            for c in (False, True)
+        )
         on["speed_vs_off"] = on["steps_per_s"] / off["steps_per_s"]
         on["memory_vs_off"] = on["peak_gib"] / off["peak_gib"] if off["peak_gib"] else None
         rows += [off, on]
+        del prepared
     name = f"SD-2.1-sized, {SD21_RESOLUTION} px" if args.full else f"tiny, {TINY_RESOLUTION} px"
     print(f"{name}, on {describe_device(device)}, 1 query + 1 shot per step, {args.steps} timed steps after {args.warmup}")
     print_table(rows, [("mixed_precision", "mixed precision", ""), ("gradient_checkpointing", "checkpointing", ""),

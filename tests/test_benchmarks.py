@@ -81,6 +81,7 @@ def test_train_step_quick(benchmarks, tmp_path):
     assert [(r["mixed_precision"], r["gradient_checkpointing"]) for r in rows] == [
         ("no", False), ("no", True), ("bf16", False), ("bf16", True)]
     assert all(r["steps_per_s"] > 0 and r["peak_gib"] is None for r in report["rows"])
+    assert all(r["speed_vs_off"] > 0 for r in report["rows"] if r["gradient_checkpointing"])  # the pair timed in turns
 
 
 def test_compare_devices_runs_the_examples(benchmarks, tmp_path):
