@@ -422,6 +422,16 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+WRITE_FAILURES = (OSError, SafetensorError, WriteError)
+"""What a failed write raises: the OS's error, safetensors' own (its writer reports a full disk so), or a
+`WriteError` (whose message names the staged file, not the one the user will look for)."""
+
+
+def write_failure(error: BaseException) -> str:
+    """Why a write failed (one of `WRITE_FAILURES`), without the path its message names."""
+    return getattr(error, "detail", None) or getattr(error, "strerror", None) or first_line(error)
+
+
 def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
     """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
     (`atomic_write`): readers see the old folder or the complete new one, never a half-written one.
@@ -438,10 +448,9 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
         empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
         with _writing_new_folder(target) if empty else atomic_write(target, folder=True) as staged:
             write(staged)
-    except (OSError, SafetensorError, WriteError) as error:  # a WriteError names a staged file: name the target
+    except WRITE_FAILURES as error:
         remove_created_folders(created)
-        detail = getattr(error, "detail", None) or getattr(error, "strerror", None) or first_line(error)
-        raise InputError(f"{target}: cannot {action} ({detail}){hint}") from None
+        raise InputError(f"{target}: cannot {action} ({write_failure(error)}){hint}") from None
     except BaseException:  # an interrupt, or bad input met while writing
         remove_created_folders(created)
         raise

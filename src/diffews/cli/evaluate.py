@@ -129,7 +129,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(same numbers up to rounding; much faster where test images recur as supports)",
     )
     parser.add_argument("--save-vis", type=count(0), default=0, metavar="N", help="also write N side-by-side panels into <report>_vis/")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, model_only_defaults={name: parser.get_default(name) for name in MODEL_ONLY_FLAGS})
 
 
 def parse_folds(benchmark: str, fold: str | None) -> list[int | None]:
@@ -176,16 +176,14 @@ def check_protocol(args: argparse.Namespace) -> None:
             raise InputError(f"{option}: --protocol authors evaluates as the authors did, without it; leave {option} out")
 
 
-MODEL_ONLY_FLAGS = {
-    "flip_queries": None, "mask_decoder": None, "cache_latents": False, "compile": False, "channels_last": False,
-    "dtype": "auto", "device": "auto",
-}
-"""Flags that set how a model runs, with their defaults: a baseline has no model, so `--baseline` refuses them."""
+MODEL_ONLY_FLAGS = ("flip_queries", "mask_decoder", "cache_latents", "compile", "channels_last", "dtype", "device")
+"""Flags that set how a model runs: a baseline has no model, so `--baseline` refuses them."""
 
 
 def check_baseline_flags(args: argparse.Namespace) -> None:
-    """`InputError` when --baseline meets a flag that only a model uses (it would be silently ignored)."""
-    for name, default in MODEL_ONLY_FLAGS.items():
+    """`InputError` when --baseline meets a flag that only a model uses (it would be silently ignored);
+    `args.model_only_defaults` holds the parser's defaults of `MODEL_ONLY_FLAGS`."""
+    for name, default in args.model_only_defaults.items():
         if getattr(args, name) != default:
             option = "--" + name.replace("_", "-")
             raise InputError(f"{option}: a baseline has no model to run; leave {option} out with --baseline")

@@ -44,14 +44,15 @@ def resolve_model_dir(
         raise InputError(f"{path}: expected a model folder, found a file")
     from huggingface_hub import snapshot_download
 
-    try:
-        if marker is not None and not (Path(snapshot_download(str(name_or_path), allow_patterns=[marker])) / marker).is_file():
-            raise InputError(f"{name_or_path}: no such local folder, and the hub repository {name_or_path} has no {marker}; {alternatives}")
-        return Path(snapshot_download(str(name_or_path), allow_patterns=allow_patterns))
-    except InputError:
-        raise
-    except Exception as error:  # every hub failure is reported as one line with its cause
-        raise InputError(f"{name_or_path}: no such local folder, and {hub_failure(str(name_or_path), error)}; {alternatives}") from error
+    def fetch(patterns: list[str]) -> Path:
+        try:
+            return Path(snapshot_download(str(name_or_path), allow_patterns=patterns))
+        except Exception as error:  # every hub failure is reported as one line with its cause
+            raise InputError(f"{name_or_path}: no such local folder, and {hub_failure(str(name_or_path), error)}; {alternatives}") from error
+
+    if marker is not None and not (fetch([marker]) / marker).is_file():
+        raise InputError(f"{name_or_path}: no such local folder, and the hub repository {name_or_path} has no {marker}; {alternatives}")
+    return fetch(allow_patterns)
 
 
 def hub_failure(repo_id: str, error: Exception) -> str:

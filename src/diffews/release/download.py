@@ -93,7 +93,7 @@ def download_model(
     try:
         models_dir().mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set DIFFEWS_HOME") from None
+        raise InputError(f"{models_dir()}: cannot create the model cache ({error.strerror or error}); set {HOME_ENV}") from None
     lock = FileLock(models_dir() / f".{chosen.name}.lock")  # kept: removing a lock file lets a third process in beside the holder
     try:
         try:
@@ -128,7 +128,7 @@ def _check_cache_entry(target: Path) -> None:
     if target.exists() and not is_empty_folder(target):
         raise InputError(
             f"{target}: holds files that are not a diffews model, where 'diffews download' keeps this one; move them, "
-            "or set DIFFEWS_HOME to another folder"
+            f"or set {HOME_ENV} to another folder"
         )
 
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 
-from ..errors import InputError, WriteError, first_line
-from ..io import TEMP_SUFFIX, atomic_write, remove
+from ..errors import InputError
+from ..io import TEMP_SUFFIX, WRITE_FAILURES, atomic_write, remove, write_failure
 from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
 
 CHECKPOINTS = "checkpoints"
@@ -175,9 +174,8 @@ def save_train_state(output_dir: str | Path, state: dict[str, Any], config_yaml:
         for name, save in files:
             try:
                 save(folder / name)
-            except (OSError, SafetensorError, WriteError) as error:  # a WriteError names the staged file
-                detail = getattr(error, "detail", None) or getattr(error, "strerror", None) or first_line(error)
-                raise InputError(f"{final / name}: cannot write ({detail}); checkpoint {final.name} was not saved") from None
+            except WRITE_FAILURES as error:
+                raise InputError(f"{final / name}: cannot write ({write_failure(error)}); checkpoint {final.name} was not saved") from None
 
     try:
         return write_checkpoint(output_dir, state["step"], write, keep)
