@@ -88,3 +88,11 @@ def test_page_has_no_telemetry_and_finds_the_shipped_examples(tmp_path):
     assert demo.analytics_enabled is False
     assert "random weights" in page_text(demo)
     assert "random weights" not in page_text(ui.build_app(pipe, "./trained", tmp_path))
+
+
+def test_segmenting_and_rethresholding_share_one_queue(tmp_path):
+    """Each writes the session's files and removes the others': Gradio gave each function a queue of its own."""
+    demo = ui.build_app(DiffewSPipeline(build_tiny_model()), "tiny-random", tmp_path)
+    writers = [fn for fn in demo.fns.values() if fn.name in ("run", "rethreshold")]
+    assert len(writers) == 3 and len({fn.concurrency_id for fn in writers}) == 1
+    assert all(fn.concurrency_limit == 1 for fn in writers)

@@ -227,3 +227,14 @@ def test_an_empty_out_is_refused_not_taken_as_the_current_folder(capsys, command
         main([*command, "--out", ""])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("argument --out: must not be empty")
+
+
+def test_an_image_with_a_damaged_exif_block_is_one_line(saved, tmp_path, capsys):
+    """Pillow reports a broken EXIF block (or PNG chunk) as SyntaxError, which was a traceback."""
+    from PIL import Image
+
+    query = tmp_path / "q.png"
+    Image.new("RGB", (16, 16)).save(query, exif=b"garbage!")
+    args = ["segment", "--model", str(saved / "diffews"), *SUPPORT, "--query", str(query), "--out", str(tmp_path / "out")]
+    expect_error(capsys, args, f"{query}: cannot read image (not a TIFF file")
+    assert not (tmp_path / "out").exists()

@@ -124,6 +124,16 @@ def test_truncated_query_jpeg_is_found_before_the_model_runs(files, capsys, monk
     assert not (files / "out").exists()
 
 
+def test_a_support_mask_that_does_not_fit_its_image_is_found_before_the_model_loads(files, capsys, monkeypatch):
+    Image.fromarray(box_mask(80, 60).astype(np.uint8) * 255).save(files / "s1.png")  # s1.jpg is 80 wide, 60 high
+    monkeypatch.setattr("diffews.cli.segment.load_inference_pipeline", lambda *a, **k: pytest.fail("the model was loaded"))
+    expect_error(capsys, segment_args(files), f"support mask 1 ({files}/s1.png): 60x80 does not fit its image, 80x60")
+    class_args = ["segment", "--model", "tiny-random", "--class", "cat", str(files / "s1.jpg"), str(files / "s1.png"),
+                  "--class", "dog", str(files / "s2.png"), str(files / "s2_mask.png"), "--query", str(files / "queries"), "--out", str(files / "out")]
+    expect_error(capsys, class_args, "60x80 does not fit its image, 80x60")
+    assert not (files / "out").exists()
+
+
 def test_output_folder_that_cannot_be_created(files, capsys):
     (files / "blocker").write_text("a file")
     expect_error(capsys, segment_args(files, out="blocker/sub"), "cannot write to output folder")

@@ -225,6 +225,15 @@ def test_coco_file_names_keep_the_sub_folders_of_queries_from_several_folders(fi
     assert [image["file_name"] for image in content["images"]] == ["a.jpg", "more/b.png"]
 
 
+def test_coco_file_names_are_the_names_given_not_their_links_targets(files, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (files / "queries" / "b.png").rename(elsewhere / "img.png")
+    (files / "queries" / "b.png").symlink_to(elsewhere / "img.png")  # a link into another folder tree
+    assert main(class_args(files, "--format", "coco")) == 0
+    content = json.loads((files / "out" / "annotations.json").read_text())
+    assert [image["file_name"] for image in content["images"]] == ["a.jpg", "b.png"]
+
+
 def test_names_file_with_a_byte_order_mark(tmp_path):
     from diffews.cli.class_supports import read_names
 

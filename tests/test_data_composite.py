@@ -15,6 +15,7 @@ from diffews.data import build_episode_dataset, open_split
 from diffews.data.composite import FIX, source_of
 from diffews.data.paste import OPAQUE, Pasted, paste_all
 from diffews.data.synthesize import assign_folds, deal_into, first_word, folds_like
+from diffews.errors import InputError
 
 SMALL = ["--size", "32", "--images-per-class", "4", "--eval-images-per-class", "3"]
 
@@ -219,6 +220,77 @@ def test_bad_options_exit_2_and_write_nothing(inputs, tmp_path, capsys, extra, m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("extra", [["--seed", "-1"], ["--workers", "0"]])
+def test_a_negative_seed_or_no_workers_is_refused_by_the_parser(inputs, tmp_path, capsys, extra):
+    with pytest.raises(SystemExit) as raised:
+        composite(inputs, tmp_path / "out", *extra)
+    assert raised.value.code == 2 and f"argument {extra[0]}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_negative_seed_is_refused_by_the_library_too(inputs, tmp_path):
+    from diffews.data.synthesize import CompositeOptions, build_composite
+
+    with pytest.raises(InputError, match=r"^--seed must be at least 0; got -1$"):
+        build_composite(*inputs, tmp_path / "out", CompositeOptions(seed=-1))
+
+
+def test_missing_parent_folders_of_the_output_are_created(inputs, built, tmp_path):
+    out = tmp_path / "new" / "deeper" / "bench"
+    assert composite(inputs, out, *BUILT) == 0
+    assert tree_files(out) == tree_files(built)
+
+
+def test_a_failed_build_removes_the_parent_folders_it_created(inputs, tmp_path, monkeypatch):
+    from diffews.data import synthesize
+
+    monkeypatch.setattr(synthesize, "_write_one", lambda job: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert composite(inputs, tmp_path / "new" / "bench") == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_folder_is_refused_before_the_cutouts_are_read(inputs, tmp_path, capsys, monkeypatch):
+    from diffews.data import synthesize
+
+    monkeypatch.setattr(synthesize, "find_cutouts", lambda objects: pytest.fail("read the cut-outs before checking --out"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert composite(inputs, tmp_path / "out") == 2
+    assert "already exists and is not an empty folder" in error_line(capsys)
+
+
+def test_hidden_backgrounds_are_skipped_and_a_non_image_is_refused_before_the_build(inputs, built, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    objects, backgrounds = inputs
+    shutil.copytree(backgrounds, tmp_path / "backgrounds")
+    (tmp_path / "backgrounds" / "._bg0.png").write_bytes(b"macOS metadata")  # AppleDouble files, as a copy from a Mac leaves
+    (tmp_path / "backgrounds" / ".thumbs").mkdir()
+    (tmp_path / "backgrounds" / ".thumbs" / "bg9.png").write_bytes(b"not an image either")
+    assert composite((objects, tmp_path / "backgrounds"), tmp_path / "out", *BUILT) == 0
+    assert tree_files(tmp_path / "out") == {
+        name: data.replace(str(backgrounds).encode(), str(tmp_path / "backgrounds").encode()) for name, data in tree_files(built).items()
+    }
+    bad = tmp_path / "backgrounds" / "bg1.png"
+    bad.write_bytes(b"not an image")
+    from diffews.data import synthesize
+
+    monkeypatch.setattr(synthesize, "_write_one", lambda job: pytest.fail("started the build"))
+    assert composite((objects, tmp_path / "backgrounds"), tmp_path / "out2") == 2
+    assert error_line(capsys).startswith(f"error: {bad}: cannot read image")
+
+
+def test_a_manifest_that_is_not_utf8_is_one_line(inputs, tmp_path, capsys):
+    import shutil
+
+    objects, backgrounds = inputs
+    shutil.copytree(objects, tmp_path / "objects")
+    (tmp_path / "objects" / "manifest.jsonl").write_bytes('{"file": "apple/ink__apple.png", "licence": "\xa9 ink"}\n'.encode("cp1252"))
+    assert composite((tmp_path / "objects", backgrounds), tmp_path / "out") == 2
+    assert error_line(capsys).startswith(f"error: {tmp_path / 'objects' / 'manifest.jsonl'}: cannot read it (")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_is_refused_and_left_alone(inputs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -281,7 +353,11 @@ def test_a_corrupt_cutout_is_one_line_naming_it_and_leaves_nothing(inputs, tmp_p
 
 @pytest.mark.parametrize(
     ("damage", "message"),
-    [("RGB", "cut-out without an alpha channel"), ("transparent", "cut-out with no visible pixel")],
+    [
+        ("RGB", "cut-out without an alpha channel"),
+        ("transparent", "cut-out with no visible pixel"),
+        ("faint", "cut-out with no visible pixel (its alpha is below 128 everywhere"),  # pasted, but its masks were empty
+    ],
 )
 def test_a_cutout_without_a_usable_alpha_is_one_line(inputs, tmp_path, capsys, damage, message):
     import shutil
@@ -291,7 +367,9 @@ def test_a_cutout_without_a_usable_alpha_is_one_line(inputs, tmp_path, capsys, d
     for bad in sorted((tmp_path / "objects").glob("*/*.png")):  # every cut-out, so the build must meet one
         with Image.open(bad) as image:
             rgba = image.convert("RGBA")
-        (rgba.convert("RGB") if damage == "RGB" else Image.new("RGBA", rgba.size)).save(bad)
+        if damage == "faint":
+            rgba.putalpha(OPAQUE - 1)
+        (rgba.convert("RGB") if damage == "RGB" else rgba if damage == "faint" else Image.new("RGBA", rgba.size)).save(bad)
     assert composite((tmp_path / "objects", backgrounds), tmp_path / "out", "--workers", "1") == 2
     assert message in error_line(capsys)
     assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +189,37 @@ def test_backgrounds_skip_unreadable_wallpapers_and_keep_one_named_like_a_textur
     assert "wrote 2 wallpapers and 1 textures" in capsys.readouterr().out
     assert sorted(tree_files(out)) == ["manifest.jsonl", "texture_0000.jpg", "texture_0000_2.jpg", "whole.jpg"]
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(walls / "cut.jpg")]
+
+
+def test_backgrounds_skip_a_wallpaper_they_may_not_read_and_create_the_output_parents(tmp_path, capsys, caplog, monkeypatch):
+    walls = tmp_path / "walls"
+    walls.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("open", "locked"):
+        Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8)).save(walls / f"{name}.png")
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path.name == "locked.png":  # chmod 000 does not stop root, who runs the tests in CI
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    out = tmp_path / "cutouts" / "backgrounds"  # docs/cutouts.md's commands, in a fresh checkout
+    with caplog.at_level("WARNING", logger="diffews.data.backgrounds"):
+        assert main(["data", "backgrounds", "--out", str(out), "--wallpapers", str(walls), "--textures", "1", "--size", "40"]) == 0
+    assert sorted(tree_files(out)) == ["manifest.jsonl", "open.jpg", "texture_0000.jpg"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [str(walls / "locked.png")]
+
+
+def test_an_output_folder_in_use_is_refused_before_the_themes_are_scanned(tmp_path, capsys, monkeypatch):
+    from diffews.data import icons
+
+    monkeypatch.setattr(icons, "choose_themes", lambda *args: pytest.fail("scanned the themes before checking --out"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["data", "icons", "--out", str(tmp_path / "out")]) == 2
+    assert "already exists and is not an empty folder" in error_line(capsys)
 
 
 @pytest.mark.parametrize(

@@ -317,3 +317,98 @@ def test_one_image_named_twice_is_one_query(tmp_path, monkeypatch):
     (tmp_path / "link.jpg").symlink_to(tmp_path / "q.jpg")
     monkeypatch.chdir(tmp_path)
     assert [str(p) for p in expand_image_paths(["q.jpg", str(tmp_path / "q.jpg"), "./q.jpg", "link.jpg"])] == ["q.jpg", "link.jpg"]
+
+
+def test_new_folder_creates_missing_parents_and_removes_them_on_failure(tmp_path):
+    with new_folder(tmp_path / "a" / "b" / "out") as staged:
+        (staged / "x.txt").write_text("x")
+    assert (tmp_path / "a" / "b" / "out" / "x.txt").read_text() == "x"
+    with pytest.raises(KeyboardInterrupt):
+        with new_folder(tmp_path / "c" / "d" / "out") as staged:
+            (staged / "x.txt").write_text("x")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_an_output_folder_that_cannot_be_written_leaves_no_folders(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    with pytest.raises(InputError, match=r"out: cannot write to output folder \(Permission denied\)$"):
+        OutputFolder(tmp_path / "new" / "out").__enter__()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raising KeyboardInterrupt, whatever this process inherited (a shell's `cmd &` ignores it)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_signal_held_back_is_delivered_when_the_block_ends(ctrl_c_raises):
+    import signal
+
+    from diffews.signals import deferred
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time_to_deliver = [i for i in range(100_000)]  # Python code runs: a pending handler would run here
+            finished = bool(time_to_deliver)
+    assert finished and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_while_a_failed_run_is_undone_lets_the_undo_finish(tmp_path, monkeypatch, ctrl_c_raises):
+    """A second signal mid-undo (a launcher's SIGTERM after a failure) stopped the rollback part-way."""
+    import signal
+
+    from diffews import io
+
+    out = tmp_path / "out"
+    with OutputFolder(out) as folder:
+        folder.save_image(image(1), "a.png")
+    earlier = (out / "a.png").read_bytes()
+    real_remove = io.remove
+
+    def interrupted_remove(path):
+        os.kill(os.getpid(), signal.SIGINT)
+        real_remove(path)
+
+    with pytest.raises(KeyboardInterrupt):
+        with OutputFolder(out) as folder:
+            folder.save_image(image(2), "a.png")
+            folder.save_image(image(3), "b.png")
+            monkeypatch.setattr(io, "remove", interrupted_remove)
+            raise RuntimeError("the run failed")
+    assert [p.name for p in out.iterdir()] == ["a.png"] and (out / "a.png").read_bytes() == earlier
+
+
+def test_an_existing_name_with_glob_characters_is_taken_as_it_is(tmp_path, monkeypatch):
+    from diffews.io import expand_image_paths
+
+    for name in ("img[1].png", "img1.png"):
+        image(0).save(tmp_path / name)
+    (tmp_path / "photos [2023]").mkdir()
+    image(0).save(tmp_path / "photos [2023]" / "q.png")
+    monkeypatch.chdir(tmp_path)
+    assert [str(p) for p in expand_image_paths(["img[1].png", "photos [2023]", "img[0-9].png"])] == [
+        "img[1].png", str(Path("photos [2023]") / "q.png"), "img1.png",
+    ]
+
+
+def test_a_name_too_long_to_stage_is_refused_before_the_run(tmp_path):
+    from diffews.io import NAME_MAX, check_replaceable
+
+    longest = NAME_MAX - len(temporary_path(tmp_path / "x", BACKUP_SUFFIX).name.encode()) + 1
+    check_replaceable(tmp_path, ["x" * longest])
+    with pytest.raises(InputError, match=r"name too long to write \(.* bytes.*give the input a shorter name$"):
+        check_replaceable(tmp_path, ["x" * (longest + 1)])

@@ -39,7 +39,8 @@ from safetensors import SafetensorError
 
 from .distributed import Processes
 from .errors import InputError, WriteError, first_line
-from .processing.images import IMAGE_SUFFIXES
+from .processing.images import IMAGE_READ_ERRORS, IMAGE_SUFFIXES
+from .signals import deferred
 
 logger = logging.getLogger("diffews")
 
@@ -47,6 +48,8 @@ STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS
 """Write errors of the storage, not of the program (full disk, quota, file too large, read-only file
 system): reported in one line like bad input, once the run has undone its partial outputs."""
 
+NAME_MAX = 255
+"""Longest file name, in bytes, that Linux file systems (ext4, XFS, btrfs) accept."""
 TEMP_SUFFIX = ".tmp"
 BACKUP_SUFFIX = ".orig"
 MAX_PENDING_WRITES = 32
@@ -312,8 +315,9 @@ class Transaction:
             self._originals.clear()
 
     def rollback(self) -> None:
-        """Undo the writes: remove what they created, put back every original they replaced."""
-        with self._lock:
+        """Undo the writes: remove what they created, put back every original they replaced (Ctrl-C and
+        termination signals wait until it is done)."""
+        with self._lock, deferred():
             for target, backup in reversed(self._originals.items()):
                 if backup is None:
                     remove(target)
@@ -354,29 +358,39 @@ def new_folder(target: str | Path) -> Iterator[Path]:
     filled); on failure it is left empty. Write errors of the storage (`STORAGE_ERRORS`) are
     reported for `target`.
 
+    Missing parent folders are created, and removed again if the block fails.
+
     Raises:
         InputError: `target` exists and is not an empty folder, or is a symbolic link (nothing of it
-            is touched), the folder to write in is missing or not writable, or the disk is full.
+            is touched), the folder to write in is not writable, or the disk is full.
     """
     target = Path(target)
+    check_new_folder(target)
+    created = missing_folders(target.parent)
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with _writing_new_folder(target) as staged:
             yield staged
-    except OSError as error:
-        if error.errno not in STORAGE_ERRORS:
-            raise
-        raise InputError(f"{target}: cannot write ({error.strerror})") from None
+    except BaseException as error:  # interrupts too: the parent folders this call created go
+        remove_created_folders(created)
+        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
+            raise InputError(f"{target}: cannot write ({error.strerror})") from None
+        raise
+
+
+def check_new_folder(target: Path) -> None:
+    """The checks of `new_folder`, made before long work so that a bad output folder is refused first:
+    `InputError` unless `target` is missing or an empty folder, not a symbolic link, and can be written
+    (in the nearest existing folder while it is missing). Creates nothing."""
+    require_new_folder(target, "choose a new output folder")
+    check_writable(target, "choose another output folder")
 
 
 def _writing_new_folder(target: Path) -> contextlib.AbstractContextManager[Path]:
     """`new_folder` without its error translation: the checks, then the staging context."""
-    refuse_link(target)
+    require_new_folder(target, "choose a new output folder")
     existing = target.is_dir()
-    if _exists(target) and not is_empty_folder(target):
-        raise InputError(f"{target}: already exists and is not an empty folder; choose a new output folder")
     writes_in = target if existing else target.parent
-    if not writes_in.is_dir():
-        raise InputError(f"{writes_in}: folder not found; create it first or choose another output folder")
     if not os.access(writes_in, os.W_OK | os.X_OK):
         raise InputError(f"{writes_in}: cannot write here; choose another output folder")
     return _fill_in_place(target) if existing else atomic_write(target, folder=True)
@@ -495,8 +509,11 @@ class OutputFolder:
             self.path.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.path):
                 pass
-        except OSError as error:
-            raise InputError(f"{self.path}: cannot write to output folder ({error.strerror or error})") from None
+        except BaseException as error:  # __exit__ will not run: the folders made here go now
+            remove_created_folders(self._created)
+            if isinstance(error, OSError):
+                raise InputError(f"{self.path}: cannot write to output folder ({error.strerror or error})") from None
+            raise
         return self
 
     def write(self, name: str) -> contextlib.AbstractContextManager[Path]:
@@ -542,22 +559,25 @@ class OutputFolder:
         self._files.commit()
 
     def _undo(self) -> None:
-        """Drop queued writes, wait for the one in progress, then roll the folder back."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True, cancel_futures=True)
-            self._writer = None
-        self._pending = []
-        self._files.rollback()
-        remove_created_folders(self._created)
+        """Drop queued writes, wait for the one in progress, then roll the folder back; Ctrl-C and
+        termination signals wait until it is done."""
+        with deferred():
+            if self._writer is not None:
+                self._writer.shutdown(wait=True, cancel_futures=True)
+                self._writer = None
+            self._pending = []
+            self._files.rollback()
+            remove_created_folders(self._created)
 
 
 def expand_image_paths(specs: Iterable[str]) -> list[Path]:
     """Files, folders (their image files, sorted; hidden ones skipped) and glob patterns -> image paths,
-    in order, each file once (however it is named)."""
+    in order, each file once (however it is named). A name that exists is taken as it is, even with
+    ``[``, ``*`` or ``?`` in it; only one that does not is a pattern."""
     found: list[Path] = []
     for spec in specs:
         path = Path(spec).expanduser()
-        if glob.has_magic(spec):
+        if glob.has_magic(spec) and not path.exists():
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
             files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if not files:
@@ -583,11 +603,17 @@ def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable
     """`InputError` unless every file `names` would put in `folder` is new or an output of an earlier
     diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file whose
     ``info.description`` starts with it), and none of them is one of the run's `inputs`: a run never
-    replaces a file it did not create."""
+    replaces a file it did not create, and every name leaves room for its staging name (`NAME_MAX`)."""
     folder = Path(folder).expanduser()
     own_inputs = {path.resolve() for path in inputs}
     for name in names:
         path = folder / name
+        staged = max(len(temporary_path(path, suffix).name.encode()) for suffix in (TEMP_SUFFIX, BACKUP_SUFFIX))
+        if staged > NAME_MAX:
+            raise InputError(
+                f"{path}: name too long to write ({len(name.encode())} bytes, and it is staged under a name "
+                f"{staged - len(name.encode())} bytes longer; file systems allow {NAME_MAX}); give the input a shorter name"
+            )
         if path.resolve() in own_inputs:
             raise InputError(f"{path}: is an input of this run and would be replaced by an output; choose another --out")
         if path.exists() and not _written_by_diffews(path):
@@ -600,7 +626,7 @@ def _written_by_diffews(path: Path) -> bool:
             return _json_by_diffews(json.loads(path.read_text()))
         with Image.open(path) as image:
             return getattr(image, "text", {}).get("Software") == SOFTWARE
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except IMAGE_READ_ERRORS:
         return False
 
 

@@ -131,11 +131,13 @@ def build_app(
 
         outputs = [session_state, gallery, mask_files, zip_file, coco_file, legend_box]
         panel_inputs = {component for name, class_editors, class_masks in panels for component in (name, *class_editors, *class_masks)}
+        # one queue for the three: each writes the session's files and removes the others' (not two at once)
+        writes_files = {"concurrency_id": "session-files", "concurrency_limit": 1}
         segment_button.click(
-            run, inputs={session_state, threshold, mode, query_files, query_folder, *panel_inputs}, outputs=outputs
+            run, inputs={session_state, threshold, mode, query_files, query_folder, *panel_inputs}, outputs=outputs, **writes_files
         )
-        threshold.release(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
-        mode.change(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden")
+        threshold.release(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden", **writes_files)
+        mode.change(rethreshold, inputs=[session_state, threshold, mode], outputs=outputs, show_progress="hidden", **writes_files)
         demo.load(lambda: callbacks.model_status(model_name, config.resolution), outputs=status, show_progress="hidden")
     return demo
 

@@ -9,7 +9,7 @@ from ..data.backgrounds import WALLPAPER_ROOTS, gather_backgrounds
 from ..data.emoji import NOTO_FONT, SYMBOLA_FONT, gather_emoji
 from ..data.emoji import SETS as EMOJI_SETS
 from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
-from ..data.synthesize import CompositeOptions, build_composite
+from ..data.synthesize import LAYOUT_TRIES, CompositeOptions, build_composite
 from ..errors import InputError
 from .common import count, output_path
 
@@ -73,7 +73,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="folders searched for wallpapers (default %(default)s; empty: none)",
     )
     backgrounds.add_argument("--textures", type=count(0), default=200, metavar="N", help="generated textures to add (default %(default)s)")
-    backgrounds.add_argument("--size", type=count(8), default=512, metavar="PX", help="shorter side of the written images (default %(default)s)")
+    backgrounds.add_argument("--size", type=count(8), default=512, metavar="PX", help="shorter side of the written images: larger wallpapers are scaled down to it, none up (default %(default)s)")
     backgrounds.add_argument("--seed", type=count(0, 2**32 - 1), default=0, help="texture seed (default %(default)s)")
     backgrounds.set_defaults(run=run_backgrounds)
 
@@ -88,7 +88,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     composite.add_argument("--backgrounds", required=True, metavar="DIR", help="folder of background images")
     composite.add_argument("--out", type=output_path, required=True, metavar="DIR", help="new folder for the benchmark")
-    composite.add_argument("--seed", type=int, default=DEFAULTS.seed, help="the same seed writes the same bytes (default %(default)s)")
+    composite.add_argument("--seed", type=count(0), default=DEFAULTS.seed, help="the same seed writes the same bytes (default %(default)s)")
     composite.add_argument("--size", type=int, default=DEFAULTS.size, metavar="PX", help="image side (default %(default)s)")
     composite.add_argument("--images-per-class", type=int, default=DEFAULTS.images_per_class, metavar="N", help="trn images per class (default %(default)s)")
     composite.add_argument("--eval-images-per-class", type=int, default=DEFAULTS.eval_images_per_class, metavar="N", help="val and test images per class, each (default %(default)s)")
@@ -96,7 +96,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     composite.add_argument("--distractors", default=_span(DEFAULTS.distractors), metavar="LOW-HIGH", help="objects of other classes per image (default %(default)s)")
     composite.add_argument("--scale", default=_span(DEFAULTS.scale), metavar="LOW-HIGH", help="a lone instance's longer side, as a fraction of the image side; n instances: divided by sqrt(n) (default %(default)s)")
     composite.add_argument("--max-rotation", type=float, default=DEFAULTS.max_rotation, metavar="DEG", help="rotation drawn from +-DEG (default %(default)s)")
-    composite.add_argument("--min-visible", type=float, default=DEFAULTS.min_visible, metavar="X", help="share of each instance that must stay unoccluded (default %(default)s)")
+    composite.add_argument("--min-visible", type=float, default=DEFAULTS.min_visible, metavar="X", help=f"share of each instance that must stay unoccluded: a layout is drawn again up to {LAYOUT_TRIES} times, then the last is kept (default %(default)s)")
     composite.add_argument("--any-source-distractors", action="store_true", help="draw distractors from any source (default: the image's source where it has other classes)")
     composite.add_argument(
         "--min-images-per-source", type=int, default=DEFAULTS.min_images_per_source, metavar="N",
@@ -115,7 +115,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--deal-new-classes", action="store_true",
         help="with --folds-from: add the classes it lacks to its folds (a name family it has keeps its fold) instead of leaving them out",
     )
-    composite.add_argument("--workers", type=int, default=1, metavar="N", help="compositing processes (default %(default)s)")
+    composite.add_argument("--workers", type=count(1), default=1, metavar="N", help="compositing processes (default %(default)s)")
     composite.set_defaults(run=run_composite)
 
 

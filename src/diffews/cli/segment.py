@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..io import OutputFolder, check_replaceable, expand_image_paths, output_stems
 from ..modeling import DiffewSConfig
 from ..modeling.config import MAX_RESOLUTION
-from ..processing.images import check_image_file, load_image, load_mask
+from ..processing.images import check_image_file, check_support_shapes, load_image, load_mask, support_label
 from ..pipeline import DiffewSPipeline
 from ..processing.coco_export import CocoWriter, require_pycocotools
 from ..processing.labels import label_image
@@ -37,7 +37,8 @@ Several classes (--class, --supports or --support-labels): for every query, writ
 <name>_labels.png (palette PNG: 0 = background, i = the i-th class) and <name>_overlay.png with a
 legend; --format coco also writes annotations.json (COCO, RLE masks) for all queries.
 
-A mask need not match its image's size: masks are resized with nearest neighbour. Nothing is
+A support mask need not match its image's size, only its aspect ratio: it is resized with nearest
+neighbour (a --support-labels label map must match its image exactly). Nothing is
 written if any input is bad. Under `accelerate launch` (or torchrun) the queries are shared among the
 processes; see docs/scaling.md.
 """
@@ -80,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--instances", action="store_true", help="with --format coco: one annotation per connected component of a class")
     add_threshold_options(parser)
-    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (512)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (128 for the built-in model, 512 at Stable Diffusion 2.1 size)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
     add_inference_options(parser)
     parser.set_defaults(run=run)
@@ -154,7 +155,8 @@ class BinaryOutputs:
             raise InputError("--format coco and --instances need named classes (--class, --supports or --support-labels)")
         self.args = args
         self.images = [load_image(image) for image, _ in args.support]
-        self.masks = [load_mask(mask, f"support mask {i} ({mask})") for i, (_, mask) in enumerate(args.support, 1)]
+        self.masks = [load_mask(mask, support_label(i, mask)) for i, (_, mask) in enumerate(args.support, 1)]
+        check_support_shapes(self.images, self.masks, [mask for _, mask in args.support])
         self.support = None
 
     def output_names(self, stems: list[str]) -> list[str]:
@@ -192,13 +194,16 @@ class ClassOutputs:
             raise InputError(f"--format coco: {COCO_FILE} collects every query; run it in one process, not {processes}")
         self.args = args
         self.classes = classes
+        for images, masks, sources in classes.values():
+            check_support_shapes(images, masks, sources)
         self.contexts: dict = {}
         self.coco = None
         self.coco_names: dict[Path, str] = {}
         if args.format == "coco":
             require_pycocotools()
-            # file names relative to the queries' common folder: queries of several folders keep their sub-folders
-            resolved = {path: path.resolve() for path in queries}
+            # file names relative to the queries' common folder: queries of several folders keep their
+            # sub-folders; names as given (a link keeps its own name, not its target's)
+            resolved = {path: Path(os.path.abspath(path)) for path in queries}
             root = Path(os.path.commonpath([str(full.parent) for full in resolved.values()]))
             self.coco_names = {path: full.relative_to(root).as_posix() for path, full in resolved.items()}
             target = Path(args.out).expanduser() / COCO_FILE

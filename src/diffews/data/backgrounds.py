@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..io import new_folder
+from ..io import check_new_folder, new_folder
+from ..processing.images import IMAGE_READ_ERRORS
 from .debian import owning_packages, package_licence
+from .manifest import write_manifest
 
 logger = logging.getLogger(__name__)
 WALLPAPER_ROOTS = (Path("/usr/share/backgrounds"), Path("/usr/share/wallpapers"))
@@ -39,17 +40,17 @@ def find_wallpapers(roots: Sequence[Path], min_side: int) -> list[Path]:
         if not root.is_dir():
             continue
         for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file()):
-            digest = hashlib.sha1(path.read_bytes()).hexdigest()
-            if digest in seen:
-                continue
-            seen.add(digest)
             try:
+                digest = hashlib.sha1(path.read_bytes()).hexdigest()
+                if digest in seen:
+                    continue
+                seen.add(digest)
                 with Image.open(path) as image:
                     if min(image.size) < min_side:
                         continue
                     image.draft("RGB", (min_side, min_side))  # a JPEG decodes at a reduced scale: cheap
                     image.load()  # a truncated file fails here, not half-way through writing the set
-            except (OSError, ValueError, Image.DecompressionBombError) as error:
+            except IMAGE_READ_ERRORS as error:
                 logger.warning("%s: skipped, cannot read it (%s)", path, error)
                 continue
             found.append(path)
@@ -122,6 +123,7 @@ def gather_backgrounds(
     out: Path, roots: Sequence[Path] = WALLPAPER_ROOTS, textures: int = 200, size: int = 512, seed: int = 0
 ) -> BackgroundSummary:
     """Write wallpapers and `textures` generated textures to the new folder `out` (module docstring)."""
+    check_new_folder(Path(out))
     wallpapers = find_wallpapers([Path(r) for r in roots], size // 2)
     if not wallpapers and not textures:
         raise InputError(f"no wallpapers under {', '.join(map(str, roots))} and --textures 0: nothing to write")
@@ -139,7 +141,7 @@ def gather_backgrounds(
             file = f"texture_{index:04d}.jpg"
             generate_texture(seed * 1_000_003 + index, size).save(staging / file, quality=JPEG_QUALITY)
             rows.append({"file": file, "source": f"generated texture (seed {seed}, index {index})", "package": None, "licence": "generated"})
-        (staging / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        write_manifest(staging, rows)
     return BackgroundSummary(len(wallpapers), textures)
 
 

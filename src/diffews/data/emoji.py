@@ -39,7 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..io import new_folder
+from ..io import check_new_folder, new_folder
 from .debian import owning_packages, package_licence
 from .icons import CutoutSummary, clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_description
 
@@ -217,6 +217,7 @@ def gather_emoji(
         raise InputError(f"--size must be at least {MIN_SIZE} px; got {size}")
     if not 1 <= min_sets <= len(sets):
         raise InputError(f"--min-sets must be 1 to the {len(sets)} set(s) asked for; got {min_sets}")
+    check_new_folder(Path(out))
     emojione = emojione or find_emojione(EMOJIONE_ROOT)
     if emojione is None:
         raise InputError(f"{EMOJIONE_ROOT}: no gemojione-*/config/index.json (the emoji catalogue); apt-get install ruby-gemojione")

@@ -44,9 +44,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..io import new_folder
+from ..io import check_new_folder, new_folder
+from ..processing.images import IMAGE_READ_ERRORS
 from .debian import owning_packages, package_licence
-from .workers import process_pool
+from .manifest import write_manifest
+from .workers import run_jobs
 
 logger = logging.getLogger("diffews")
 
@@ -282,7 +284,7 @@ def _render_one(job: tuple[Path, Path, int, int]) -> np.ndarray | None:
     source, target, size, min_size = job
     try:
         image = crop_to_object(rasterise(source, size))
-    except (ValueError, OSError, Image.DecompressionBombError) as error:
+    except IMAGE_READ_ERRORS as error:
         logger.warning("%s: skipped, cannot draw it (%s)", source, error)
         return None
     if image is None or 2 * max(image.size) < min_size:
@@ -323,6 +325,7 @@ def gather_icons(
         min_silhouette_iou: remove cut-outs whose silhouettes agree less than this with their class (0 keeps all).
         workers: processes that rasterise in parallel.
     """
+    check_new_folder(Path(out))
     folders, owners = choose_themes(Path(root), themes)
     scans = {}
     for folder in tqdm(folders, desc="scanning themes", unit="theme"):
@@ -347,7 +350,7 @@ def gather_icons(
                     "file": file, "class": class_name, "theme": theme, "name": icon.name, "context": icon.context,
                     "source": str(icon.path), "package": packages[theme], "licence": licences[theme],
                 })
-        silhouettes = _run(jobs, workers)
+        silhouettes = run_jobs(_render_one, jobs, workers, "rasterising icons", "icon", chunksize=32)
         kept, outliers, dropped, info = clean_cutouts(staging, classes, entries, silhouettes, min_themes, min_silhouette_iou)
         if not info:
             raise InputError(
@@ -356,14 +359,6 @@ def gather_icons(
             )
         write_description(staging, kept, info)
     return CutoutSummary(sorted(scans), len(info), len(kept), outliers, dropped)
-
-
-def _run(jobs: list[tuple[Path, Path, int, int]], workers: int) -> list[np.ndarray | None]:
-    progress = dict(total=len(jobs), desc="rasterising icons", unit="icon")
-    if workers <= 1:
-        return [_render_one(job) for job in tqdm(jobs, **progress)]
-    with process_pool(workers) as pool:
-        return list(tqdm(pool.map(_render_one, jobs, chunksize=32), **progress))
 
 
 def clean_cutouts(
@@ -410,5 +405,5 @@ def clean_cutouts(
 
 def write_description(folder: Path, rows: Iterable[dict], classes: dict[str, dict]) -> None:
     """A cut-out folder's ``manifest.jsonl`` (one row per line, keys sorted) and ``classes.json``."""
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    write_manifest(folder, rows)
     (folder / "classes.json").write_text(json.dumps(classes, indent=1, sort_keys=True) + "\n")

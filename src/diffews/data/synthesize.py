@@ -44,14 +44,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..io import new_folder
-from ..processing.images import open_image_file
+from ..io import check_new_folder, new_folder
+from ..processing.images import open_image_file, shown_size
 from .composite import image_stem, read_description, source_of
-from .paste import Pasted, paste_all, transform_cutout, visible_fraction
-from .workers import process_pool
+from .manifest import read_manifest, write_manifest
+from .paste import OPAQUE, Pasted, paste_all, transform_cutout, visible_fraction
+from .workers import run_jobs
 
 FORMAT = "diffews-composite"
 NUM_FOLDS = 4
@@ -104,23 +104,6 @@ class CompositeOptions:
         return self.images_per_class if split == "trn" else self.eval_images_per_class
 
 
-def read_manifest(folder: Path) -> dict[str, dict]:
-    """``folder/manifest.jsonl`` rows by their ``"file"`` (relative path); {} when there is none."""
-    path = folder / "manifest.jsonl"
-    if not path.is_file():
-        return {}
-    rows = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows[str(row["file"])] = row
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path}: line {number} is not a JSON object with a \"file\"") from None
-    return rows
-
-
 def find_cutouts(objects: Path | Sequence[Path]) -> dict[str, list[Cutout]]:
     """Class name -> its cut-outs (sorted), from ``<folder>/<class>/*.png`` of one or more folders; `InputError` for a bad folder.
 
@@ -151,15 +134,20 @@ def _cutout(path: Path, class_name: str, row: dict) -> Cutout:
 
 
 def find_backgrounds(folder: Path) -> list[tuple[Path, str | None, str | None]]:
-    """(path, origin, licence) of every image under `folder` (sorted); `InputError` if there is none."""
+    """(path, origin, licence) of every image under `folder` (sorted; hidden files and folders left out);
+    `InputError` if there is none, or for a file whose header is not an image's."""
     if not folder.is_dir():
         raise InputError(f"{folder}: folder not found; --backgrounds needs background images")
     rows = read_manifest(folder)
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in BACKGROUND_SUFFIXES and p.is_file())
+    paths = sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in BACKGROUND_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if not paths:
         raise InputError(f"{folder}: no background images ({', '.join(sorted(BACKGROUND_SUFFIXES))})")
     found = []
     for path in paths:
+        shown_size(path)  # a file that is not an image is refused now, not part-way through the build
         row = rows.get(path.relative_to(folder).as_posix(), {})
         found.append((path, row.get("source"), row.get("licence")))
     return found
@@ -224,13 +212,14 @@ class _Sources:
 @lru_cache(maxsize=2048)
 def _load_cutout(path: Path) -> Image.Image:
     """A cut-out as RGBA; `InputError` naming it when it has no alpha channel (its mask would be the
-    whole rectangle) or no visible pixel (its class's pictures would show nothing)."""
+    whole rectangle) or no pixel opaque enough to count as the object's (alpha >= `OPAQUE`: its masks
+    would be empty while the picture shows it faintly)."""
     image = open_image_file(path, orient=False)
     if "A" not in image.getbands() and "transparency" not in image.info:
         raise InputError(f"{path}: cut-out without an alpha channel; its alpha is the object's mask (save it as RGBA)")
     image = image.convert("RGBA")
-    if image.getchannel("A").getextrema()[1] == 0:
-        raise InputError(f"{path}: cut-out with no visible pixel (its alpha is 0 everywhere)")
+    if image.getchannel("A").getextrema()[1] < OPAQUE:
+        raise InputError(f"{path}: cut-out with no visible pixel (its alpha is below {OPAQUE} everywhere; masks count only pixels of at least {OPAQUE})")
     return image
 
 
@@ -448,6 +437,7 @@ def build_composite(
             are left out, or with `deal_new_classes` added to its folds.
     """
     _check_options(options)
+    check_new_folder(Path(out))
     classes = find_cutouts(objects)
     found_backgrounds = find_backgrounds(Path(backgrounds))
     if folds_from is None:
@@ -460,15 +450,9 @@ def build_composite(
         for split in SPLIT_NAMES:
             for name in composer.class_names:
                 (staging / split / name).mkdir(parents=True)
-        progress = dict(total=len(jobs), desc="compositing", unit="image")
-        if workers <= 1:
-            _init_worker(composer, staging)
-            written = [_write_one(job) for job in tqdm(jobs, **progress)]
-        else:
-            with process_pool(workers, _init_worker, (composer, staging)) as pool:
-                written = list(tqdm(pool.map(_write_one, jobs, chunksize=16), **progress))
+        written = run_jobs(_write_one, jobs, workers, "compositing", "image", chunksize=16, initializer=_init_worker, initargs=(composer, staging))
         rows = [row for job_rows in written for row in job_rows]
-        (staging / "manifest.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        write_manifest(staging, rows)
         images = {split: sum(row["split"] == split for row in rows) for split in SPLIT_NAMES}
         description = {
             "format": FORMAT, "version": 1, "folds": folds, "images": images,
@@ -492,6 +476,7 @@ def _check_options(o: CompositeOptions) -> None:
         (0 <= o.min_visible <= 1, "--min-visible must be in 0..1", o.min_visible),
         (0 <= o.same_source_fraction <= 1, "--same-source-fraction must be in 0..1", o.same_source_fraction),
         (o.min_images_per_source >= 1, "--min-images-per-source must be at least 1", o.min_images_per_source),
+        (o.seed >= 0, "--seed must be at least 0", o.seed),
     ]
     for ok, message, value in checks:
         if not ok:

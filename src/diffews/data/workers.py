@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
+from tqdm.auto import tqdm
+
+from ..errors import InputError
 from ..signals import STOP_SIGNALS
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 def _start_worker(initializer: Callable[..., None] | None, *initargs: Any) -> None:
@@ -27,11 +34,38 @@ def _start_worker(initializer: Callable[..., None] | None, *initargs: Any) -> No
 @contextlib.contextmanager
 def process_pool(workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
     """A `ProcessPoolExecutor` of `workers` processes (each runs `initializer(*initargs)` first); if the
-    block fails, interrupts included, the tasks not yet begun are cancelled before it waits for the workers."""
+    block fails, interrupts included, the tasks not yet begun are cancelled before it waits for the workers.
+
+    Raises:
+        InputError: a worker process died (killed, or out of memory) or could not start.
+    """
     pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(initializer, *initargs))
     try:
         yield pool
+    except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise InputError(f"a worker process died (killed, or out of memory) or could not start; try fewer --workers than {workers}") from None
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def run_jobs(
+    function: Callable[[Job], Result],
+    jobs: Sequence[Job],
+    workers: int,
+    desc: str,
+    unit: str,
+    chunksize: int,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> list[Result]:
+    """``function(job)`` for every job, in order, with a progress bar: in this process when `workers` is 1
+    (after ``initializer(*initargs)``), else in a `process_pool` of `workers`, `chunksize` jobs at a time."""
+    if workers <= 1:
+        if initializer is not None:
+            initializer(*initargs)
+        return [function(job) for job in tqdm(jobs, desc=desc, unit=unit)]
+    with process_pool(workers, initializer, initargs) as pool:
+        return list(tqdm(pool.map(function, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit))

@@ -25,13 +25,16 @@ from typing import Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 from ..errors import InputError
 from .masks import to_binary_mask
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 """File suffixes read as images when a folder or glob is expanded."""
+IMAGE_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+"""What Pillow raises for a file it cannot read as an image: `OSError` (not an image, truncated),
+`ValueError`, `SyntaxError` (a damaged EXIF block or PNG chunk) and a decompression bomb."""
 
 PREPROCESSING: tuple[str, ...] = ("diffews", "authors")
 """How benchmark images and masks reach the working resolution (see the module docstring)."""
@@ -64,7 +67,7 @@ def open_image_file(path: str | Path, orient: bool = True, draft: tuple[int, int
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, expected an image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except IMAGE_READ_ERRORS as error:
         raise InputError(f"{path}: cannot read image ({error})") from None
 
 
@@ -190,7 +193,7 @@ def shown_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as image:
             width, height = image.size
             turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # a quarter turn
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+    except IMAGE_READ_ERRORS as error:
         raise InputError(f"{path}: cannot read image ({error})") from None
     return (width, height) if turned else (height, width)
 
@@ -203,6 +206,18 @@ def check_mask_shape(mask_size: tuple[int, int], image_size: tuple[int, int], la
         return
     turned = " (the image is shown turned by its EXIF orientation: draw the mask on the picture as shown)" if (mask_height, mask_width) == (width, height) else ""
     raise InputError(f"{label}: {mask_width}x{mask_height} does not fit its image, {width}x{height}{turned}")
+
+
+def support_label(index: int, source: str | None = None) -> str:
+    """How messages name support mask `index` (1-based): ``support mask 2 (cat.png)``."""
+    return f"support mask {index}" + (f" ({source})" if source else "")
+
+
+def check_support_shapes(images: list[Image.Image], masks: list[np.ndarray], sources: list[str]) -> None:
+    """`check_mask_shape` for every support pair, named as `prepare_support` names it: the check made
+    before a model loads (images as loaded by `load_image`, masks by `load_mask`)."""
+    for index, (image, mask, source) in enumerate(zip(images, masks, sources), 1):
+        check_mask_shape(mask.shape, (image.height, image.width), support_label(index, source))
 
 
 def prepare_support(
@@ -220,7 +235,7 @@ def prepare_support(
     if isinstance(mask, (str, Path)):
         source = source or str(mask)
         mask = open_image_file(mask)
-    label = f"support mask {index}" + (f" ({source})" if source else "")
+    label = support_label(index, source)
     binary = to_binary_mask(mask, label)
     image_tensor = image_to_tensor(image, f"support image {index}")
     check_mask_shape(binary.shape, tuple(image_tensor.shape[1:]), label)
