@@ -43,17 +43,18 @@ def main() -> None:
         predictors["untrained"] = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(args.untrained))
         predictors["untrained"].latents = trained.latents  # the same VAE: the same latents
     oxygen = CachedLatentsPredictor(trained.pipe)  # other images: a cache of their own
+    resolution = trained.pipe.model.config.resolution  # the trained model's, for every run
     for run in args.runs:
         what, shots = run.split(":")
         shots = int(shots)
         if what == "oxygen":
             if args.oxygen is None:
                 continue
-            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, EVERY_IMAGE, 0, 128)
+            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, EVERY_IMAGE, 0, resolution)
             path, predictor = args.out / f"oxygen-fold0-test-{shots}shot-trained.json", oxygen
         else:
             support = "other-class" if what == "other-class" else "same-class"
-            settings = EvaluationSettings("composite", str(args.root), "test", shots, EVERY_IMAGE, 0, 128, support=support)
+            settings = EvaluationSettings("composite", str(args.root), "test", shots, EVERY_IMAGE, 0, resolution, support=support)
             path, predictor = args.out / f"fold0-test-{shots}shot-{what}.json", predictors[what]
         report = run_evaluation(predictor, settings, [0], path, what, batch_size=8)
         print(f"{shots}-shot {what:<12} mIoU {report['mean']['miou']:6.2f}  FB-IoU {report['mean']['fbiou']:6.2f}", flush=True)
