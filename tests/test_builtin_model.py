@@ -90,7 +90,7 @@ def test_the_shipped_folds_hold_out_exactly_the_model_cards_classes_and_the_exam
     from diffews.data.synthesize import first_word
 
     card = (builtin.builtin_folder() / "README.md").read_text()
-    listed = card.split("Held-out (fold 0) classes, never seen in training (196):\n", 1)[1].split("\n", 1)[0]
+    listed = card.split("Held-out (fold 0) classes, never trained to segment (196):\n", 1)[1].split("\n", 1)[0]
     held_out = [name.strip("`") for name in listed.split(", ")]
     folds = read_description(EXAMPLES.parent / "docs" / "learning" / "iconbench-folds")["folds"]
     assert len(held_out) == 196 and sorted(folds[0]) == sorted(held_out)

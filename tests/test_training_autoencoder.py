@@ -169,7 +169,10 @@ def test_the_built_in_model_configs_load():
     for train_config in ("fold0.yaml", "fold0-continue.yaml", "fold0-w44.yaml"):
         unet = TrainConfig.load(configs / train_config)
         assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128), train_config
-    shipped = TrainConfig.load(configs / "fold0-w44.yaml")
-    assert (shipped.optim.learning_rate, shipped.optim.max_steps, shipped.model.pretrained) == (3e-4, 11000, "outputs/icons-w44-init")
+    first = TrainConfig.load(configs / "fold0-w44.yaml")
+    assert (first.optim.learning_rate, first.optim.max_steps, first.model.pretrained) == (3e-4, 11000, "outputs/icons-w44-init")
+    second = TrainConfig.load(configs / "fold0-w44-256.yaml")  # the shipped UNet: the first run, then these steps at 256 px
+    assert (second.model.resolution, second.optim.learning_rate, second.optim.warmup_steps, second.optim.max_steps) == (256, 1e-4, 100, 2000)
+    assert (second.model.pretrained, second.data.cache_latents, second.optim.batch_size) == ("outputs/icons-w44-128", True, 8)
     assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]
     assert json.loads((configs / "unet-w44.json").read_text())["block_out_channels"] == [44, 88, 176, 176]

@@ -3,8 +3,9 @@
     python docs/learning/evaluate_all.py --model diffews-icons-small --untrained outputs/icons-w44-init \
         --root data/iconbench [--oxygen data/oxygen-eval] --out docs/learning
 
-Held-out fold 0, test split, every test image once as a query (1176 episodes: all 196 classes;
-the default 1000 would leave the last 29 classes unscored), 1 and 5 shots: the trained model with
+Held-out fold 0, test split, every test image once as a query (1,152 episodes on the rebuilt benchmark:
+all 192 classes; the default 1000 would leave the last 25 classes unscored), 1 and 5 shots, at the
+trained model's working resolution: the trained model with
 supports of the query's class and of another class, the untrained model (same VAE, random UNet),
 and the reserved oxygen set (baselines: `diffews evaluate --baseline`). One `CachedLatentsPredictor`
 cache serves every run on the benchmark (both models share the VAE), so each test image and mask is

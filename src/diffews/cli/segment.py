@@ -81,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--instances", action="store_true", help="with --format coco: one annotation per connected component of a class")
     add_threshold_options(parser)
-    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (128 for the built-in model, 512 at Stable Diffusion 2.1 size)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help=f"working resolution (multiple of 8, at most {MAX_RESOLUTION}); default: the model's (256 for the built-in model, 512 at Stable Diffusion 2.1 size)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="queries per model call (default 4)")
     add_inference_options(parser)
     parser.set_defaults(run=run)
