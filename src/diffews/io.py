@@ -366,15 +366,24 @@ def new_folder(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     check_new_folder(target)
+    try:
+        with _creating_parents(target), _staging(target) as staged:
+            yield staged
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        raise InputError(f"{target}: cannot write ({error.strerror})") from None
+
+
+@contextlib.contextmanager
+def _creating_parents(target: Path) -> Iterator[None]:
+    """Create `target`'s missing parent folders; remove them again if the block fails, interrupts included."""
     created = missing_folders(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _writing_new_folder(target) as staged:
-            yield staged
-    except BaseException as error:  # interrupts too: the parent folders this call created go
+        yield
+    except BaseException:
         remove_created_folders(created)
-        if isinstance(error, OSError) and error.errno in STORAGE_ERRORS:
-            raise InputError(f"{target}: cannot write ({error.strerror})") from None
         raise
 
 
@@ -386,14 +395,9 @@ def check_new_folder(target: Path) -> None:
     check_writable(target, "choose another output folder")
 
 
-def _writing_new_folder(target: Path) -> contextlib.AbstractContextManager[Path]:
-    """`new_folder` without its error translation: the checks, then the staging context."""
-    require_new_folder(target, "choose a new output folder")
-    existing = target.is_dir()
-    writes_in = target if existing else target.parent
-    if not os.access(writes_in, os.W_OK | os.X_OK):
-        raise InputError(f"{writes_in}: cannot write here; choose another output folder")
-    return _fill_in_place(target) if existing else atomic_write(target, folder=True)
+def _staging(target: Path) -> contextlib.AbstractContextManager[Path]:
+    """Where a new folder `target` is staged: inside it if it is an (empty) folder, else beside it."""
+    return _fill_in_place(target) if target.is_dir() else atomic_write(target, folder=True)
 
 
 def is_empty_folder(path: Path) -> bool:
@@ -456,18 +460,18 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
             written (full disk, permissions); the temporary folder is removed, `target` kept as it was,
             and the parent folders this call created are removed (on an interrupt too).
     """
-    created = missing_folders(target.parent)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        empty = not _exists(target) or is_empty_folder(target)  # a link to one: refused by new_folder
-        with _writing_new_folder(target) if empty else atomic_write(target, folder=True) as staged:
-            write(staged)
+        with _creating_parents(target):
+            empty = not _exists(target) or is_empty_folder(target)
+            if empty:  # written as `new_folder` writes it: a link to an empty folder is refused
+                require_new_folder(target, "choose a new output folder")
+                writes_in = target if target.is_dir() else target.parent
+                if not os.access(writes_in, os.W_OK | os.X_OK):
+                    raise InputError(f"{writes_in}: cannot write here; choose another output folder")
+            with _staging(target) if empty else atomic_write(target, folder=True) as staged:
+                write(staged)
     except WRITE_FAILURES as error:
-        remove_created_folders(created)
         raise InputError(f"{target}: cannot {action} ({write_failure(error)}){hint}") from None
-    except BaseException:  # an interrupt, or bad input met while writing
-        remove_created_folders(created)
-        raise
     return target
 
 

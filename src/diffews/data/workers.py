@@ -42,11 +42,10 @@ def process_pool(workers: int, initializer: Callable[..., None] | None = None, i
     pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(initializer, *initargs))
     try:
         yield pool
-    except BrokenProcessPool:
+    except BaseException as error:
         pool.shutdown(wait=True, cancel_futures=True)
-        raise InputError(f"a worker process died (killed, or out of memory) or could not start; try fewer --workers than {workers}") from None
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(error, BrokenProcessPool):
+            raise InputError(f"a worker process died (killed, or out of memory) or could not start; try fewer --workers than {workers}") from None
         raise
     pool.shutdown(wait=True)
 
