@@ -79,6 +79,22 @@ def test_support_pair_from_painting():
     assert result.image.mode == "RGB" and result.image.size == (40, 30)
 
 
+def test_a_transparent_support_reads_as_the_same_picture_given_as_a_query(tmp_path):
+    """The editor hands the app a support whose transparent pixels are black; the query file keeps whatever
+    its author left under them: both are flattened onto white, so one picture reads the same either way."""
+    pixels = np.zeros((30, 40, 4), np.uint8)
+    pixels[..., :3] = (250, 250, 250)  # hidden under alpha 0
+    pixels[8:20, 10:30] = (30, 90, 200, 255)
+    pixels[20:24, 10:30, 3] = 100
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "icon.png")
+    from_editor = pixels.copy()
+    from_editor[pixels[..., 3] == 0, :3] = 0
+    support = callbacks.support_pair(1, Image.fromarray(from_editor, "RGBA"), [layer((40, 30), (10, 8, 30, 20))], None)
+    query = load_image(tmp_path / "icon.png")
+    np.testing.assert_array_equal(np.asarray(support.image), np.asarray(query))
+    assert np.asarray(query)[0, 0].tolist() == [255, 255, 255]
+
+
 def test_messages_of_another_class_panel_name_the_class():
     image = Image.new("RGB", (40, 30))
     with pytest.raises(InputError, match=r"^class 2, support pair 1: no mask; upload a mask or paint the object on the image$"):

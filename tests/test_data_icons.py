@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +131,30 @@ def test_svg_icons_are_rasterised(themes, tmp_path):
     assert sorted(p.name for p in (out / "dog").iterdir()) == ["alpha__dog.png", "beta__dog.png", "delta__dog.png"]
     dog = np.asarray(Image.open(out / "dog/delta__dog.png"))
     assert dog.shape == (48, 32, 4) and (dog == (0, 0, 255, 255)).all()
+
+
+class PanicException(BaseException):
+    """What pyo3 raises when the Rust rasteriser panics: not an `Exception`."""
+
+
+def test_an_svg_that_crashes_the_rasteriser_is_skipped_not_the_build(themes, tmp_path, monkeypatch, caplog):
+    def svg_to_bytes(svg_path: str, width: int, skip_system_fonts: bool) -> bytes:
+        if svg_path.endswith("dog.svg"):
+            raise PanicException("called `Option::unwrap()` on a `None` value")
+        drawn = io.BytesIO()
+        Image.new("RGBA", (width, width), (0, 255, 0, 255)).save(drawn, format="PNG")
+        return drawn.getvalue()
+
+    monkeypatch.setitem(sys.modules, "resvg_py", types.SimpleNamespace(svg_to_bytes=svg_to_bytes))
+    root, _ = themes
+    for name in ("cat", "dog"):
+        path = root / f"delta/scalable/apps/{name}.svg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><title>{name}</title></svg>')  # distinct files
+    out = tmp_path / "out"
+    assert gather(root, out, "--size", "64", "--workers", "1") == 0
+    assert (out / "cat/delta__cat.png").is_file() and not (out / "dog/delta__dog.png").exists()
+    assert f"{root / 'delta/scalable/apps/dog.svg'}: skipped, cannot draw it (the SVG rasteriser crashed: called `Option::unwrap()` on a `None` value)" in caplog.text
 
 
 @pytest.mark.parametrize(

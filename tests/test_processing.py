@@ -146,8 +146,28 @@ def test_grayscale_and_rgba_images_become_rgb(rng):
     gray = Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8), mode="L")
     tensor = image_to_tensor(gray)
     assert tensor.shape == (3, 5, 7) and torch.equal(tensor[0], tensor[2])
-    rgba = Image.fromarray(rng.integers(0, 256, (5, 7, 4), dtype=np.uint8), mode="RGBA")
+    pixels = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    rgba = Image.fromarray(pixels, mode="RGBA")
     torch.testing.assert_close(image_to_tensor(rgba), image_to_tensor(rgba.convert("RGB")))
+
+
+def test_transparency_is_flattened_onto_white_whatever_lies_under_it(rng):
+    pixels = rng.integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    pixels[..., 3] = [0, 255, 128, 0, 255, 64, 0, 200]
+    hidden_black = pixels.copy()
+    hidden_black[pixels[..., 3] == 0, :3] = 0  # what a browser canvas keeps of a transparent pixel
+    alpha = pixels[..., 3:].astype(np.float64) / 255
+    expected = torch.from_numpy(np.round(pixels[..., :3] * alpha + 255 * (1 - alpha)) / 255).permute(2, 0, 1).float()
+    for variant in (pixels, hidden_black):
+        torch.testing.assert_close(image_to_tensor(Image.fromarray(variant, "RGBA")), expected, atol=1 / 255, rtol=0)
+        torch.testing.assert_close(image_to_tensor(variant), expected, atol=0.5 / 255, rtol=0)
+        torch.testing.assert_close(image_to_tensor(variant.astype(np.float32) / 255), expected, atol=0.5 / 255, rtol=0)
+    assert torch.equal(image_to_tensor(Image.fromarray(pixels, "RGBA")), image_to_tensor(Image.fromarray(hidden_black, "RGBA")))
+    palette = Image.fromarray(np.array([[0, 1]], dtype=np.uint8), "P")
+    palette.putpalette([10, 20, 30, 40, 50, 60])
+    palette.info["transparency"] = 0
+    assert (image_to_tensor(palette) * 255).round().int().tolist() == [[[255, 40]], [[255, 50]], [[255, 60]]]
 
 
 def test_exif_orientation_is_applied(tmp_path, rng):

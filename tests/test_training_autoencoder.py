@@ -71,7 +71,7 @@ def test_an_output_dir_that_is_a_file_is_refused_before_reading_the_data(trained
     monkeypatch.setattr(autoencoder, "load_pairs", lambda *args: pytest.fail("read the data before checking the output"))
     args = ["train-autoencoder", "--root", str(data), "--output-dir", str(tmp_path / "taken" / "run"), "--resolution", "32"]
     assert main(args) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'taken' / 'run'}: cannot create the output folder, {tmp_path / 'taken'} is a file"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'taken'}: is a file, not a folder; choose another output_dir"
     assert (tmp_path / "taken").read_text() == "mine"
 
 
@@ -171,8 +171,14 @@ def test_the_built_in_model_configs_load():
         assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128), train_config
     first = TrainConfig.load(configs / "fold0-w44.yaml")
     assert (first.optim.learning_rate, first.optim.max_steps, first.model.pretrained) == (3e-4, 11000, "outputs/icons-w44-init")
-    second = TrainConfig.load(configs / "fold0-w44-256.yaml")  # the shipped UNet: the first run, then these steps at 256 px
+    second = TrainConfig.load(configs / "fold0-w44-256.yaml")  # the first run, then these steps at 256 px
     assert (second.model.resolution, second.optim.learning_rate, second.optim.warmup_steps, second.optim.max_steps) == (256, 1e-4, 100, 2000)
     assert (second.model.pretrained, second.data.cache_latents, second.optim.batch_size) == ("outputs/icons-w44-128", True, 8)
+    third = TrainConfig.load(configs / "fold0-w44-256-more.yaml")  # the shipped UNet: these steps after the second run's
+    assert third.model.pretrained == "outputs/icons-w44-256/model" and third.optim.max_steps == 2500
+    assert third.checkpointing.output_dir == "outputs/icons-w44-256-more" and third.validation.val_every == 500
+    assert third.to_dict() == second.with_overrides({
+        "pretrained": "outputs/icons-w44-256/model", "max_steps": 2500, "val_every": 500, "output_dir": "outputs/icons-w44-256-more",
+    }).to_dict()
     assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]
     assert json.loads((configs / "unet-w44.json").read_text())["block_out_channels"] == [44, 88, 176, 176]

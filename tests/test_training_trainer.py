@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -356,6 +357,27 @@ def test_cli_trains_through_the_dataset_builder(tmp_path, monkeypatch, capsys):
     assert lines[-1] == f"trained model: {tmp_path / 'run' / 'model'}"
 
 
+def test_progress_lines_show_each_validation_at_its_own_step_and_the_final_one(tmp_path, monkeypatch, capsys):
+    """A validation off the checkpoint steps had no line; the last checkpoint's line showed the previous
+    validation's scores as if they were the last step's, and the final validation was never printed."""
+    args = train_cli(tmp_path, monkeypatch, max_steps=4, val_every=1, checkpoint_every=2)
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    scores = r"miou \d+\.\d\d, fbiou \d+\.\d\d"
+    checkpoints = tmp_path / "run" / "checkpoints"
+    expected = [
+        rf"step 1/4: loss [\d.]+, lr \S+, [\d.]+ steps/s, {scores}",
+        rf"step 2/4: loss [\d.]+, lr \S+, [\d.]+ steps/s, {scores} -> {re.escape(str(checkpoints / 'step-00000002'))}",
+        rf"step 3/4: loss [\d.]+, lr \S+, [\d.]+ steps/s, {scores}",
+        rf"step 4/4: loss [\d.]+, lr \S+, [\d.]+ steps/s -> {re.escape(str(checkpoints / 'step-00000004'))}",
+        rf"final validation at step 4: {scores}",
+        re.escape(f"trained model: {tmp_path / 'run' / 'model'}"),
+    ]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
 def test_cli_without_dataset_root_exits_2(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(tiny_config(tmp_path / "run").to_yaml())
@@ -437,7 +459,7 @@ def test_unwritable_output_folder_is_refused_before_the_first_step(tmp_path, mon
     args = train_cli(tmp_path, monkeypatch)
     if kind == "read-only":
         parent = unwritable_folder(tmp_path)
-        expected = f"error: {parent}: cannot write training outputs here"
+        expected = f"error: {parent}: cannot write there ("
     elif kind == "logs-is-a-file":
         parent = tmp_path / "runs"
         (parent / "run").mkdir(parents=True)
@@ -446,7 +468,7 @@ def test_unwritable_output_folder_is_refused_before_the_first_step(tmp_path, mon
     else:
         parent = tmp_path / "a-file"
         parent.write_text("x")
-        expected = f"error: {parent / 'run'}: cannot create the output folder, {parent} is a file"
+        expected = f"error: {parent}: is a file, not a folder; choose another output_dir"
     monkeypatch.setattr("diffews.training.trainer.load_start_model", lambda *a: pytest.fail("training started"))
     assert main([*args, "--output-dir", str(parent / "run")]) == 2
     assert only_error_line(capsys).startswith(expected)

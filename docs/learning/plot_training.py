@@ -4,9 +4,12 @@ Reads the run's TensorBoard logs (``<output_dir>/logs``: ``train/loss``, ``val/m
 ``final/miou``) and writes a PNG. Needs matplotlib (``pip install matplotlib``). Several runs that
 continue one another are drawn as one curve: ``DIR@OFFSET`` shifts a run's steps by OFFSET (a run
 started from an earlier run's weights counts its steps from 0); a dotted line marks where it starts.
+A run may also be a ``--json`` file this script wrote, for a run whose logs are gone.
 
     python docs/learning/plot_training.py outputs/icons-w44 docs/learning/training.png
     python docs/learning/plot_training.py outputs/icons-fold0 outputs/icons-fold0-continue@2750 docs/learning/training.png
+    python docs/learning/plot_training.py docs/learning/tried/w44-128-training.json outputs/icons-w44-256@10500 \
+        outputs/icons-w44-256-more@12500 docs/learning/training.png
 """
 
 from __future__ import annotations
@@ -29,9 +32,18 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted(values.items()) for tag, values in series.items()}
 
 
+def read_series(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """A run's scalar series: from its TensorBoard logs, or from a ``--json`` file this script wrote
+    (whose continuations are already applied)."""
+    if run.suffix != ".json":
+        return read_scalars(run)
+    saved = json.loads(run.read_text())
+    return {tag: [(int(step), float(value)) for step, value in saved[tag]] for tag in ("train/loss", "val/miou")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="the runs' output_dirs, in order, each optionally DIR@OFFSET")
+    parser.add_argument("runs", nargs="+", help="the runs' output_dirs (or --json files), in order, each optionally DIR@OFFSET")
     parser.add_argument("png", type=Path, help="image to write")
     parser.add_argument("--json", type=Path, default=None, help="also write the series as JSON")
     args = parser.parse_args()
@@ -47,7 +59,7 @@ def main() -> None:
     for run in args.runs:
         folder, _, offset = run.partition("@")
         offset = int(offset or 0)
-        scalars = read_scalars(Path(folder))
+        scalars = read_series(Path(folder))
         if offset:
             starts.append(offset)
             # A continuation replaces what the earlier run logged after its starting point.

@@ -42,10 +42,12 @@ def one_line(error: InputError) -> InputError:
     return InputError(last.removeprefix(prefix))
 
 
-def first_line(error: BaseException) -> str:
-    """The first line of `error`'s message (at most 200 characters), or its type's name when it is empty."""
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
+def first_line(error: BaseException, lines: int = 1) -> str:
+    """The first line of `error`'s message (at most 200 characters), or its type's name when it is empty;
+    the first `lines` non-empty lines, joined by a space, for a message whose first line only announces
+    the next (PyTorch's "Error(s) in loading state_dict for ...:")."""
+    kept = [line.strip()[:200] for line in str(error).splitlines() if line.strip()][:lines]
+    return " ".join(kept) if kept else type(error).__name__
 
 
 def one_line_errors(batches: Iterable[T]) -> Iterator[T]:

@@ -40,8 +40,10 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..io import check_new_folder, new_folder
+from ..processing.images import IMAGE_READ_ERRORS
 from .debian import owning_packages, package_licence
-from .icons import CutoutSummary, clean_cutouts, crop_to_object, fit_longer_side, rasterise, require_rasteriser, silhouette, write_description
+from .icons import CutoutSummary, clean_cutouts, crop_to_object, rasterise, require_rasteriser, silhouette, write_description
+from .paste import fit_longer_side
 
 logger = logging.getLogger("diffews")
 
@@ -268,7 +270,7 @@ def _draw(drawer: Drawer, emoji: Emoji, size: int, set_name: str) -> Image.Image
     """The set's drawing of `emoji` cropped to its object; None (with a warning for a broken file) if there is none."""
     try:
         image = drawer(emoji.character, size)
-    except (ValueError, OSError) as error:
+    except IMAGE_READ_ERRORS as error:
         logger.warning("U+%s: skipped in the %r set, cannot draw it (%s)", emoji.code, set_name, error)
         return None
     return None if image is None else crop_to_object(image)

@@ -43,11 +43,12 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import check_new_folder, new_folder
 from ..processing.images import IMAGE_READ_ERRORS
 from .debian import owning_packages, package_licence
 from .manifest import write_manifest
+from .paste import fit_longer_side
 from .workers import run_jobs
 
 logger = logging.getLogger("diffews")
@@ -210,21 +211,24 @@ def rasterise(path: Path, size: int) -> Image.Image:
         ValueError, OSError: the file cannot be drawn or decoded.
     """
     if path.suffix in (".svg", ".svgz"):
-        import resvg_py
-
-        image = Image.open(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=size, skip_system_fonts=True))))
+        image = Image.open(io.BytesIO(_draw_svg(path, size)))
     else:
         image = Image.open(path)
     image = image.convert("RGBA")
     return fit_longer_side(image, size) if max(image.size) > size else image
 
 
-def fit_longer_side(image: Image.Image, size: int) -> Image.Image:
-    """`image` resized (Lanczos, aspect kept) so that its longer side is `size` pixels."""
-    if max(image.size) == size:
-        return image
-    scale = size / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS)
+def _draw_svg(path: Path, size: int) -> bytes:
+    """The PNG bytes resvg draws of `path`, `size` pixels wide; `ValueError` if it cannot, a panic of the
+    rasteriser included (pyo3 raises that as a `BaseException`, which would end the whole build)."""
+    import resvg_py
+
+    try:
+        return bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=size, skip_system_fonts=True))
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":  # not importable: pyo3 makes the class at run time
+            raise
+        raise ValueError(f"the SVG rasteriser crashed: {first_line(error)}") from None
 
 
 def crop_to_object(image: Image.Image, threshold: int = 128) -> Image.Image | None:
@@ -235,9 +239,7 @@ def crop_to_object(image: Image.Image, threshold: int = 128) -> Image.Image | No
 
 def silhouette(image: Image.Image, side: int = SILHOUETTE_SIDE) -> np.ndarray:
     """``(side, side)`` bool: the object's alpha >= 128, fitted (aspect kept) and centred in a square."""
-    alpha = image.getchannel("A")
-    scale = side / max(alpha.size)
-    fitted = alpha.resize((max(1, round(alpha.width * scale)), max(1, round(alpha.height * scale))), Image.BILINEAR)
+    fitted = fit_longer_side(image.getchannel("A"), side, Image.BILINEAR)
     square = Image.new("L", (side, side))
     square.paste(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
     return np.asarray(square) >= 128

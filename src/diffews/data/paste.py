@@ -17,6 +17,14 @@ OPAQUE = 128
 """Alpha (0-255) from which a pixel belongs to an object's mask."""
 
 
+def fit_longer_side(image: Image.Image, size: int, resample: Image.Resampling = Image.LANCZOS) -> Image.Image:
+    """`image` resized (aspect kept, by `resample`) so that its longer side is `size` pixels."""
+    if max(image.size) == size:
+        return image
+    scale = size / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+
+
 def transform_cutout(cutout: Image.Image, size: int, angle: float) -> np.ndarray:
     """An RGBA cut-out scaled so its longer side is `size` px, rotated by `angle` degrees counter-clockwise.
 
@@ -24,9 +32,7 @@ def transform_cutout(cutout: Image.Image, size: int, angle: float) -> np.ndarray
     (new corners transparent). Colour is premultiplied during resampling, so transparent pixels'
     colours never bleed into the edges.
     """
-    scale = size / max(cutout.size)
-    shape = (max(1, round(cutout.width * scale)), max(1, round(cutout.height * scale)))
-    image = cutout.convert("RGBa").resize(shape, Image.LANCZOS)
+    image = fit_longer_side(cutout.convert("RGBa"), size)
     if angle:
         image = image.rotate(angle, resample=Image.BICUBIC, expand=True)
     return np.asarray(image.convert("RGBA"))

@@ -3,13 +3,17 @@
 Ctrl-C reaches every process of the terminal's group, as do a closed terminal's SIGHUP and a job
 scheduler's SIGTERM: the main process undoes the build (`diffews.io.new_folder`); the workers ignore
 them, finish the task in hand and stop, without printing a traceback each, and the tasks not begun
-are cancelled.
+are cancelled. A main process killed outright (SIGKILL, the out-of-memory killer) tells its workers
+nothing: each one notices its parent is gone within `PARENT_CHECK_SECONDS` and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,9 +28,20 @@ Job = TypeVar("Job")
 Result = TypeVar("Result")
 
 
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker checks that the process that started it is still there."""
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
+
+
 def _start_worker(initializer: Callable[..., None] | None, *initargs: Any) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="diffews-orphan-check", daemon=True).start()
     if initializer is not None:
         initializer(*initargs)
 

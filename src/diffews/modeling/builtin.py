@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from .config import CONFIG_NAME
 
 MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 """Where packaged model folders live (package data)."""
@@ -26,6 +27,6 @@ def builtin_folder(name: str = DEFAULT_MODEL) -> Path:
         InputError: its files are missing (a damaged installation).
     """
     folder = MODELS_ROOT / name
-    if not (folder / "diffews_config.json").is_file():
+    if not (folder / CONFIG_NAME).is_file():
         raise InputError(f"{name}: the built-in model's files are missing from {folder}; reinstall diffews")
     return folder

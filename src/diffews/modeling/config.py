@@ -14,6 +14,9 @@ from .prompt import PROMPT_MODES, PROMPT_PADDED
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """dtype names accepted by the command line, configs and benchmarks."""
 
+CONFIG_NAME = "diffews_config.json"
+"""The file of a model folder that holds its `DiffewSConfig` (what marks a folder as a DiffewS model)."""
+
 MAX_RESOLUTION = 2048
 """Largest working resolution accepted (4x the authors' 512; latents of 256 x 256). Attention over
 ``(K + 1) x (R / 8)^2`` tokens grows with R^4, so larger values only end in out-of-memory errors."""

@@ -22,8 +22,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from ..errors import InputError, first_line
 from ..io import is_empty_folder, replace_folder, require_new_folder
 from .card import render_card
-from .config import DiffewSConfig
-from .diffews_model import BASE_PATTERNS, CONFIG_NAME, DiffewSModel, build_with_weights
+from .config import CONFIG_NAME, DiffewSConfig
+from .diffews_model import BASE_PATTERNS, DiffewSModel, build_with_weights
 from .prompt import PROMPT_AUTHORS_EVAL, PROMPT_PADDED, base_prompt_embedding, describe_prompt
 from .support_conv import CONFIG_KEY
 from .weights import (

@@ -11,11 +11,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import Transaction, remove
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
-from .config import DiffewSConfig
+from .config import CONFIG_NAME, DiffewSConfig
 from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
 from .prompt import PROMPT_PADDED, base_prompt_embedding, check_prompt_embedding
@@ -32,7 +32,6 @@ from .weights import (
     save_safetensors_folder,
 )
 
-CONFIG_NAME = "diffews_config.json"
 PROMPT_NAME = "prompt_embedding.safetensors"
 PROMPT_KEY = "prompt_embedding"
 BASE_PATTERNS = ["*.json", "*.txt", "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"]
@@ -151,7 +150,7 @@ class DiffewSModel(nn.Module):
         try:
             scheduler = DDIMScheduler.from_config(scheduler_settings)
         except Exception as error:  # any bad value: diffusers raises whatever its arithmetic meets
-            raise InputError(f"{scheduler_config}: cannot build the scheduler it describes ({_first_line(error)})") from None
+            raise InputError(f"{scheduler_config}: cannot build the scheduler it describes ({first_line(error, lines=2)})") from None
         try:
             model = cls(vae, unet, prompt_embedding, scheduler=scheduler, config=config)
         except ValueError as error:
@@ -327,7 +326,7 @@ def load_component(cls: type, folder: Path) -> nn.Module:
     try:
         config = dict(cls.load_config(folder))
     except (OSError, ValueError, TypeError) as error:
-        raise InputError(f"{folder / 'config.json'}: cannot read it ({_first_line(error)})") from None
+        raise InputError(f"{folder / 'config.json'}: cannot read it ({first_line(error, lines=2)})") from None
     return build_with_weights(cls, config, load_safetensors_folder(folder), folder)
 
 
@@ -358,14 +357,9 @@ def build_with_weights(cls: type, config: dict, state_dict: dict[str, torch.Tens
             if support_channels is not None:
                 attach_support_conv(module, init_support_conv(module.conv_in))
     except Exception as error:  # any bad value: diffusers raises what it meets (a zero group count divides by zero)
-        raise InputError(f"{source / 'config.json'}: cannot build the model it describes ({_first_line(error)})") from None
+        raise InputError(f"{source / 'config.json'}: cannot build the model it describes ({first_line(error, lines=2)})") from None
     try:
         module.load_state_dict(state_dict, strict=True, assign=True)
     except RuntimeError as error:
-        raise InputError(f"{source}: weights do not match its config.json ({_first_line(error)})") from error
+        raise InputError(f"{source}: weights do not match its config.json ({first_line(error, lines=2)})") from error
     return module
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return " ".join(lines[:2])

@@ -2,9 +2,13 @@
 
 Accepted image inputs (one image each):
 - file paths (``str`` or ``Path``);
-- PIL images of any mode (EXIF orientation applied; grayscale replicated, alpha dropped);
+- PIL images of any mode (EXIF orientation applied; grayscale replicated);
 - numpy arrays ``(H, W)`` or ``(H, W, 3|4)``, uint8 in [0, 255] or float in [0, 1];
 - torch tensors ``(3, H, W)``, ``(1, H, W)`` or ``(H, W)``, uint8 in [0, 255] or float in [0, 1].
+
+Transparency (an alpha channel, a transparent palette colour) is flattened onto white, whatever the
+input: what lies under a fully transparent pixel is arbitrary (an editor or a browser may keep or
+black it out), so dropping the alpha would make one picture segment differently by where it came from.
 
 Images are resized to ``resolution x resolution`` (bilinear, antialiased, aspect ratio not kept,
 as in the authors' evaluation); masks with nearest neighbour (``nearest-exact``, as PIL does),
@@ -96,11 +100,11 @@ HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 
 def rgb_image(image: Image.Image) -> Image.Image:
-    """`image` as 8-bit RGB. Greyscale of more than 8 bits is scaled, not clipped: 16-bit by
-    255 / 65535; 32-bit integers and floats by their range (floats up to 1 x 255, integers up to
-    255 as they are, up to 65535 as 16-bit, else by their maximum)."""
+    """`image` as 8-bit RGB, transparency flattened (`flatten_transparency`). Greyscale of more than 8
+    bits is scaled, not clipped: 16-bit by 255 / 65535; 32-bit integers and floats by their range
+    (floats up to 1 x 255, integers up to 255 as they are, up to 65535 as 16-bit, else by their maximum)."""
     if image.mode not in HIGH_BIT_DEPTH_MODES:
-        return image.convert("RGB")
+        return flatten_transparency(image) if image.has_transparency_data else image.convert("RGB")
     values = np.asarray(image, dtype=np.float64)
     top = float(values.max()) if values.size else 0.0
     if image.mode.startswith("I;16") or 255 < top <= 65535:
@@ -110,6 +114,17 @@ def rgb_image(image: Image.Image) -> Image.Image:
     else:
         scale = 1.0 if top <= 255 else 255 / top
     return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8)).convert("RGB")
+
+
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+"""The colour transparency is flattened onto (see the module docstring)."""
+
+
+def flatten_transparency(image: Image.Image) -> Image.Image:
+    """An image with transparency as 8-bit RGB composited onto `TRANSPARENT_BACKGROUND`."""
+    flat = Image.new("RGBA", image.size, (*TRANSPARENT_BACKGROUND, 255))
+    flat.alpha_composite(image.convert("RGBA"))
+    return flat.convert("RGB")
 
 
 def load_mask(path: str | Path, name: str | None = None) -> np.ndarray:
@@ -130,7 +145,7 @@ def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] in (3, 4):
-            tensor = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+            tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         elif image.ndim == 2:
             tensor = torch.from_numpy(np.ascontiguousarray(image))[None]
         else:
@@ -151,6 +166,9 @@ def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
             raise InputError(f"{name}: float images must lie in [0, 1], got [{tensor.min():.3g}, {tensor.max():.3g}]")
     else:
         raise InputError(f"{name}: image dtype must be uint8 or float, got {tensor.dtype}")
+    if tensor.shape[0] == 4:  # RGBA: flattened as `flatten_transparency` does, without rounding to 8 bits
+        background = torch.tensor(TRANSPARENT_BACKGROUND, dtype=torch.float32)[:, None, None] / 255
+        return tensor[:3] * tensor[3:] + background * (1 - tensor[3:])
     return tensor.expand(3, -1, -1).contiguous()
 
 

@@ -15,7 +15,6 @@ is written last, so a folder without it is never resumed.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..io import TEMP_SUFFIX, WRITE_FAILURES, atomic_write, remove, write_failure
+from ..io import TEMP_SUFFIX, WRITE_FAILURES, atomic_write, check_writable, remove, write_failure
 from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
 
 CHECKPOINTS = "checkpoints"
@@ -208,21 +207,13 @@ def check_output_dir(output_dir: str | Path) -> None:
     """`InputError` unless `output_dir` (and its ``checkpoints/`` and ``logs/``, if there) can be written, or, if it
     does not exist yet, can be created; checked before training starts, creating nothing."""
     path = Path(output_dir).expanduser()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{path}: cannot create the output folder, {existing} is a file")
-    for folder in (existing, path / CHECKPOINTS, path / LOGS):
+    advice = "choose another output_dir"
+    check_writable(path, advice)
+    for folder in (path / CHECKPOINTS, path / LOGS):
         if folder.exists() and not folder.is_dir():
-            raise InputError(f"{folder}: is a file, where the run keeps its {folder.name}; choose another output_dir")
-        if not folder.is_dir():
-            continue
-        try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise InputError(f"{folder}: cannot write training outputs here ({error.strerror or error}); choose another output_dir") from None
+            raise InputError(f"{folder}: is a file, where the run keeps its {folder.name}; {advice}")
+        if folder.is_dir():
+            check_writable(folder, advice)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -24,7 +24,7 @@ from ..errors import InputError, first_line, one_line_errors
 from ..io import TreeSnapshot
 from ..modeling import DiffewSConfig, DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
-from ..modeling.diffews_model import CONFIG_NAME
+from ..modeling.config import CONFIG_NAME
 from ..modeling.kernels import attention_kernel
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..registry import load_model, named_model
@@ -172,12 +172,11 @@ class Trainer:
             while state.step < config.optim.max_steps:
                 loss = self.step()
                 self.log(loss, bar)
-                every = config.validation.val_every
-                if every and state.step % every == 0 and state.step < config.optim.max_steps:
-                    self.validate()
-                if state.step % config.checkpointing.checkpoint_every == 0 or state.step == config.optim.max_steps:
-                    path = self.checkpoint()
-                    bar.write(self._progress_line(loss, path))
+                every, last = config.validation.val_every, state.step == config.optim.max_steps
+                metrics = self.validate() if every and state.step % every == 0 and not last else None  # the last: in finish
+                path = self.checkpoint() if state.step % config.checkpointing.checkpoint_every == 0 or last else None
+                if metrics or path:
+                    bar.write(self._progress_line(loss, metrics, path))
         return self.finish()
 
     # ------------------------------------------------------------------ the stages
@@ -306,6 +305,8 @@ class Trainer:
             if state.ema is not None:
                 state.ema.copy_to(model.unet)
             final = self.validate(final=True) if config.validation.val_every else None
+            if final:
+                tqdm.write(f"final validation at step {state.step}: " + ", ".join(f"{k} {v:.2f}" for k, v in final.items()))
             if self._vae_fp32 is not None:
                 cast_module(model.vae, torch.float32).load_state_dict(self._vae_fp32)
             exported = export_model(model, config, state.step, final, len(self._val_data) if final else 0)
@@ -412,14 +413,16 @@ class Trainer:
                 "and start a new run from them (--pretrained OUTPUT_DIR/model)"
             )
 
-    def _progress_line(self, loss: float, path: Path) -> str:
+    def _progress_line(self, loss: float, metrics: dict[str, float] | None, path: Path | None) -> str:
+        """The line a validation or a checkpoint prints: this step's loss, learning rate and speed, the
+        scores of a validation run at this step, and the checkpoint written."""
         state, config = self.state, self.config
         rate = (state.step - self._start_step) / (time.perf_counter() - self._started)
         lr = state.scheduler.get_last_lr()[0]
         return (
             f"step {state.step}/{config.optim.max_steps}: loss {loss:.4f}, lr {lr:.2e}, {rate:.2f} steps/s"
-            + "".join(f", {k} {v:.2f}" for k, v in (state.metrics or {}).items())
-            + f" -> {path}"
+            + "".join(f", {k} {v:.2f}" for k, v in (metrics or {}).items())
+            + (f" -> {path}" if path is not None else "")
         )
 
     def _tracker(self) -> list[str] | None:
