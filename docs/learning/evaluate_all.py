@@ -1,6 +1,6 @@
 """Every number of docs/learning.md, with the evaluator behind `diffews evaluate` (`run_evaluation`).
 
-    python docs/learning/evaluate_all.py --model diffews-icons-small --untrained outputs/icons-w44-init \
+    python docs/learning/evaluate_all.py --model diffews-icons-small --untrained outputs/icons-w44-init-256 \
         --root data/iconbench [--oxygen data/oxygen-eval] --out docs/learning
 
 Held-out fold 0, test split, every test image once as a query (1,152 episodes on the rebuilt benchmark:
