@@ -464,10 +464,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], action: str, hin
         with _creating_parents(target):
             empty = not _exists(target) or is_empty_folder(target)
             if empty:  # written as `new_folder` writes it: a link to an empty folder is refused
-                require_new_folder(target, "choose a new output folder")
-                writes_in = target if target.is_dir() else target.parent
-                if not os.access(writes_in, os.W_OK | os.X_OK):
-                    raise InputError(f"{writes_in}: cannot write here; choose another output folder")
+                check_new_folder(target)
             with _staging(target) if empty else atomic_write(target, folder=True) as staged:
                 write(staged)
     except WRITE_FAILURES as error:

@@ -306,7 +306,7 @@ class Trainer:
                 state.ema.copy_to(model.unet)
             final = self.validate(final=True) if config.validation.val_every else None
             if final:
-                tqdm.write(f"final validation at step {state.step}: " + ", ".join(f"{k} {v:.2f}" for k, v in final.items()))
+                tqdm.write(f"final validation at step {state.step}: {_scores(final)}")
             if self._vae_fp32 is not None:
                 cast_module(model.vae, torch.float32).load_state_dict(self._vae_fp32)
             exported = export_model(model, config, state.step, final, len(self._val_data) if final else 0)
@@ -421,7 +421,7 @@ class Trainer:
         lr = state.scheduler.get_last_lr()[0]
         return (
             f"step {state.step}/{config.optim.max_steps}: loss {loss:.4f}, lr {lr:.2e}, {rate:.2f} steps/s"
-            + "".join(f", {k} {v:.2f}" for k, v in (metrics or {}).items())
+            + (f", {_scores(metrics)}" if metrics else "")
             + (f" -> {path}" if path is not None else "")
         )
 
@@ -476,6 +476,11 @@ class Trainer:
         name = "constant_with_warmup" if optim.lr_scheduler == "constant" else optim.lr_scheduler
         return get_scheduler(name, optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=optim.max_steps)
 
+
+
+def _scores(metrics: dict[str, float]) -> str:
+    """Validation scores as the progress lines print them: ``miou 43.23, fbiou 66.36``."""
+    return ", ".join(f"{name} {value:.2f}" for name, value in metrics.items())
 
 
 def _stream_seed(seed: int, stream: str, process_index: int) -> int:
