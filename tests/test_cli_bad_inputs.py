@@ -3,6 +3,7 @@ nothing written. Damaged weights files, out-of-range resolutions, a busy port, u
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import socket
@@ -238,3 +239,44 @@ def test_an_image_with_a_damaged_exif_block_is_one_line(saved, tmp_path, capsys)
     args = ["segment", "--model", str(saved / "diffews"), *SUPPORT, "--query", str(query), "--out", str(tmp_path / "out")]
     expect_error(capsys, args, f"{query}: cannot read image (not a TIFF file")
     assert not (tmp_path / "out").exists()
+
+
+NO_SUCH_USER = "~diffews-no-such-user"
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [("segment", "--query"), ("segment", "--out"), ("segment", "--model"), ("segment", "--mask-decoder"), ("evaluate", "--out"),
+     ("distill-decoder", "--out"), ("train", "--output-dir"), ("train", "--config"), ("app", "--examples")],
+)
+def test_a_home_of_an_unknown_user_is_one_line(saved, tmp_path, capsys, command, flag):
+    """pathlib's expanduser raises RuntimeError for ~<unknown user>: it was a traceback (or, for the
+    paths never expanded, a search for a folder literally named '~user')."""
+    args = model_commands(saved / "diffews", tmp_path)[command]
+    value = f"{NO_SUCH_USER}/x"
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    line = expect_error(capsys, args, f"{value}: cannot expand '~' (no such user, or no home folder)")
+    assert line.count(value) == 1, line  # named once: not prefixed with itself
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_a_folder_the_user_cannot_read_is_one_line(saved, tmp_path, capsys, monkeypatch):
+    """A PermissionError on a data folder (an EACCES read, not a full disk) was a traceback.
+    Tests run as root here, where chmod cannot lock a folder: the refusal is simulated."""
+    locked = tmp_path / "data" / "cat"
+    locked.mkdir(parents=True)
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    args = model_commands(saved / "diffews", tmp_path)["evaluate"]
+    args[args.index("--root") + 1] = str(tmp_path / "data")
+    expect_error(capsys, args, f"error: {locked}: Permission denied")
+    assert not (tmp_path / "out.json").exists()

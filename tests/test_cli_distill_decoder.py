@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from diffews.cli.main import main
 from diffews.modeling.mask_decoder import load_mask_decoder
 
@@ -85,6 +87,14 @@ def test_bad_learning_rate_and_widths_are_one_line(tmp_path, capsys):
     assert run_error(capsys, "--lr", "nan", "--out", str(out)) == "error: --lr must be a positive number, got nan"
     assert run_error(capsys, "--widths", "0", "8", "8", "--out", str(out)) == "error: --widths must be at least 1 channel each, got 0 8 8"
     assert not out.exists()
+
+
+def test_a_seed_out_of_range_is_refused_before_training(tmp_path, capsys):
+    """2**64 - 1 trained, then crashed seeding the evaluation with seed + 1 (a RuntimeError traceback)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["distill-decoder", "--model", "tiny-random", "--seed", str(2**64 - 1), "--out", str(tmp_path / "d.safetensors")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"argument --seed: must be in 0..{2**32 - 1}, got {2**64 - 1}")
 
 
 def test_a_failed_write_is_one_line_and_removes_the_folders_it_created(tmp_path, capsys, monkeypatch):

@@ -158,6 +158,20 @@ def test_interrupted_evaluation_resumes_to_the_same_numbers(benchmarks, tmp_path
     assert not (tmp_path / "resumed.json.partial.json").exists()
 
 
+@pytest.mark.parametrize("failure", [KeyboardInterrupt(), OSError(28, "No space left on device")], ids=["interrupt", "full-disk"])
+def test_a_run_stopped_before_any_progress_leaves_no_folders(benchmarks, tmp_path, monkeypatch, capsys, failure):
+    """Stopped in its first batch, a run created the report's folders and left them behind, empty."""
+    root, _ = benchmarks
+
+    def stopped(*predict_args, **named):
+        raise failure
+
+    monkeypatch.setattr(evaluate_module, "predict", stopped)
+    code = evaluate(root, tmp_path / "new" / "dir" / "r.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2")
+    assert code == (130 if isinstance(failure, KeyboardInterrupt) else 2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resume_refuses_progress_of_other_settings(benchmarks, tmp_path, capsys):
     root, _ = benchmarks
     partial = tmp_path / "report.json.partial.json"
@@ -185,6 +199,8 @@ def test_save_vis_writes_side_by_side_panels(benchmarks, tmp_path):
         (["--benchmark", "fss", "--fold", "0"], "fss has no folds; leave --fold out"),
         (["--benchmark", "pascal", "--fold", "0", "--shots", "0"], "--shots must be at least 1"),
         (["--benchmark", "pascal", "--fold", "0", "--score-size", "big"], "--score-size must be a positive number"),
+        (["--benchmark", "pascal", "--fold", "\u00b2"], "pascal has folds 0..3 (or all); got --fold \u00b2"),  # was a ValueError traceback
+        (["--benchmark", "pascal", "--fold", "0", "--score-size", "\u00b2"], "--score-size must be a positive number"),
         (["--benchmark", "pascal", "--fold", "0", "--shots", "2"], "2-shot episodes need at least 3"),
         (["--benchmark", "coco", "--fold", "0", "--root", "/nonexistent"], "COCO2014/val2014: folder not found"),
     ],

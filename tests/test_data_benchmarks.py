@@ -311,7 +311,7 @@ def test_pascal_split_list_that_is_not_text_is_one_line(benchmarks, tmp_path):
     root, _ = benchmarks
     data = copy_benchmark(root, tmp_path, "VOC2012")
     (data / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(InputError, match=r"val\.txt: not a text list of image ids; PASCAL-5i needs"):
+    with pytest.raises(InputError, match=r"val\.txt: not a UTF-8 text list of image ids; PASCAL-5i needs"):
         open_split("pascal", data, "val", 0)
 
 

@@ -143,6 +143,23 @@ def test_read_pair_lists_tolerates_blank_lines_and_crlf(tmp_path):
     assert read_pair_lists(tmp_path, "val", [1]) == [("2007_000033", 6), ("2007_000061", 7)]
 
 
+def test_a_split_list_that_is_not_utf8_is_one_line(tmp_path):
+    """A UTF-16 list (Notepad's "Unicode") was a UnicodeDecodeError traceback, for pair lists and FSS-1000's class lists."""
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "fold0.txt").write_text("2007_000033__01\n", encoding="utf-16")
+    with pytest.raises(InputError, match=r"fold0\.txt: not a UTF-8 text split list$"):
+        read_pair_lists(tmp_path, "val", [0])
+    (tmp_path / "test.txt").write_text("abacus\n", encoding="utf-16")
+    with pytest.raises(InputError, match=r"test\.txt: not a UTF-8 text class list$"):
+        fss.class_list("test", tmp_path)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_entry(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "fold0.txt").write_text("2007_000033__01\n", encoding="utf-8-sig")
+    assert read_pair_lists(tmp_path, "val", [0]) == [("2007_000033", 1)]
+
+
 def test_read_pair_lists_missing_fold_names_the_file(tmp_path):
     write_pair_lists({0: [("a", 1)]}, tmp_path / "val")
     with pytest.raises(InputError, match="fold1.txt"):
@@ -191,6 +208,14 @@ def test_pickle_lists_refused_by_default(tmp_path):
     with pytest.raises(InputError, match="--trust-pickle-splits") as caught:
         read_pair_lists(tmp_path, "trn", [0])
     assert "fold0.pkl" in str(caught.value)
+
+
+@pytest.mark.parametrize("table", [{"a": ["x.jpg"]}, {0: [1]}, {0: 5}, {0: [""]}, {0: "abc.jpg"}, ["x.jpg"]])
+def test_a_trusted_pickle_of_the_wrong_shape_is_one_line(tmp_path, table):
+    """Each was a ValueError or TypeError traceback."""
+    write_pickle(tmp_path, "trn", 0, table)
+    with pytest.raises(InputError, match=r"fold0\.pkl: expected a dict of class index -> lists of image paths$"):
+        read_pair_lists(tmp_path, "trn", [0], trust_pickle=True)
 
 
 def test_trusted_pickle_lists_are_read_with_a_warning(tmp_path, caplog):

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from diffews import DiffewSPipeline, InputError
 from diffews._testing import build_tiny_model
 from diffews.distillation import distill_mask_decoder, evaluate_mask_decoder, mask_iou, random_masks
-from diffews.modeling.mask_decoder import MaskDecoder, MaskDecoderConfig, load_mask_decoder, save_mask_decoder
+from diffews.modeling.mask_decoder import FORMAT, MaskDecoder, MaskDecoderConfig, load_mask_decoder, save_mask_decoder
 
 CONFIG = MaskDecoderConfig(widths=(8, 8, 8))
 
@@ -79,3 +79,27 @@ def test_pipeline_decodes_with_the_mask_decoder(model):
     out = pipe(images[:2], [images[2]], [mask], output_latents=True)
     expected = decoder(out.mask_latents)[:, 0].detach().numpy()  # query size = working size: no resize
     np.testing.assert_allclose(np.stack(out.probabilities), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (None, "no 'config' entry"), ("{not json", "Expecting property name"), ('{"widths": [8], "depth": 3}', "unexpected keyword"),
+        ('{"widths": []}', "index out of range"),
+    ],
+)
+def test_loading_damaged_metadata_is_one_input_error(tmp_path, config, message):
+    decoder = MaskDecoder(CONFIG)
+    metadata = {"format": FORMAT} | ({} if config is None else {"config": config})
+    save_file(decoder.state_dict(), tmp_path / "d.safetensors", metadata)
+    with pytest.raises(InputError, match=f"d.safetensors: damaged mask decoder metadata \\(.*{message}"):
+        load_mask_decoder(tmp_path / "d.safetensors")
+
+
+def test_from_pretrained_takes_a_mask_decoder(model, tmp_path):
+    model.save_pretrained(tmp_path / "model")
+    decoder = MaskDecoder(CONFIG)
+    pipe = DiffewSPipeline.from_pretrained(tmp_path / "model", mask_decoder=decoder)
+    assert pipe.mask_decoder is decoder
+    with pytest.raises(ValueError, match="latent channels"):
+        DiffewSPipeline.from_pretrained(tmp_path / "model", mask_decoder=MaskDecoder(MaskDecoderConfig(latent_channels=8)))

@@ -143,6 +143,11 @@ def test_a_folder_written_into_an_empty_one_keeps_it_and_a_link_is_refused(tmp_p
     with pytest.raises(InputError, match="is a symbolic link"):
         replace_folder(tmp_path / "link", lambda folder: (folder / "a.txt").write_text("new"), "write here")
     assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
+    (tmp_path / "real" / "old.txt").write_text("old")  # a link to a full folder was dropped for a new folder
+    with pytest.raises(InputError, match="is a symbolic link"):
+        replace_folder(tmp_path / "link", lambda folder: (folder / "a.txt").write_text("new"), "write here")
+    assert (tmp_path / "link").is_symlink() and [p.name for p in (tmp_path / "real").iterdir()] == ["old.txt"]
+
 
 def test_a_folder_that_cannot_be_written_leaves_no_parent_folders_behind(tmp_path):
     """A full disk or an interrupt while `convert` / `download` wrote a model left the parents it had made."""

@@ -422,6 +422,16 @@ def test_no_home_folder_asks_for_diffews_home(monkeypatch, capsys):
     expect_error(capsys, ["download", "incontext"], "no home folder to keep downloads in: set DIFFEWS_HOME")
 
 
+@pytest.mark.parametrize("variable", ["DIFFEWS_HOME", "XDG_CACHE_HOME"])
+def test_a_home_variable_naming_an_unknown_user_says_which(monkeypatch, variable):
+    from diffews.home import diffews_home
+
+    monkeypatch.delenv("DIFFEWS_HOME", raising=False)
+    monkeypatch.setenv(variable, "~diffews-no-such-user/cache")
+    with pytest.raises(InputError, match=f"^\\${variable}: ~diffews-no-such-user/cache: cannot expand '~'"):
+        diffews_home()
+
+
 def test_repository_with_another_layout_is_explained(capsys, home, monkeypatch, tmp_path):
     write_authors_clone(tmp_path / "remote", None, models={"coco_fold0": CLONE_MODELS["coco_fold0"]})
     monkeypatch.setitem(sys.modules, "modelscope", FakeModelscope(tmp_path / "remote"))

@@ -136,6 +136,18 @@ def test_init_model_errors_are_one_line(tmp_path, capsys):
     assert torch.equal(constant_prompt_embedding(8, "zeros"), torch.zeros(1, 77, 8))
 
 
+@pytest.mark.parametrize(("flag", "name"), [("--seed", "seed"), ("--prompt-seed", "prompt seed")])
+def test_init_model_seeds_out_of_range_are_one_line(trained, tmp_path, capsys, flag, name):
+    """A prompt seed of 2**64 was a RuntimeError traceback from torch's generator."""
+    _, out, _ = trained
+    path = tmp_path / "unet.json"
+    path.write_text(json.dumps(UNET_CONFIG))
+    args = ["init-model", "--vae", str(out / "vae"), "--unet-config", str(path), "--resolution", "32", "--out", str(tmp_path / "m")]
+    assert main([*args, flag, str(2**64)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {name} must be in 0..2**63-1, got {2**64}"
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

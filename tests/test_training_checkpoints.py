@@ -53,6 +53,31 @@ def test_unstorable_values_are_refused(tmp_path):
         save_nested({"x": object()}, tmp_path / "s.safetensors")
 
 
+def test_a_folder_that_only_looks_numbered_is_not_a_checkpoint(tmp_path):
+    """str.isdigit() takes "\u00b2", which int() refuses: listing the checkpoints was a ValueError."""
+    write_checkpoint(tmp_path, 10, lambda folder: _write_state(folder, 10), keep=2)
+    (tmp_path / "checkpoints" / "step-\u00b2").mkdir()
+    _write_state(tmp_path / "checkpoints" / "step-\u00b2", 2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000010"]
+
+
+def test_an_interrupted_removal_of_an_old_checkpoint_leaves_only_a_stale_temporary(tmp_path, monkeypatch):
+    """Removal used to run on the checkpoint itself: stopped after its state file went, a half-deleted
+    step-N stayed for good (no longer listed, never cleaned up)."""
+    from diffews.training import checkpoints
+
+    for step in (10, 20):
+        write_checkpoint(tmp_path, step, lambda folder, s=step: _write_state(folder, s), keep=2)
+    monkeypatch.setattr(checkpoints, "remove", lambda path: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(tmp_path, 30, lambda folder: _write_state(folder, 30), keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names[-2:] == ["step-00000020", "step-00000030"] and names[0].startswith(".step-00000010.")
+    monkeypatch.undo()
+    write_checkpoint(tmp_path, 40, lambda folder: _write_state(folder, 40), keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000030", "step-00000040"]
+
+
 def test_write_checkpoint_keeps_the_newest(tmp_path):
     for step in (10, 20, 30, 40):
         path = write_checkpoint(tmp_path, step, lambda folder, s=step: _write_state(folder, s), keep=2)

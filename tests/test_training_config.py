@@ -56,7 +56,10 @@ def test_option_names_are_unique_across_sections():
         ("optimiser:\n  learning_rate: 1.0\n", "unknown section(s) optimiser"),
         ("optim:\n  max_steps: ten\n", "max_steps must be an integer, got 'ten'"),
         ("optim:\n  max_steps: 2.5\n", "max_steps must be an integer, got 2.5"),
-        ("optim:\n  learning_rate: -1\n", "learning_rate must be > 0, got -1.0"),
+        ("optim:\n  learning_rate: -1\n", "learning_rate must be > 0 and finite, got -1.0"),
+        ("optim:\n  learning_rate: .inf\n", "learning_rate must be > 0 and finite, got inf"),  # trained on to NaN weights
+        ("optim:\n  weight_decay: .inf\n", "weight_decay must be >= 0 and finite, got inf"),
+        ("optim:\n  max_grad_norm: .inf\n", "max_grad_norm must be null or > 0 and finite, got inf"),
         ("precision:\n  mixed_precision: fp8\n", "mixed_precision must be one of no, fp16, bf16, got 'fp8'"),
         ("model:\n  resolution: 500\n", "resolution must be a multiple of 8 from 8 to 2048, got 500"),
         ("data:\n  shots: null\n", "shots must not be null"),
@@ -70,6 +73,9 @@ def test_option_names_are_unique_across_sections():
         ("optim:\n  max_steps: 3\ndata:\n  shots: 2\noptim:\n  warmup_steps: 1\n", "line 5: duplicate key 'optim'"),
         ("model: {resolution: 64, resolution: 64}\n", "line 1: duplicate key 'resolution'"),
         ("? [a, b]\n: 1\n", "line 1: a key must be a plain name or number, got ['a', 'b']"),  # was a TypeError traceback
+        ("checkpointing:\n  output_dir: ~diffews-no-such-user/run\n", "~diffews-no-such-user/run: cannot expand '~'"),
+        ("5: x\n", "unknown section(s) 5"),  # number keys were a TypeError traceback
+        ("optim:\n  null: 1\n  true: 2\n", "unknown key(s) None, True in section 'optim'"),
     ],
 )
 def test_bad_config_files_name_the_file_and_the_problem(tmp_path, text, message):

@@ -165,6 +165,28 @@ def test_a_failed_run_removes_only_what_appeared_in_its_own_folders(tmp_path, mo
     ]
 
 
+def test_a_diverged_run_stops_before_its_checkpoint_replaces_the_good_ones(tmp_path, monkeypatch):
+    """A run whose weights went NaN wrote NaN checkpoints (keep_checkpoints then deleted the good ones),
+    exported a NaN model and exited 0."""
+    original = Trainer.step
+
+    def diverging(self):
+        loss = original(self)
+        if self.state.step == 3:
+            with torch.no_grad():
+                self._params[0].fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(Trainer, "step", diverging)
+    config = tiny_config(tmp_path, max_steps=4, checkpoint_every=2, keep_checkpoints=1)
+    with pytest.raises(InputError, match=r"^training diverged by step 4: the UNet's weights are no longer finite; "
+                       r"lower optim.learning_rate; the newest checkpoint, .*step-00000002, is from before$"):
+        Trainer(config, train_dataset=SquaresEpisodes(4, 2)).train()
+    assert latest_checkpoint(tmp_path).name == "step-00000002"
+    assert all(torch.isfinite(w).all() for w in _unet_weights(latest_checkpoint(tmp_path)).values())
+    assert not (tmp_path / "model").exists()
+
+
 def test_ema_switched_on_at_resume_starts_from_the_resumed_weights(tmp_path, caplog):
     data = SquaresEpisodes(4, 2)
     Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=2), train_dataset=data).train()
@@ -558,6 +580,24 @@ def test_resuming_from_a_damaged_checkpoint_names_the_file(tmp_path, monkeypatch
     broken.write_bytes(broken.read_bytes()[:100])
     assert main([*args, "--resume", "latest", "--max-steps", "2"]) == 2
     assert only_error_line(capsys).startswith(f"error: {broken}: cannot read weights, the file is damaged or truncated")
+
+
+@pytest.mark.parametrize(("damaged", "content", "message"), [
+    ("optimizer.safetensors", [torch.zeros(1)], "optimizer.safetensors: damaged diffews checkpoint file (not an optimizer state)"),
+    ("rng.safetensors", [], "does not match the model being trained (list index out of range)"),
+    ("rng.safetensors", [{"torch": [1, 2]}], "does not match the model being trained"),
+])
+def test_resuming_from_state_files_of_the_wrong_kind_is_one_line(tmp_path, monkeypatch, capsys, damaged, content, message):
+    """Each file parses but holds another structure: they were tracebacks (TypeError, IndexError)."""
+    from diffews.training.checkpoints import save_nested
+
+    args = train_cli(tmp_path, monkeypatch, max_steps=1)
+    assert main(args) == 0
+    folder = latest_checkpoint(tmp_path / "run")
+    save_nested(content, folder / damaged)
+    assert main([*args, "--resume", "latest", "--max-steps", "2"]) == 2
+    line = only_error_line(capsys)
+    assert line.startswith("error: ") and message in line, line
 
 
 def test_loss_from_stored_posteriors_equals_the_loss_from_pixels(tiny_model):

@@ -4,7 +4,7 @@
         --checkpoint outputs/icons-w44/checkpoints/step-00010500        # a checkpoint's UNet (the 128 px release)
     python docs/learning/package_model.py outputs/icons-init outputs/icons-step2750 --dtype float32 \
         --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet, to train on from
-    python docs/learning/package_model.py outputs/icons-w44-256/model src/diffews/models/diffews-icons-small  # the built-in model
+    python docs/learning/package_model.py outputs/icons-w44-256-more/model src/diffews/models/diffews-icons-small  # the built-in model
 
 Loads the folder that `diffews train` exported (or an initial model plus a checkpoint's UNet), casts
 every weight to float16 (half the size; it loads back as float32, see `DiffewSModel.from_pretrained`)

@@ -15,16 +15,19 @@ import os
 from pathlib import Path
 
 from .errors import InputError
+from .paths import user_path
 
 HOME_ENV = "DIFFEWS_HOME"
 
 
 def diffews_home() -> Path:
     """``$DIFFEWS_HOME``, else ``$XDG_CACHE_HOME/diffews``, else ``~/.cache/diffews`` (not created here)."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "diffews"
+    for variable, below in ((HOME_ENV, ()), ("XDG_CACHE_HOME", ("diffews",))):
+        if os.environ.get(variable):
+            try:
+                return user_path(os.environ[variable]).joinpath(*below)
+            except InputError as error:
+                raise InputError(f"${variable}: {error}") from None
     try:
         return Path.home() / ".cache" / "diffews"
     except RuntimeError:  # no HOME and no passwd entry for this user (some containers)

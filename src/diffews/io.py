@@ -39,6 +39,7 @@ from safetensors import SafetensorError
 
 from .distributed import Processes
 from .errors import InputError, WriteError, first_line
+from .paths import user_path
 from .processing.images import IMAGE_READ_ERRORS, IMAGE_SUFFIXES
 from .signals import deferred
 
@@ -165,7 +166,7 @@ class TreeSnapshot:
     since, and the folder itself and its parents if they did not exist, never anything older."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser()
+        self.root = user_path(root)
         self._missing = missing_folders(self.root)
         self._paths = set(self.root.rglob("*")) if self.root.is_dir() else set()
 
@@ -453,13 +454,15 @@ def write_failure(error: BaseException) -> str:
 def replace_folder(target: Path, write: Callable[[Path], None], action: str, hint: str = "") -> Path:
     """Fill a temporary folder beside `target` with `write(folder)`, then put it in `target`'s place
     (`atomic_write`): readers see the old folder or the complete new one, never a half-written one.
-    A missing or empty `target` is written by `new_folder` (an empty folder is kept and filled).
+    A missing or empty `target` is written by `new_folder` (an empty folder is kept and filled); a
+    symbolic link is refused (`refuse_link`): putting a folder in its place would drop the link.
 
     Raises:
         InputError: ``"<target>: cannot <action> (<reason>)<hint>"`` when the folder cannot be
             written (full disk, permissions); the temporary folder is removed, `target` kept as it was,
             and the parent folders this call created are removed (on an interrupt too).
     """
+    refuse_link(target)
     try:
         with _creating_parents(target):
             empty = not _exists(target) or is_empty_folder(target)
@@ -488,7 +491,7 @@ class OutputFolder:
     """
 
     def __init__(self, path: str | Path, processes: Processes = Processes()) -> None:
-        self.path = Path(path).expanduser()
+        self.path = user_path(path)
         self._processes = processes
         self._files = Transaction()
         self._created: list[Path] = []  # folders this run created, deepest first
@@ -577,7 +580,7 @@ def expand_image_paths(specs: Iterable[str]) -> list[Path]:
     ``[``, ``*`` or ``?`` in it; only one that does not is a pattern."""
     found: list[Path] = []
     for spec in specs:
-        path = Path(spec).expanduser()
+        path = user_path(spec)
         if glob.has_magic(spec) and not path.exists():
             matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True))
             files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
@@ -605,7 +608,7 @@ def check_replaceable(folder: str | Path, names: Iterable[str], inputs: Iterable
     diffews run (a PNG whose ``Software`` chunk says `SOFTWARE`, or a JSON file whose
     ``info.description`` starts with it), and none of them is one of the run's `inputs`: a run never
     replaces a file it did not create, and every name leaves room for its staging name (`NAME_MAX`)."""
-    folder = Path(folder).expanduser()
+    folder = user_path(folder)
     own_inputs = {path.resolve() for path in inputs}
     for name in names:
         path = folder / name

@@ -25,6 +25,7 @@ import torch
 
 from .modeling import DiffewSModel
 from .modeling.builtin import DEFAULT_MODEL, builtin_folder
+from .paths import user_path
 from .release.catalog import RELEASES, downloaded_model
 
 logger = logging.getLogger("diffews")
@@ -67,7 +68,7 @@ def folder_model(name: str, summary: str, folder: Callable[[], Path]) -> NamedMo
 
 def named_model(name_or_path: str | Path) -> NamedModel | None:
     """The registered model `name_or_path` refers to, or None (an existing local path never refers to one)."""
-    if Path(name_or_path).expanduser().exists():
+    if user_path(name_or_path).exists():
         return None
     return MODELS.get(str(name_or_path))
 

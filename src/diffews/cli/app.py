@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError, first_line
+from ..paths import user_path
 from .common import add_flip_option, add_model_options, load_pipeline
 
 DESCRIPTION = """\
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     parser.add_argument(
-        "--examples", type=Path, default=None, metavar="DIR",
+        "--examples", default=None, metavar="DIR",
         help="folder with support/ (IMG.jpg + IMG_mask.png) and query/ images for the pre-filled example; "
         "default: the examples/ folder of a source checkout, if there is one",
     )
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be in 1..65535, got {args.port}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.examples is not None:
+        args.examples = user_path(args.examples)
     if args.examples is not None and not args.examples.is_dir():
         raise InputError(f"{args.examples}: no such folder (--examples)")
     check_can_listen(args.host, args.port)

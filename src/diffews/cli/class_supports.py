@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..data.custom import is_image, scan_class
 from ..errors import InputError
+from ..paths import user_path
 from ..processing.images import load_image, open_image_file
 from ..processing.labels import check_class_names, read_label_image
 from ..processing.masks import IGNORE_INDEX, as_binary_mask
@@ -54,11 +55,11 @@ def read_classes(args: argparse.Namespace) -> ClassFiles | None:
     if args.classes:
         return _from_class_flags(args.classes)
     if args.supports:
-        return _from_folder(Path(args.supports).expanduser())
+        return _from_folder(user_path(args.supports))
     if args.support_labels:
         if not args.names:
             raise InputError("--support-labels: needs --names FILE naming the labels")
-        return _from_label_images(args.support_labels, Path(args.names).expanduser())
+        return _from_label_images(args.support_labels, user_path(args.names))
     return None
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..data import BENCHMARKS, get_benchmark, split_lists_folder
 from ..errors import InputError
 from ..io import replace_folder, require_new_folder
+from ..paths import user_path
 from .common import output_path
 from .data_build import add_commands as add_build_commands
 
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     benchmark = get_benchmark(args.benchmark)
-    root = Path(args.root).expanduser()
+    root = user_path(args.root)
     items = benchmark.check(root, split_lists_folder(benchmark, args.splits))
     for item in items:
         print(item)
@@ -56,7 +56,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_splits(args: argparse.Namespace) -> int:
     benchmark = get_benchmark(args.benchmark)
-    root, out = Path(args.root).expanduser(), Path(args.out).expanduser()
+    root, out = user_path(args.root), user_path(args.out)
     require_new_folder(out, "split lists go into a new or empty --out")  # never over files of the user's
     lines: list[str] = []
     replace_folder(out, lambda folder: lines.extend(benchmark.write_split_lists(root, folder)), "write the split lists here")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..data.backgrounds import WALLPAPER_ROOTS, gather_backgrounds
 from ..data.emoji import NOTO_FONT, SYMBOLA_FONT, gather_emoji
@@ -11,6 +10,7 @@ from ..data.emoji import SETS as EMOJI_SETS
 from ..data.icons import EXCLUDED_CONTEXTS, ICON_ROOT, RESERVED_THEMES, gather_icons
 from ..data.synthesize import LAYOUT_TRIES, CompositeOptions, build_composite
 from ..errors import InputError
+from ..paths import user_path
 from .common import count, output_path
 
 DEFAULTS = CompositeOptions()
@@ -139,7 +139,7 @@ def _names(text: str | None) -> list[str]:
 
 def run_icons(args: argparse.Namespace) -> int:
     summary = gather_icons(
-        Path(args.out).expanduser(), Path(args.icon_root).expanduser(), _names(args.themes) or None, args.size, args.min_size,
+        user_path(args.out), user_path(args.icon_root), _names(args.themes) or None, args.size, args.min_size,
         args.min_themes, args.min_silhouette_iou, _names(args.exclude_contexts), args.workers,
     )
     print(
@@ -152,8 +152,8 @@ def run_icons(args: argparse.Namespace) -> int:
 
 def run_emoji(args: argparse.Namespace) -> int:
     summary = gather_emoji(
-        Path(args.out).expanduser(), _names(args.sets), args.size, args.min_sets, args.min_silhouette_iou,
-        Path(args.emojione).expanduser() if args.emojione else None, Path(args.noto_font).expanduser(), Path(args.symbola_font).expanduser(),
+        user_path(args.out), _names(args.sets), args.size, args.min_sets, args.min_silhouette_iou,
+        user_path(args.emojione) if args.emojione else None, user_path(args.noto_font), user_path(args.symbola_font),
     )
     print(
         f"wrote {summary.cutouts} cut-outs of {summary.classes} classes from the sets {', '.join(summary.sources)} to {args.out}; "
@@ -163,8 +163,8 @@ def run_emoji(args: argparse.Namespace) -> int:
 
 
 def run_backgrounds(args: argparse.Namespace) -> int:
-    roots = [Path(p).expanduser() for p in _names(args.wallpapers)]
-    summary = gather_backgrounds(Path(args.out).expanduser(), roots, args.textures, args.size, args.seed)
+    roots = [user_path(p) for p in _names(args.wallpapers)]
+    summary = gather_backgrounds(user_path(args.out), roots, args.textures, args.size, args.seed)
     print(f"wrote {summary.wallpapers} wallpapers and {summary.textures} textures to {args.out}")
     return 0
 
@@ -179,9 +179,9 @@ def run_composite(args: argparse.Namespace) -> int:
     )
     if args.deal_new_classes and not args.folds_from:
         raise InputError("--deal-new-classes adds classes to the folds of --folds-from DIR; give that too")
-    folds_from = Path(args.folds_from).expanduser() if args.folds_from else None
+    folds_from = user_path(args.folds_from) if args.folds_from else None
     summary = build_composite(
-        [Path(p).expanduser() for p in args.objects], Path(args.backgrounds).expanduser(), Path(args.out).expanduser(), options,
+        [user_path(p) for p in args.objects], user_path(args.backgrounds), user_path(args.out), options,
         args.workers, folds_from, args.deal_new_classes,
     )
     counts = ", ".join(f"{split} {n}" for split, n in summary.images.items())

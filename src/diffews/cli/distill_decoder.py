@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 
 from ..distillation import distill_mask_decoder, evaluate_mask_decoder
 from ..errors import InputError
 from ..modeling.mask_decoder import MaskDecoderConfig, check_mask_decoder_target, save_mask_decoder
-from .common import add_model_options, check_resolution_flag, load_model_from_args, output_path
+from ..paths import user_path
+from .common import add_model_options, check_resolution_flag, count, load_model_from_args, output_path
 
 DESCRIPTION = """\
 Train a small mask decoder that replaces the VAE decoder when segmenting (diffews segment
@@ -44,9 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--widths", type=int, nargs="+", default=list(MaskDecoderConfig().widths), metavar="C",
         help="channels of each x2 upsampling stage; one stage per halving of the VAE (default 128 64 32)",
     )
-    parser.add_argument("--resolution", type=int, default=None, metavar="R", help="mask size in pixels; default: the model's (512)")
+    parser.add_argument("--resolution", type=int, default=None, metavar="R", help="mask size in pixels; default: the model's working resolution")
     parser.add_argument("--eval-masks", type=int, default=64, metavar="N", help="held-out generated masks for the IoU (default 64)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=count(0, 2**32 - 1), default=0, help="random seed (default 0)")
     parser.set_defaults(run=run)
 
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.widths) < 1:
         raise InputError(f"--widths must be at least 1 channel each, got {' '.join(map(str, args.widths))}")
     check_resolution_flag(args.resolution)
-    out = Path(args.out).expanduser()
+    out = user_path(args.out)
     check_mask_decoder_target(out)
     model = load_model_from_args(args)
     vae = model.vae.config

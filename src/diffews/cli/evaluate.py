@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from ..data import BENCHMARKS, EVERY_IMAGE, ORIGINAL, get_benchmark
 from ..distributed import launched_processes
@@ -25,6 +24,7 @@ from ..modeling import DiffewSConfig
 from ..modeling.builtin import DEFAULT_MODEL
 from ..modeling.config import MAX_RESOLUTION
 from ..modeling.oi2m import OI2M_TIMESTEP
+from ..paths import user_path
 from ..processing.images import PREPROCESSING
 from .common import (
     add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, count,
@@ -85,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="classes per episode (default 1): N > 1 runs N-way K-shot episodes (N distinct classes in the supports, "
         "the query annotated for all of them), scored by mIoU over classes and FB-IoU",
     )
-    parser.add_argument("--split", default=None, help="split to evaluate: default the benchmark's test split (val; FSS-1000: test)")
+    parser.add_argument("--split", default=None, help="split to evaluate: default the benchmark's test split (val; FSS-1000 and composite: test)")
     parser.add_argument(
         "--episodes", type=episode_count, default=None, metavar="N",
         help="episodes per fold, or 'all': one per image of the split (each image once, so every class is scored; "
@@ -122,7 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--trust-pickle-splits", action="store_true",
         help="allow HSNet's COCO-20i pickle lists (fold<i>.pkl) in --splits; read with a warning, plain containers only",
     )
-    parser.add_argument("--out", type=output_path, default=None, metavar="FILE", help="JSON report (default evaluation-<benchmark>-fold<F>-<K>shot.json)")
+    parser.add_argument("--out", type=output_path, default=None, metavar="FILE", help="JSON report (default evaluation-<benchmark>-fold<F>-<K>shot.json; -<N>way<K>shot with --ways N)")
     parser.add_argument(
         "--cache-latents", action="store_true",
         help="encode every distinct image and support mask once and reuse the latents across episodes "
@@ -143,7 +143,7 @@ def parse_folds(benchmark: str, fold: str | None) -> list[int | None]:
         raise InputError(f"{benchmark} needs --fold (0..{count - 1} or all)")
     if fold == "all":
         return list(range(count))
-    if not fold.isdigit() or int(fold) >= count:
+    if not fold.isdecimal() or int(fold) >= count:  # isdigit() takes "²", which int() refuses
         raise InputError(f"{benchmark} has folds 0..{count - 1} (or all); got --fold {fold}")
     return [int(fold)]
 
@@ -151,7 +151,7 @@ def parse_folds(benchmark: str, fold: str | None) -> list[int | None]:
 def parse_score_size(text: str) -> int | str:
     if text == ORIGINAL:
         return ORIGINAL
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdecimal() or int(text) < 1:
         raise InputError(f"--score-size must be a positive number of pixels or 'original', got {text!r}")
     return int(text)
 
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold: {error}") from None
     fold_label = args.fold if args.fold is not None else "all"
     ways = f"{args.ways}way" if args.ways > 1 else ""
-    out = Path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{ways}{args.shots}shot.json").expanduser()
+    out = user_path(args.out or f"evaluation-{args.benchmark}-fold{fold_label}-{ways}{args.shots}shot.json")
     check_report_target(out, args.save_vis)  # before the model loads
     processes = launched_processes()
     if args.baseline is not None:

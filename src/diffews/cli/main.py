@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status: 0, 2 for bad input or a full disk
-    (`STORAGE_ERRORS`), 128 + N after signal N (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)
-    once the run has cleaned up."""
+    """Run the command line; returns the exit status: 0, 2 for bad input, a full disk
+    (`STORAGE_ERRORS`) or another failure on a named file (no permission, say), 128 + N after signal N
+    (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP) once the run has cleaned up."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.DEBUG if args.verbose else logging.WARNING)
     if not args.verbose:
@@ -55,10 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as error:
             message = f"error: {error}"
         except OSError as error:
-            if error.errno not in STORAGE_ERRORS:
-                raise
             where = f"{error.filename}: " if error.filename else ""
-            message = f"error: {where}cannot write ({error.strerror})"
+            if error.errno in STORAGE_ERRORS:
+                message = f"error: {where}cannot write ({error.strerror})"
+            elif where:  # the user's file system said no: a folder they cannot read, a file gone meanwhile
+                message = f"error: {where}{error.strerror}"
+            else:
+                raise
         # printed once the failed run's frames are gone, so a progress bar they held closes before, not after it
         print(message, file=sys.stderr)
         return 2

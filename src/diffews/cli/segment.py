@@ -15,6 +15,7 @@ from ..errors import InputError
 from ..io import OutputFolder, check_replaceable, expand_image_paths, output_stems
 from ..modeling import DiffewSConfig
 from ..modeling.config import MAX_RESOLUTION
+from ..paths import user_path
 from ..processing.images import check_image_file, check_support_shapes, load_image, load_mask, support_label
 from ..pipeline import DiffewSPipeline
 from ..processing.coco_export import CocoWriter, require_pycocotools
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def input_files(args: argparse.Namespace) -> list[Path]:
     """The support files named on the command line (a --supports folder's files are checked by content)."""
     named = [*(args.support or []), *(files for _, *files in args.classes or []), *(args.support_labels or [])]
-    return [Path(file).expanduser() for pair in named for file in pair] + ([Path(args.names).expanduser()] if args.names else [])
+    return [user_path(file) for pair in named for file in pair] + ([user_path(args.names)] if args.names else [])
 
 
 def output_name(stem: str, kind: str) -> str:
@@ -206,7 +207,7 @@ class ClassOutputs:
             resolved = {path: Path(os.path.abspath(path)) for path in queries}
             root = Path(os.path.commonpath([str(full.parent) for full in resolved.values()]))
             self.coco_names = {path: full.relative_to(root).as_posix() for path, full in resolved.items()}
-            target = Path(args.out).expanduser() / COCO_FILE
+            target = user_path(args.out) / COCO_FILE
             if target.exists() and not target.is_file() or target.is_symlink():
                 raise InputError(f"{target}: cannot write the COCO file (something other than a file is in the way)")
             self.coco = CocoWriter(list(classes), instances=args.instances)

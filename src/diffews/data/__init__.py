@@ -12,6 +12,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..errors import InputError
+from ..paths import user_path
 from . import coco, composite, custom, fss, lvis, pascal
 from .episodes import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, collate_episodes
 from .published import PUBLISHED, published_splits
@@ -51,7 +52,7 @@ def split_lists_folder(benchmark: Benchmark, splits: str | Path | None) -> Path 
     """``--splits`` value -> a folder: None, ``"hsnet"`` (the published lists, downloaded once) or a path."""
     if splits == PUBLISHED:
         return published_splits(benchmark.name)
-    return Path(splits).expanduser() if splits else None
+    return user_path(splits) if splits else None
 
 
 def open_split(
@@ -77,7 +78,7 @@ def open_split(
     """
     found = get_benchmark(benchmark)
     found.check_split(split, fold)
-    return found.open_split(Path(root).expanduser(), split, fold, split_lists_folder(found, splits), trust_pickle)
+    return found.open_split(user_path(root), split, fold, split_lists_folder(found, splits), trust_pickle)
 
 
 EVERY_IMAGE = "all"

@@ -117,7 +117,7 @@ def read_catalogue(index: Path) -> list[Emoji]:
 def find_emojione(root: Path) -> Path | None:
     """The installed ``gemojione-*`` folder of the highest version under `root` (with an index and SVG files), or None."""
     found = [p.parent.parent for p in root.glob("gemojione-*/config/index.json") if (p.parent.parent / "assets" / "svg").is_dir()]
-    return max(found, key=lambda p: [int(part) if part.isdigit() else -1 for part in re.split(r"[.-]", p.name)[1:]], default=None)
+    return max(found, key=lambda p: [int(part) if part.isdecimal() else -1 for part in re.split(r"[.-]", p.name)[1:]], default=None)
 
 
 def fill_enclosed(strokes: np.ndarray) -> np.ndarray:

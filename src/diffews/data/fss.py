@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..io import write_text
 from .custom import FolderSplit, scan_class
-from .source import Benchmark, CheckItem, check_path, check_split_name, require_dir
+from .source import Benchmark, CheckItem, check_path, check_split_name, read_text_lines, require_dir
 from .published import published_splits
 
 NAME = "fss"
@@ -31,7 +31,7 @@ def class_list(split: str, splits: Path | None = None) -> list[str]:
     path = Path(splits or published_splits(NAME)) / f"{split}.txt"
     if not path.is_file():
         raise InputError(f"{path}: FSS-1000 class list not found; --splits must hold trn.txt, val.txt and test.txt")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = read_text_lines(path, "class list")
     if not names:
         raise InputError(f"{path}: empty FSS-1000 class list")
     return names

@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..processing.images import open_image_file
-from .source import Benchmark, CheckItem, FewShotSplit, check_path, count_missing, require_all, require_dir, require_file
+from .source import (
+    Benchmark, CheckItem, FewShotSplit, check_path, count_missing, read_text_lines, require_all, require_dir, require_file,
+)
 from .splits import Pair, folds_used, list_files, load_pairs, pascal_fold_classes, write_generated_lists
 
 NAME = "pascal"
@@ -62,11 +64,7 @@ def split_ids(root: Path, split: str) -> list[str]:
     """The VOC ids of a split."""
     base = require_dir(Path(root) / "VOC2012", FIX)
     val_file = require_file(base / "ImageSets" / "Segmentation" / "val.txt", FIX)
-    try:
-        text = val_file.read_text()
-    except UnicodeDecodeError:
-        raise InputError(f"{val_file}: not a text list of image ids; {FIX}") from None
-    val = sorted({line.strip() for line in text.splitlines() if line.strip()})
+    val = sorted(set(read_text_lines(val_file, "list of image ids", FIX)))
     if split == "val":
         return val
     masks = require_dir(base / "SegmentationClassAug", FIX)

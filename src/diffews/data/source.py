@@ -191,6 +191,19 @@ def require_file(path: Path, fix: str) -> Path:
     return path
 
 
+def read_text_lines(path: Path, what: str, fix: str = "") -> list[str]:
+    """The stripped, non-empty lines of UTF-8 text file `path`; `InputError` naming `what` (and `fix`)
+    when it cannot be read or is not UTF-8 text (a list saved as UTF-16, say)."""
+    advice = f"; {fix}" if fix else ""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark (Notepad's UTF-8) is not text
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text {what}{advice}") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read this {what} ({error.strerror}){advice}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def require_all(paths: Sequence[Path], what: str, fix: str) -> None:
     """`InputError` naming the first missing file and the count, if any of `paths` is missing."""
     missing = [p for p in paths if not p.is_file()]

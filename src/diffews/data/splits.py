@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import write_text
+from .source import read_text_lines
 
 Pair = tuple[str, int]
 
@@ -87,8 +88,7 @@ def read_pair_lists(folder: Path, split: str, folds: Iterable[int], trust_pickle
         text_file = folder / split / f"fold{fold}.txt"
         pickle_file = text_file.with_suffix(".pkl")
         if text_file.is_file():
-            lines = [line.strip() for line in text_file.read_text().splitlines()]
-            pairs.extend(parse_pair(line, text_file) for line in lines if line)
+            pairs.extend(parse_pair(line, text_file) for line in read_text_lines(text_file, "split list"))
         elif pickle_file.is_file():
             if not trust_pickle:
                 raise InputError(
@@ -111,9 +111,13 @@ def read_hsnet_coco_pickle(path: Path) -> list[Pair]:
         table = _ContainersOnly(io.BytesIO(path.read_bytes())).load()
     except (pickle.UnpicklingError, EOFError, ValueError) as error:
         raise InputError(f"{path}: not a readable split pickle ({error})") from None
-    if not isinstance(table, dict):
-        raise InputError(f"{path}: expected a dict of class index -> image paths, got {type(table).__name__}")
-    return [(str(Path(name).with_suffix("")), int(index) + 1) for index, names in table.items() for name in names]
+    wrong_shape = InputError(f"{path}: expected a dict of class index -> lists of image paths")
+    if not isinstance(table, dict) or not all(isinstance(names, (list, tuple)) for names in table.values()):
+        raise wrong_shape
+    try:
+        return [(str(Path(name).with_suffix("")), int(index) + 1) for index, names in table.items() for name in names]
+    except (TypeError, ValueError):
+        raise wrong_shape from None
 
 
 class _ContainersOnly(pickle.Unpickler):

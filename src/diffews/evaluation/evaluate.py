@@ -42,6 +42,7 @@ from ..data import ORIGINAL, EpisodeDataset, NWayEpisodeDataset, build_episode_d
 from ..distributed import PeerFailed, Processes
 from ..errors import InputError, one_line_errors
 from ..io import OutputFolder, check_replaceable, check_writable, missing_folders, remove_created_folders, write_text
+from ..paths import user_path
 from ..pipeline import DiffewSPipeline
 from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
@@ -217,7 +218,7 @@ def run_evaluation(
     (every one of them calls this), each scores its shard of the episodes and resumes from its own
     progress file; the main process writes the report and the panels; every process returns the report.
     """
-    report_path = Path(report_path).expanduser()
+    report_path = user_path(report_path)
     if isinstance(predictor, DiffewSPipeline):
         predictor = ModelPredictor(predictor, pad_to=batch_size)
     settings = resolved(settings, predictor)
@@ -284,10 +285,10 @@ def run_evaluation(
         }
         if processes.is_main:
             write_text(report_path, json.dumps(report, indent=2) + "\n")
-    except InputError as error:  # bad input met mid-run (a corrupt image): this run's progress and folders go
-        if not resumed and not isinstance(error, PeerFailed):  # an interrupt or a stopped peer keeps them, to resume
-            partial_path.unlink(missing_ok=True)
-            remove_created_folders(created)
+    except BaseException as error:
+        if isinstance(error, InputError) and not isinstance(error, PeerFailed) and not resumed:
+            partial_path.unlink(missing_ok=True)  # bad input met mid-run (a corrupt image): this run's progress goes
+        remove_created_folders(created)  # only while empty: saved progress (an interrupt, a full disk, a stopped peer) stays
         raise
     processes.barrier()  # every shard's progress stays until the report is written
     partial_path.unlink(missing_ok=True)
@@ -358,7 +359,7 @@ def _fold_name(fold: int | None) -> str:
 
 def _settings_record(settings: EvaluationSettings) -> dict[str, Any]:
     record = asdict(settings)
-    record["root"] = str(Path(settings.root).expanduser().resolve())
+    record["root"] = str(user_path(settings.root).resolve())
     record["scoring"] = (
         "original image size" if settings.score_size == ORIGINAL
         else f"{settings.score_size}x{settings.score_size}, ground truth resized with {MASK_NEAREST[settings.preprocessing]}"

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError, first_line
 from ..io import is_empty_folder, replace_folder, require_new_folder
+from ..paths import user_path
 from .card import render_card
 from .config import CONFIG_NAME, DiffewSConfig
 from .diffews_model import BASE_PATTERNS, DiffewSModel, build_with_weights
@@ -90,7 +91,7 @@ def load_authors_unet(folder: str | Path, allow_pickle: bool = False) -> UNet2DC
         InputError: one line naming `folder`, for a missing config or weights, a UNet without
             ``conv_in_ref``, or channel counts that are not DiffewS's (support = 2 x query).
     """
-    folder = Path(folder)
+    folder = user_path(folder)
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: no config.json; expected the authors' unet/ folder")
     config = read_json(folder / "config.json")
@@ -193,7 +194,7 @@ def is_model_folder(path: Path) -> bool:
 def check_new_folder(out: str | Path, replace: bool = False) -> Path:
     """`out` (``~`` expanded) if `save_new_folder` may write it: missing or an empty folder, or with
     `replace` a diffews model folder; else `InputError`. Call it before a long conversion too."""
-    out = Path(out).expanduser()
+    out = user_path(out)
     if replace and out.exists() and not is_empty_folder(out):
         if not is_model_folder(out):
             raise InputError(f"{out}: exists and is not a diffews model folder (no {CONFIG_NAME}); not replacing it")

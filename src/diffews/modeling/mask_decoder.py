@@ -16,8 +16,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io import check_parent_folders, missing_folders, remove_created_folders
+from ..paths import user_path
 from .weights import read_safetensors_file, save_safetensors
 
 FORMAT = "diffews-mask-decoder"
@@ -115,16 +116,21 @@ def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:
     Raises:
         InputError: missing or unreadable file, or not a DiffewS mask decoder.
     """
-    path = Path(path)
+    path = user_path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such mask decoder file")
     tensors, metadata = read_safetensors_file(path)
     if metadata.get("format") != FORMAT:
         raise InputError(f"{path}: not a DiffewS mask decoder (written by 'diffews distill-decoder')")
-    values = json.loads(metadata["config"])
-    decoder = MaskDecoder(MaskDecoderConfig(**{**values, "widths": tuple(values["widths"])}))
+    try:
+        values = json.loads(metadata["config"])
+        decoder = MaskDecoder(MaskDecoderConfig(**{**values, "widths": tuple(values["widths"])}))
+        metrics = json.loads(metadata.get("metrics", "{}"))
+    except (LookupError, TypeError, ValueError, RuntimeError) as error:  # json errors are ValueErrors
+        detail = f"no {error} entry" if isinstance(error, KeyError) else first_line(error)
+        raise InputError(f"{path}: damaged mask decoder metadata ({detail})") from None
     try:
         decoder.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
         raise InputError(f"{path}: weights do not match the stored config ({str(error).splitlines()[0]})") from None
-    return decoder.eval(), json.loads(metadata.get("metrics", "{}"))
+    return decoder.eval(), metrics

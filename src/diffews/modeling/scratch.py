@@ -22,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from ..errors import InputError, first_line
+from ..paths import user_path
 from .config import DiffewSConfig
 from .diffews_model import DiffewSModel, load_component
 from .prompt import PROMPT_CONSTANT
@@ -61,16 +62,17 @@ def build_scratch_model(
     Raises:
         InputError: a missing or unreadable VAE folder or UNet config, or a config that does not fit.
     """
-    vae_folder = Path(vae_folder).expanduser()
+    vae_folder = user_path(vae_folder)
     if not (vae_folder / "config.json").is_file():
         raise InputError(f"{vae_folder}: not a diffusers autoencoder folder (no config.json)")
     vae = load_component(AutoencoderKL, vae_folder).float()
-    config = read_json(Path(unet_config)) if not isinstance(unet_config, dict) else dict(unet_config)
+    config = read_json(user_path(unet_config)) if not isinstance(unet_config, dict) else dict(unet_config)
     source = "the UNet config" if isinstance(unet_config, dict) else str(unet_config)
     if not isinstance(config, dict):
         raise InputError(f"{source}: not a UNet config (a JSON object of settings)")
-    if not 0 <= seed < 2**63:
-        raise InputError(f"seed must be in 0..2**63-1, got {seed}")
+    for name, value in (("seed", seed), ("prompt seed", prompt_seed)):
+        if not 0 <= value < 2**63:
+            raise InputError(f"{name} must be in 0..2**63-1, got {value}")
     try:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})

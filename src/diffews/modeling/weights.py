@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 
 from ..errors import InputError, WriteError, first_line
 from ..io import atomic_write
+from ..paths import user_path
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -37,7 +38,7 @@ def resolve_model_dir(
         InputError: one line saying why the hub could not provide it (no such repository, gated,
             offline and not cached, no `marker`) and naming `alternatives` (e.g. ``"use a local folder"``).
     """
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if path.is_dir():
         return path
     if path.exists():

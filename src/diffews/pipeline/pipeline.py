@@ -143,10 +143,12 @@ class DiffewSPipeline:
         torch_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         speed: SpeedOptions | None = None,
+        mask_decoder: MaskDecoder | None = None,
     ) -> DiffewSPipeline:
         """Load a DiffewS model by name (default: the built-in ``diffews-icons-small``, packaged with
-        diffews), folder or hub repository id (`diffews.registry.load_model`; safetensors only)."""
-        return cls(load_model(name_or_path, torch_dtype=torch_dtype, device=device), speed)
+        diffews), folder or hub repository id (`diffews.registry.load_model`; safetensors only).
+        `speed` and `mask_decoder` are the constructor's."""
+        return cls(load_model(name_or_path, torch_dtype=torch_dtype, device=device), speed, mask_decoder)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Save the model folder; `from_pretrained` reads it back bit-exactly."""

@@ -12,6 +12,7 @@ from ..io import check_parent_folders, is_empty_folder, refuse_link
 from ..modeling.convert import (
     check_unet_weights_allowed, convert_authors_checkpoint, converted_model_card, is_model_folder, resolve_base, save_new_folder,
 )
+from ..paths import user_path
 from .layout import clone_base, scan_clone, select_models, unet_folder
 
 
@@ -45,7 +46,7 @@ def convert_clone(
     unets = {name: unet_folder(folder) for name, folder in select_models(clone, variants).items()}
     for unet in unets.values():
         check_unet_weights_allowed(unet, options.get("allow_pickle", False))
-    out = Path(out).expanduser()
+    out = user_path(out)
     targets = {name: out / name for name in unets}
     for target in targets.values():  # all checked before the first conversion
         check_parent_folders(target)

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..modeling.convert import PICKLE_NAME
 from ..modeling.weights import SD21_HUB_ID, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, check_not_lfs_pointer, check_safetensors
+from ..paths import user_path
 from .catalog import RELEASES
 
 AUTHORS_BASE_FOLDER = "stable-diffusion-2-1-ref8inchannels-tag4inchannels"
@@ -47,7 +48,7 @@ def scan_clone(root: str | Path) -> AuthorsClone:
         InputError: `root` is not a folder, two model folders share a name, or a folder named like one
             of the authors' models has no ``unet/``.
     """
-    root = Path(root).expanduser()
+    root = user_path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such folder (expected a clone of the authors' weights, {RELEASES['incontext'].folder}/ and the like)")
     models: dict[str, Path] = {}

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..io import replace_folder
 from ..modeling.config import check_resolution
+from ..paths import user_path
 from ..processing.images import image_to_tensor, resize_image, resize_mask
 from ..data import BENCHMARKS
 from ..processing.masks import decoded_to_mask_image, mask_to_image
@@ -199,7 +200,7 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
     run, optim = config.run, config.optim
     if run.threads is not None:
         torch.set_num_threads(run.threads)
-    output = Path(run.output_dir).expanduser()
+    output = user_path(run.output_dir)
     if (output / VAE_DIR).exists():
         raise InputError(f"{output / VAE_DIR}: already holds an autoencoder; choose another output_dir")
     check_output_dir(output)

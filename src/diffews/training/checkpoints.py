@@ -22,8 +22,9 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..io import TEMP_SUFFIX, WRITE_FAILURES, atomic_write, check_writable, remove, write_failure
+from ..io import TEMP_SUFFIX, WRITE_FAILURES, atomic_write, check_writable, remove, temporary_path, write_failure
 from ..modeling.weights import read_json, read_safetensors, read_safetensors_file, save_safetensors
+from ..paths import user_path
 
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
@@ -89,7 +90,7 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdigit()]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX) :].isdecimal()]
     return sorted((p for p in found if (p / STATE_NAME).is_file()), key=_step)
 
 
@@ -110,7 +111,7 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
         return None
     if resume == "latest":
         return latest_checkpoint(output_dir)
-    path = Path(resume).expanduser()
+    path = user_path(resume)
     if not (path / STATE_NAME).is_file():
         raise InputError(f"{path}: not a complete diffews training checkpoint (no {STATE_NAME})")
     existing = complete_checkpoints(output_dir)
@@ -143,8 +144,8 @@ def write_checkpoint(output_dir: str | Path, step: int, write: Callable[[Path], 
     target = root / checkpoint_name(step)
     with atomic_write(target, folder=True, sync=True) as staged:
         write(staged)
-    for old in complete_checkpoints(output_dir)[:-keep]:
-        remove(old)
+    for old in complete_checkpoints(output_dir)[:-keep]:  # renamed first: an interrupted removal leaves a stale temporary
+        remove(old.rename(temporary_path(old)))  # folder (removed by the next write), never a half-deleted checkpoint
     return target
 
 
@@ -188,7 +189,10 @@ def load_train_state(folder: Path) -> dict[str, Any]:
     summary = read_state_summary(folder)
     state = {"step": summary["step"], "num_processes": summary["num_processes"], "metrics": summary.get("validation")}
     state["unet"] = read_safetensors(folder / UNET_FILE)
-    state.update(load_nested(folder / OPTIM_FILE))
+    optimizer = load_nested(folder / OPTIM_FILE)
+    if not isinstance(optimizer, dict):
+        raise InputError(f"{folder / OPTIM_FILE}: damaged diffews checkpoint file (not an optimizer state)")
+    state.update(optimizer)
     state["ema"] = load_nested(folder / EMA_FILE) if (folder / EMA_FILE).is_file() else None
     state["rng"] = load_nested(folder / RNG_FILE)
     return state
@@ -206,7 +210,7 @@ def read_state_summary(folder: Path) -> dict[str, Any]:
 def check_output_dir(output_dir: str | Path) -> None:
     """`InputError` unless `output_dir` (and its ``checkpoints/`` and ``logs/``, if there) can be written, or, if it
     does not exist yet, can be created; checked before training starts, creating nothing."""
-    path = Path(output_dir).expanduser()
+    path = user_path(output_dir)
     advice = "choose another output_dir"
     check_writable(path, advice)
     for folder in (path / CHECKPOINTS, path / LOGS):

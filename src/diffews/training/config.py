@@ -9,6 +9,7 @@ unique across sections. Defaults are the authors' recipe (METHOD.md).
 from __future__ import annotations
 
 import argparse
+import math
 import types
 import typing
 from collections.abc import Collection
@@ -21,6 +22,7 @@ from ..errors import InputError
 from ..modeling.kernels import SdpaKernelChoice
 from ..modeling.config import MAX_RESOLUTION, check_resolution
 from ..modeling.weights import SD21_HUB_ID
+from ..paths import user_path
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -105,13 +107,13 @@ class OptimOptions:
     max_steps: int = option(20000, "optimizer steps of the whole run (the schedule's length)")
 
     def check(self) -> None:
-        require(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        require(0 < self.learning_rate < math.inf, "learning_rate", "> 0 and finite", self.learning_rate)
+        require(0 <= self.weight_decay < math.inf, "weight_decay", ">= 0 and finite", self.weight_decay)
         for name in ("adam_beta1", "adam_beta2"):
             require(0 <= getattr(self, name) < 1, name, "in [0, 1)", getattr(self, name))
-        require(self.adam_epsilon > 0, "adam_epsilon", "> 0", self.adam_epsilon)
+        require(0 < self.adam_epsilon < math.inf, "adam_epsilon", "> 0 and finite", self.adam_epsilon)
         require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
-        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "null or > 0", self.max_grad_norm)
+        require(self.max_grad_norm is None or 0 < self.max_grad_norm < math.inf, "max_grad_norm", "null or > 0 and finite", self.max_grad_norm)
         for name in ("batch_size", "gradient_accumulation_steps", "max_steps"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
 
@@ -164,7 +166,7 @@ class CheckpointOptions:
     resume: str | None = option(None, "'latest' (newest complete checkpoint in output_dir, if any) or a checkpoint folder")
 
     def __post_init__(self) -> None:  # '~' expanded once: every reader of output_dir sees the same folder
-        object.__setattr__(self, "output_dir", str(Path(self.output_dir).expanduser()))
+        object.__setattr__(self, "output_dir", str(user_path(self.output_dir)))
 
     def check(self) -> None:
         require(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
@@ -218,7 +220,7 @@ class SectionedConfig:
         known_sections = cls.SECTIONS
         if not isinstance(values, dict):
             raise ValueError(f"expected a mapping of sections ({', '.join(known_sections)}), got {type(values).__name__}")
-        unknown = sorted(set(values) - set(known_sections))
+        unknown = sorted(str(key) for key in set(values) - set(known_sections))  # YAML keys may be numbers
         if unknown:
             raise ValueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(known_sections)}")
         sections = {}
@@ -227,7 +229,7 @@ class SectionedConfig:
             if not isinstance(entries, dict):
                 raise ValueError(f"section '{name}' must be a mapping, got {type(entries).__name__}")
             known = {f.name for f in fields(section_type)}
-            bad = sorted(set(entries) - known)
+            bad = sorted(str(key) for key in set(entries) - known)
             if bad:
                 raise ValueError(f"unknown key(s) {', '.join(bad)} in section '{name}'; known: {', '.join(sorted(known))}")
             sections[name] = section_type(**{key: _coerce(section_type, key, value) for key, value in entries.items()})
@@ -258,8 +260,9 @@ class SectionedConfig:
         """Read a YAML config (defaults where `path` is None) and apply `overrides`; errors become `InputError`."""
         config = cls()
         if path is not None:
+            path = user_path(path)
             try:
-                config = cls.from_yaml(Path(path).read_text())
+                config = cls.from_yaml(path.read_text())
             except OSError as error:
                 raise InputError(f"{path}: cannot read config ({error.strerror or error})") from None
             except ValueError as error:

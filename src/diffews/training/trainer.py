@@ -27,6 +27,7 @@ from ..modeling.config import TORCH_DTYPES as DTYPES
 from ..modeling.config import CONFIG_NAME
 from ..modeling.kernels import attention_kernel
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
+from ..paths import user_path
 from ..registry import load_model, named_model
 from .checkpoints import (
     CHECKPOINTS,
@@ -88,7 +89,7 @@ def load_start_model(options: ModelOptions) -> DiffewSModel:
     settings = DiffewSConfig(resolution=options.resolution)
     kind = options.pretrained_type
     if kind == "auto":
-        is_diffews = named_model(options.pretrained) is not None or (Path(options.pretrained).expanduser() / CONFIG_NAME).is_file()
+        is_diffews = named_model(options.pretrained) is not None or (user_path(options.pretrained) / CONFIG_NAME).is_file()
         kind = "diffews" if is_diffews else "stable-diffusion"
     if kind == "stable-diffusion":
         return DiffewSModel.from_stable_diffusion(options.pretrained, config=settings)
@@ -137,7 +138,7 @@ class Trainer:
         else there, such as another run's folder inside it, is never touched); after one, its
         checkpoints let it resume.
         """
-        output_dir = Path(self.config.checkpointing.output_dir).expanduser()
+        output_dir = user_path(self.config.checkpointing.output_dir)
         before = [TreeSnapshot(output_dir / name) for name in (LOGS, CHECKPOINTS, MODEL_DIR)]
         checkpoints = set(complete_checkpoints(output_dir))
         try:
@@ -175,7 +176,7 @@ class Trainer:
                 every, last = config.validation.val_every, state.step == config.optim.max_steps
                 metrics = self.validate() if every and state.step % every == 0 and not last else None  # the last: in finish
                 path = self.checkpoint() if state.step % config.checkpointing.checkpoint_every == 0 or last else None
-                if metrics or path:
+                if (metrics or path) and not bar.disable:  # tqdm.write prints from every process; the bar is the main one's
                     bar.write(self._progress_line(loss, metrics, path))
         return self.finish()
 
@@ -289,6 +290,7 @@ class Trainer:
         from accelerate.utils import gather_object
 
         accelerator, config = self.accelerator, self.config
+        self._check_finite()
         rng = gather_object([self.state.rng_state()])
         target = Path(config.checkpointing.output_dir) / CHECKPOINTS / checkpoint_name(self.state.step)
         if accelerator.is_main_process:
@@ -296,6 +298,18 @@ class Trainer:
             target = save_train_state(config.checkpointing.output_dir, state, config.to_yaml(), config.checkpointing.keep_checkpoints)
         accelerator.wait_for_everyone()
         return target
+
+    def _check_finite(self) -> None:
+        """`InputError` once the UNet's weights are no longer finite (the run diverged). Checked before every
+        checkpoint (the last step always writes one, before the export), so a diverged state never replaces
+        the checkpoints `keep_checkpoints` keeps. Every process holds the same weights: all stop together."""
+        if not all(bool(torch.isfinite(p).all()) for p in self._params):
+            newest = latest_checkpoint(self.config.checkpointing.output_dir)
+            before = f"; the newest checkpoint, {newest}, is from before" if newest else ""
+            raise InputError(
+                f"training diverged by step {self.state.step}: the UNet's weights are no longer finite; "
+                f"lower optim.learning_rate{before}"
+            )
 
     def finish(self) -> Path:
         """Swap in the EMA weights, validate a last time, export the model (main process); returns the export."""
@@ -394,7 +408,7 @@ class Trainer:
             logger.warning("%s has no EMA weights: the average starts from the resumed weights", folder)
         try:
             self.state.load_state_dict(saved, accelerator.process_index)
-        except (RuntimeError, KeyError, ValueError) as error:
+        except (RuntimeError, LookupError, TypeError, ValueError) as error:  # a damaged state that still parses
             raise InputError(f"{folder}: does not match the model being trained ({first_line(error)})") from None
         logger.info("resumed from %s at step %d", folder, self.state.step)
 
