@@ -91,6 +91,26 @@ def test_classes_need_three_distinct_themes_and_no_shared_picture(themes, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == ["cat", "classes.json", "manifest.jsonl"]
 
 
+def test_an_icon_the_user_may_not_read_is_skipped_not_the_build(themes, tmp_path, capsys, caplog, monkeypatch):
+    """Its PermissionError stopped the whole gathering (a traceback, later one line); the backgrounds
+    builder already skipped such files. epsilon only copies alpha, so the classes are the usual ones."""
+    root, _ = themes
+    locked = root / "epsilon"
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if locked in path.parents:  # chmod 000 does not stop root, who runs the tests in CI
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with caplog.at_level("WARNING", logger="diffews"):
+        assert gather(root, tmp_path / "out") == 0
+    assert "wrote 3 cut-outs of 1 classes from 4 themes (alpha, beta, epsilon, gamma)" in capsys.readouterr().out
+    skipped = sorted(r.getMessage() for r in caplog.records if "skipped, cannot read it" in r.getMessage())
+    assert skipped == [f"{locked / '48x48/apps' / name}: skipped, cannot read it (Permission denied)" for name in ("cat.png", "cow.png", "dog.png")]
+
+
 def test_reserved_theme_only_when_named(themes, tmp_path):
     root, _ = themes
     assert gather(root, tmp_path / "out", "--themes", "oxygen", "--min-themes", "1") == 0

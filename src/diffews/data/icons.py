@@ -167,14 +167,19 @@ def build_classes(scans: dict[str, dict[str, IconFile]], min_themes: int = 3) ->
     taken greedily, most themes first (ties: alphabetical), skipping any name linked to one already
     taken: no two classes then share a picture, so a distractor never shows the target's own art
     under another name. A picture identical to one an earlier theme (alphabetical) gave the class
-    is not counted again.
+    is not counted again. A file that cannot be read (no permission) is skipped with a warning.
     """
     identity: dict[Path, str] = {}
+    for icon in (icon for icons in scans.values() for icon in icons.values()):
+        try:
+            identity[icon.path] = file_identity(icon.path)
+        except OSError as error:
+            logger.warning("%s: skipped, cannot read it (%s)", icon.path, error.strerror or error)
+    scans = {theme: {name: icon for name, icon in icons.items() if icon.path in identity} for theme, icons in scans.items()}
     linked: dict[str, set[str]] = defaultdict(set)
     for icons in scans.values():
         by_picture: dict[str, list[str]] = defaultdict(list)
         for name, icon in icons.items():
-            identity[icon.path] = file_identity(icon.path)
             by_picture[identity[icon.path]].append(name)
         for names in by_picture.values():
             for name in names:
