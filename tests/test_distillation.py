@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -93,6 +95,17 @@ def test_loading_damaged_metadata_is_one_input_error(tmp_path, config, message):
     metadata = {"format": FORMAT} | ({} if config is None else {"config": config})
     save_file(decoder.state_dict(), tmp_path / "d.safetensors", metadata)
     with pytest.raises(InputError, match=f"d.safetensors: damaged mask decoder metadata \\(.*{message}"):
+        load_mask_decoder(tmp_path / "d.safetensors")
+
+
+def test_weights_that_do_not_fit_the_stored_config_name_the_mismatch(tmp_path):
+    """The message kept only PyTorch's first line, "Error(s) in loading state_dict for MaskDecoder:"."""
+    weights = MaskDecoder(CONFIG).state_dict()
+    weights.pop(next(iter(weights)))
+    metadata = {"format": FORMAT, "config": json.dumps({"widths": list(CONFIG.widths)})}
+    save_file(weights, tmp_path / "d.safetensors", metadata)
+    with pytest.raises(InputError, match=r"d\.safetensors: weights do not match the stored config \(Error\(s\) in loading state_dict "
+                       r"for MaskDecoder: Missing key\(s\) in state_dict"):
         load_mask_decoder(tmp_path / "d.safetensors")
 
 

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.examples is not None:
         args.examples = user_path(args.examples)
-    if args.examples is not None and not args.examples.is_dir():
-        raise InputError(f"{args.examples}: no such folder (--examples)")
+        if not args.examples.is_dir():
+            raise InputError(f"{args.examples}: no such folder (--examples)")
     check_can_listen(args.host, args.port)
     with tempfile.TemporaryDirectory(prefix="diffews-app-") as root, _gradio_files_inside(Path(root)):  # gone when the app stops
         try:

@@ -132,5 +132,5 @@ def load_mask_decoder(path: str | Path) -> tuple[MaskDecoder, dict[str, float]]:
     try:
         decoder.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise InputError(f"{path}: weights do not match the stored config ({str(error).splitlines()[0]})") from None
+        raise InputError(f"{path}: weights do not match the stored config ({first_line(error, lines=2)})") from None
     return decoder.eval(), metrics
