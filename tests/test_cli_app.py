@@ -96,3 +96,21 @@ def test_segmenting_and_rethresholding_share_one_queue(tmp_path):
     writers = [fn for fn in demo.fns.values() if fn.name in ("run", "rethreshold")]
     assert len(writers) == 3 and len({fn.concurrency_id for fn in writers}) == 1
     assert all(fn.concurrency_limit == 1 for fn in writers)
+
+
+def test_the_threshold_slider_starts_at_the_builtin_models_threshold_on_a_step(tmp_path):
+    """The slider's step was 0.01, so the built-in model's 0.005 fell between two of its steps (a browser's range input snaps its value to one)."""
+    from dataclasses import replace
+
+    import json
+
+    from diffews.modeling.builtin import DEFAULT_MODEL, MODELS_ROOT
+    from diffews.modeling.config import CONFIG_NAME
+
+    stored = json.loads((MODELS_ROOT / DEFAULT_MODEL / CONFIG_NAME).read_text())["threshold"]
+    model = build_tiny_model()
+    model.config = replace(model.config, threshold=stored)
+    demo = ui.build_app(DiffewSPipeline(model), "tiny-random", tmp_path)
+    slider = next(block for block in demo.blocks.values() if isinstance(block, gr.Slider))
+    assert slider.value == stored
+    assert abs(slider.value / slider.step - round(slider.value / slider.step)) < 1e-9

@@ -1,11 +1,11 @@
-"""Every number of docs/learning.md, with the evaluator behind `diffews evaluate` (`run_evaluation`).
+"""The held-out tables of docs/learning.md, with the evaluator behind `diffews evaluate` (`run_evaluation`).
 
     python docs/learning/evaluate_all.py --model diffews-icons-small --untrained outputs/icons-w44-init-256 \
         --root data/iconbench [--oxygen data/oxygen-eval] --out docs/learning
 
 Held-out fold 0, test split, every test image once as a query (1,152 episodes on the rebuilt benchmark:
 all 192 classes; the default 1000 would leave the last 25 classes unscored), 1 and 5 shots, at the
-trained model's working resolution: the trained model with
+trained model's working resolution and threshold (or `--threshold`): the trained model with
 supports of the query's class and of another class, the untrained model (same VAE, random UNet),
 and the reserved oxygen set (baselines: `diffews evaluate --baseline`). One `CachedLatentsPredictor`
 cache serves every run on the benchmark (both models share the VAE), so each test image and mask is
@@ -36,6 +36,9 @@ def main() -> None:
         "--runs", nargs="+", default=["trained:1", "trained:5", "other-class:1", "other-class:5", "untrained:1", "untrained:5", "oxygen:1", "oxygen:5"],
         help="what:shots pairs to score, in order (what: trained, other-class, untrained, oxygen)",
     )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="binarise every run at this threshold (the trained model's mode); default: the trained model's"
+    )
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     trained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(args.model))
@@ -45,17 +48,19 @@ def main() -> None:
         predictors["untrained"].latents = trained.latents  # the same VAE: the same latents
     oxygen = CachedLatentsPredictor(trained.pipe)  # other images: a cache of their own
     resolution = trained.pipe.model.config.resolution  # the trained model's, for every run
+    threshold, mode = trained.pipe.model.config.thresholding(args.threshold)  # likewise: the untrained rows binarise as the trained
+    common = {"episodes": EVERY_IMAGE, "seed": 0, "resolution": resolution, "threshold": threshold, "threshold_mode": mode}
     for run in args.runs:
         what, shots = run.split(":")
         shots = int(shots)
         if what == "oxygen":
             if args.oxygen is None:
                 continue
-            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, EVERY_IMAGE, 0, resolution)
+            settings = EvaluationSettings("composite", str(args.oxygen), "test", shots, **common)
             path, predictor = args.out / f"oxygen-fold0-test-{shots}shot-trained.json", oxygen
         else:
             support = "other-class" if what == "other-class" else "same-class"
-            settings = EvaluationSettings("composite", str(args.root), "test", shots, EVERY_IMAGE, 0, resolution, support=support)
+            settings = EvaluationSettings("composite", str(args.root), "test", shots, support=support, **common)
             path, predictor = args.out / f"fold0-test-{shots}shot-{what}.json", predictors[what]
         report = run_evaluation(predictor, settings, [0], path, what, batch_size=8)
         print(f"{shots}-shot {what:<12} mIoU {report['mean']['miou']:6.2f}  FB-IoU {report['mean']['fbiou']:6.2f}", flush=True)

@@ -4,12 +4,14 @@
         --checkpoint outputs/icons-w44/checkpoints/step-00010500        # a checkpoint's UNet (the 128 px release)
     python docs/learning/package_model.py outputs/icons-init outputs/icons-step2750 --dtype float32 \
         --checkpoint outputs/icons-fold0/checkpoints/step-00002750      # a checkpoint's UNet, to train on from
-    python docs/learning/package_model.py outputs/icons-w44-256-more/model src/diffews/models/diffews-icons-small  # the built-in model
+    python docs/learning/package_model.py outputs/icons-w44-256-more/model src/diffews/models/diffews-icons-small \
+        --threshold 0.005                                                # the built-in model
 
 Loads the folder that `diffews train` exported (or an initial model plus a checkpoint's UNet), casts
 every weight to float16 (half the size; it loads back as float32, see `DiffewSModel.from_pretrained`)
-or keeps float32, and saves it into the target folder (replaced), keeping the model card
-(README.md) already there. Prints the folder's size.
+or keeps float32, stores the binarisation threshold chosen on validation episodes (`--threshold`),
+and saves it into the target folder (replaced), keeping the model card (README.md) already there.
+Prints the folder's size.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def main() -> None:
     parser.add_argument("package", type=Path, help="the built-in model's folder in the package")
     parser.add_argument("--checkpoint", type=Path, default=None, help="take the UNet weights from this diffews train checkpoint")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored weights (default float16)")
+    parser.add_argument("--threshold", type=float, default=None, help="store this threshold (mode: the model's); default: the model's own")
     args = parser.parse_args()
     model = DiffewSModel.from_pretrained(args.trained)
     if args.checkpoint is not None:
         model.unet.load_state_dict(load_file(args.checkpoint / "unet.safetensors"), strict=True)
     model = model.to(getattr(torch, args.dtype))
-    model.config = replace(model.config, prompt=PROMPT_CONSTANT)  # init-model's fixed embedding, not a text encoder's
+    threshold = model.config.threshold if args.threshold is None else args.threshold
+    model.config = replace(model.config, prompt=PROMPT_CONSTANT, threshold=threshold)  # the prompt: init-model's fixed embedding
     card = args.package / "README.md"
     with tempfile.TemporaryDirectory() as staging:
         model.save_pretrained(staging)

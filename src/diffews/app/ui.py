@@ -28,6 +28,8 @@ re-thresholds the last results without running the model again. Under **More cla
 class and give it its own examples: the results are then label maps (with a colour legend) and a
 COCO annotation file.
 """
+THRESHOLD_STEP = 0.005
+"""The threshold slider's step: fine enough for a model's stored value (the built-in model's 0.005) to sit on it."""
 # System fonts only: the default theme's web fonts would make the browser reach the internet.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
@@ -85,7 +87,7 @@ def build_app(
                     info="relative: foreground where p > T x max(p) of that image; absolute: p > T; "
                     "authors: the authors' evaluation rule (8-bit, channel mean > T x the largest channel value)",
                 )
-                threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=0.01, label="Threshold T")
+                threshold = gr.Slider(0.0, 1.0, value=config.threshold, step=THRESHOLD_STEP, label="Threshold T")
         gr.Markdown("## Results")
         legend_box = gr.HTML(elem_id="legend")
         gallery = gr.Gallery(label="Overlays", columns=4, fit_columns=False, height="auto", object_fit="contain", format="png", elem_id="overlays")

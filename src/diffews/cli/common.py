@@ -90,7 +90,7 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     """--threshold, --threshold-mode; both default to the model's (`DiffewSConfig.thresholding`)."""
     parser.add_argument(
         "--threshold", type=float, default=None, metavar="T",
-        help="binarisation threshold in [0, 1]; default: the model's (relative 0.25 unless its config says otherwise)",
+        help="binarisation threshold in [0, 1]; default: the model's (relative 0.25 unless its config says otherwise; the built-in model's: 0.005)",
     )
     parser.add_argument(
         "--threshold-mode", choices=THRESHOLD_MODES, default=None,

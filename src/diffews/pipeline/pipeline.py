@@ -463,7 +463,8 @@ class DiffewSPipeline:
             support_images, support_masks: the support set, encoded for this call; or
             support: a context from `encode_support`, reused as is.
             threshold, threshold_mode: binarisation; default to the model config's (relative
-                0.25: foreground where p > 0.25 x max p). ``"authors"`` applies the authors'
+                0.25, foreground where p > 0.25 x max p, unless it says otherwise: the built-in
+                model's is relative 0.005). ``"authors"`` applies the authors'
                 evaluation rule exactly (8-bit truncation, channel mean > 0.25 x the largest channel
                 value; probabilities are then the 8-bit channel means): see
                 `diffews.processing.thresholds`.
