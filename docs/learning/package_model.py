@@ -41,7 +41,7 @@ def main() -> None:
     if args.checkpoint is not None:
         model.unet.load_state_dict(load_file(args.checkpoint / "unet.safetensors"), strict=True)
     model = model.to(getattr(torch, args.dtype))
-    threshold = model.config.threshold if args.threshold is None else args.threshold
+    threshold, _ = model.config.thresholding(args.threshold)  # checked; the model's own when not given
     model.config = replace(model.config, prompt=PROMPT_CONSTANT, threshold=threshold)  # the prompt: init-model's fixed embedding
     card = args.package / "README.md"
     with tempfile.TemporaryDirectory() as staging:
