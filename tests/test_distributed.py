@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +313,36 @@ def test_a_taken_port_is_one_line(monkeypatch):
         with pytest.raises(InputError, match=rf"^process 1 of 2: cannot join the run's processes at 127.0.0.1:{port} \("):
             launched_processes()
     assert not dist.is_initialized()
+
+
+def _join(rank: int, count: int, port: int, logs: Path) -> None:
+    """Join a run of `count` processes as `rank` with a 2 s wait to join; the error, if any, to ``logs/rank<i>.err``."""
+    import diffews.distributed as distributed
+    from diffews.errors import InputError
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    distributed.WAIT_TO_JOIN = timedelta(seconds=2)
+    try:
+        distributed.launched_processes()
+    except InputError as error:
+        (logs / f"rank{rank}.err").write_text(str(error))
+        os._exit(2)
+    os._exit(0)
+
+
+@pytest.mark.parametrize(("count", "started"), [(3, (0, 2)), (2, (1,))], ids=["a-worker-never-starts", "rank-0-never-starts"])
+def test_a_process_that_never_starts_ends_the_run_in_one_line(tmp_path, count, started):
+    """The others stop after the wait to join (not the day a merge may wait), each with one line naming the address."""
+    port, context = _free_port(), multiprocessing.get_context("fork")
+    children = [context.Process(target=_join, args=(rank, count, port, tmp_path)) for rank in started]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    assert [child.exitcode for child in children] == [2] * len(started)
+    for rank in started:
+        message = (tmp_path / f"rank{rank}.err").read_text()
+        assert re.fullmatch(rf"process {rank + 1} of {count}: cannot join the run's processes at 127\.0\.0\.1:{port} \(.+\)", message), message

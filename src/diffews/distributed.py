@@ -26,6 +26,10 @@ LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_P
 WAIT_FOR_PEERS = timedelta(hours=24)
 """How long a process waits for the others at a merge: the slowest shard may finish long after the
 fastest. A process that dies closes its connections, so the others learn of it at once, not after this."""
+WAIT_TO_JOIN = timedelta(minutes=30)
+"""How long the processes wait for each other to start (torch's default process-group timeout): one
+that never starts (it failed first, or was never launched) ends the run with an error after this, not
+after `WAIT_FOR_PEERS`."""
 
 
 class PeerFailed(InputError):
@@ -110,13 +114,14 @@ def launched_processes() -> Processes:
     if missing:
         raise InputError(f"WORLD_SIZE={count} but the launcher did not set {', '.join(missing)}: start the run with accelerate launch or torchrun")
     rank, local_rank = _launch_number("RANK", 0, count - 1), _launch_number("LOCAL_RANK", 0)
-    _launch_number("MASTER_PORT", 1, 65535)
+    port = _launch_number("MASTER_PORT", 1, 65535)
     processes = Processes(rank, count, local_rank)
     import torch.distributed as dist
 
     if not dist.is_initialized():
         try:
-            dist.init_process_group("gloo", rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], port, count, is_master=processes.is_main, timeout=WAIT_TO_JOIN)
+            dist.init_process_group("gloo", store=store, rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
         except (RuntimeError, ValueError) as error:  # e.g. the address's port taken by another program
             address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
             raise InputError(f"{processes}: cannot join the run's processes at {address} ({first_line(error)})") from None
