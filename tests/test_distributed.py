@@ -315,34 +315,59 @@ def test_a_taken_port_is_one_line(monkeypatch):
     assert not dist.is_initialized()
 
 
-def _join(rank: int, count: int, port: int, logs: Path) -> None:
-    """Join a run of `count` processes as `rank` with a 2 s wait to join; the error, if any, to ``logs/rank<i>.err``."""
+
+def _join(rank: int, count: int, port: int, logs: Path, launcher: dict[str, str]) -> None:
+    """Join a run of `count` processes as `rank` (2 s wait to join) and sum the ranks; the sum or the error
+    to ``logs/rank<i>.out`` / ``.err``. `launcher`: more environment, as a launcher sets it."""
+    import torch
+
     import diffews.distributed as distributed
     from diffews.errors import InputError
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **launcher)
     distributed.WAIT_TO_JOIN = timedelta(seconds=2)
     try:
-        distributed.launched_processes()
+        processes = distributed.launched_processes()
     except InputError as error:
         (logs / f"rank{rank}.err").write_text(str(error))
         os._exit(2)
+    (logs / f"rank{rank}.out").write_text(str(int(processes.sum(torch.tensor([rank])).item())))
     os._exit(0)
+
+
+def join_processes(count: int, started: tuple[int, ...], port: int, logs: Path, launcher: dict[str, str] | None = None) -> list[int | None]:
+    """Start the ranks `started` of a run of `count` with `_join`; their exit statuses (None: still waiting after 60 s, killed)."""
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_join, args=(rank, count, port, logs, launcher or {})) for rank in started]
+    for child in children:
+        child.start()
+    statuses = []
+    for child in children:
+        child.join(60)
+        statuses.append(child.exitcode)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    return statuses
 
 
 @pytest.mark.parametrize(("count", "started"), [(3, (0, 2)), (2, (1,))], ids=["a-worker-never-starts", "rank-0-never-starts"])
 def test_a_process_that_never_starts_ends_the_run_in_one_line(tmp_path, count, started):
     """The others stop after the wait to join (not the day a merge may wait), each with one line naming the address."""
-    port, context = _free_port(), multiprocessing.get_context("fork")
-    children = [context.Process(target=_join, args=(rank, count, port, tmp_path)) for rank in started]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(60)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
-    assert [child.exitcode for child in children] == [2] * len(started)
+    port = _free_port()
+    assert join_processes(count, started, port, tmp_path) == [2] * len(started)
     for rank in started:
         message = (tmp_path / f"rank{rank}.err").read_text()
         assert re.fullmatch(rf"process {rank + 1} of {count}: cannot join the run's processes at 127\.0\.0\.1:{port} \(.+\)", message), message
+
+
+def test_processes_join_through_the_store_of_torchrun(tmp_path):
+    """Under torchrun (and accelerate launch) the launcher serves the rendezvous on MASTER_PORT and every process is its client."""
+    import torch.distributed as dist
+
+    port = _free_port()
+    launcher_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    agent = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
+    assert join_processes(2, (0, 1), port, tmp_path, agent) == [0, 0], [p.read_text() for p in tmp_path.glob("*.err")]
+    assert [(tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)] == ["1", "1"]
+    del launcher_store

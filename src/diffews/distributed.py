@@ -114,13 +114,14 @@ def launched_processes() -> Processes:
     if missing:
         raise InputError(f"WORLD_SIZE={count} but the launcher did not set {', '.join(missing)}: start the run with accelerate launch or torchrun")
     rank, local_rank = _launch_number("RANK", 0, count - 1), _launch_number("LOCAL_RANK", 0)
-    port = _launch_number("MASTER_PORT", 1, 65535)
+    _launch_number("MASTER_PORT", 1, 65535)
     processes = Processes(rank, count, local_rank)
     import torch.distributed as dist
 
     if not dist.is_initialized():
         try:
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], port, count, is_master=processes.is_main, timeout=WAIT_TO_JOIN)
+            # torch's own env:// rendezvous (under torchrun, every rank is a client of the launcher's store), waiting WAIT_TO_JOIN
+            store, _, _ = next(dist.rendezvous("env://", processes.rank, count, timeout=WAIT_TO_JOIN))
             dist.init_process_group("gloo", store=store, rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
         except (RuntimeError, ValueError) as error:  # e.g. the address's port taken by another program
             address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
