@@ -315,7 +315,6 @@ def test_a_taken_port_is_one_line(monkeypatch):
     assert not dist.is_initialized()
 
 
-
 def _join(rank: int, count: int, port: int, logs: Path, launcher: dict[str, str]) -> None:
     """Join a run of `count` processes as `rank` (2 s wait to join) and sum the ranks; the sum or the error
     to ``logs/rank<i>.out`` / ``.err``. `launcher`: more environment, as a launcher sets it."""
@@ -328,10 +327,10 @@ def _join(rank: int, count: int, port: int, logs: Path, launcher: dict[str, str]
     distributed.WAIT_TO_JOIN = timedelta(seconds=2)
     try:
         processes = distributed.launched_processes()
-    except InputError as error:
-        (logs / f"rank{rank}.err").write_text(str(error))
-        os._exit(2)
-    (logs / f"rank{rank}.out").write_text(str(int(processes.sum(torch.tensor([rank])).item())))
+        (logs / f"rank{rank}.out").write_text(str(int(processes.sum(torch.tensor([rank])).item())))
+    except BaseException as error:  # noqa: BLE001 - reported through the exit status
+        (logs / f"rank{rank}.err").write_text(str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}")
+        os._exit(2 if isinstance(error, InputError) else 1)
     os._exit(0)
 
 
@@ -367,7 +366,9 @@ def test_processes_join_through_the_store_of_torchrun(tmp_path):
 
     port = _free_port()
     launcher_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
-    agent = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
-    assert join_processes(2, (0, 1), port, tmp_path, agent) == [0, 0], [p.read_text() for p in tmp_path.glob("*.err")]
+    try:
+        statuses = join_processes(2, (0, 1), port, tmp_path, {"TORCHELASTIC_USE_AGENT_STORE": "True"})
+    finally:
+        del launcher_store
+    assert statuses == [0, 0], [path.read_text() for path in tmp_path.glob("*.err")]
     assert [(tmp_path / f"rank{rank}.out").read_text() for rank in (0, 1)] == ["1", "1"]
-    del launcher_store

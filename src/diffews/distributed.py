@@ -27,9 +27,10 @@ WAIT_FOR_PEERS = timedelta(hours=24)
 """How long a process waits for the others at a merge: the slowest shard may finish long after the
 fastest. A process that dies closes its connections, so the others learn of it at once, not after this."""
 WAIT_TO_JOIN = timedelta(minutes=30)
-"""How long the processes wait for each other to start (torch's default process-group timeout): one
-that never starts (it failed first, or was never launched) ends the run with an error after this, not
-after `WAIT_FOR_PEERS`."""
+"""How long processes started without an elastic launcher (by hand, by srun) wait for each other to
+start (torch's default process-group timeout): one that never starts (it failed first, or was never
+launched) ends the run with an error after this, not after `WAIT_FOR_PEERS`. Under torchrun and
+accelerate launch the launcher stops the others."""
 
 
 class PeerFailed(InputError):
@@ -120,8 +121,11 @@ def launched_processes() -> Processes:
 
     if not dist.is_initialized():
         try:
-            # torch's own env:// rendezvous (under torchrun, every rank is a client of the launcher's store), waiting WAIT_TO_JOIN
+            # what init_process_group does with env://, but rank 0 waits WAIT_TO_JOIN for the others to connect
+            # (under torchrun every rank is a client of the launcher's store, and the launcher stops the rest)
             store, _, _ = next(dist.rendezvous("env://", processes.rank, count, timeout=WAIT_TO_JOIN))
+            store.set_timeout(WAIT_FOR_PEERS)
+            store = dist.PrefixStore("default_pg", store)
             dist.init_process_group("gloo", store=store, rank=processes.rank, world_size=count, timeout=WAIT_FOR_PEERS)
         except (RuntimeError, ValueError) as error:  # e.g. the address's port taken by another program
             address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
