@@ -192,5 +192,9 @@ def test_the_built_in_model_configs_load():
     assert third.to_dict() == second.with_overrides({
         "pretrained": "outputs/icons-w44-256/model", "max_steps": 2500, "val_every": 500, "output_dir": "outputs/icons-w44-256-more",
     }).to_dict()
+    several_shots = TrainConfig.load(configs / "fold0-w44-256-shots.yaml")  # tried after the third: K in 1..5 shots per step
+    assert several_shots.to_dict() == third.with_overrides({
+        "pretrained": "outputs/icons-w44-256-more/model", "shots": 5, "max_steps": 1100, "output_dir": "outputs/icons-w44-256-shots",
+    }).to_dict()
     assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]
     assert json.loads((configs / "unet-w44.json").read_text())["block_out_channels"] == [44, 88, 176, 176]
