@@ -100,13 +100,12 @@ def test_segmenting_and_rethresholding_share_one_queue(tmp_path):
 
 def test_the_threshold_slider_starts_at_the_builtin_models_threshold_on_a_step(tmp_path):
     """The slider's step was 0.01, so the built-in model's 0.005 fell between two of its steps (a browser's range input snaps its value to one)."""
-    import json
     from dataclasses import replace
 
     from diffews.modeling.builtin import DEFAULT_MODEL, MODELS_ROOT
-    from diffews.modeling.config import CONFIG_NAME
+    from diffews.modeling.diffews_model import read_model_config
 
-    stored = json.loads((MODELS_ROOT / DEFAULT_MODEL / CONFIG_NAME).read_text())["threshold"]
+    stored = read_model_config(MODELS_ROOT / DEFAULT_MODEL).threshold
     model = build_tiny_model()
     model.config = replace(model.config, threshold=stored)
     demo = ui.build_app(DiffewSPipeline(model), "tiny-random", tmp_path)

@@ -37,8 +37,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def launched_as(rank: int, count: int, port: int, **more: str) -> None:
+    """Give this process the environment a launcher gives process `rank` of `count` (rendezvous at 127.0.0.1:`port`), and `more`."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **more)
+
+
+def fork_ranks(target, ranks, *args, timeout: float = 120) -> list[int | None]:
+    """Run ``target(rank, *args)`` in a forked child for each of `ranks`; their exit statuses (negative: killed
+    by that signal; None: still running `timeout` s after the previous one ended, then killed)."""
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=target, args=(rank, *args)) for rank in ranks]
+    for child in children:
+        child.start()
+    statuses = []
+    for child in children:
+        child.join(timeout)
+        statuses.append(child.exitcode)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+    return statuses
+
+
 def _process(rank: int, count: int, port: int, argv: list[str], logs: Path, setup) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    launched_as(rank, count, port)
     with open(logs / f"rank{rank}.out", "w") as out, open(logs / f"rank{rank}.err", "w") as err:
         sys.stdout, sys.stderr = out, err
         if setup is not None:
@@ -52,17 +74,11 @@ def _process(rank: int, count: int, port: int, argv: list[str], logs: Path, setu
     os._exit(status)
 
 
-def run_processes(argv: list[str], logs: Path, count: int = 2, setup=None) -> list[int]:
+def run_processes(argv: list[str], logs: Path, count: int = 2, setup=None) -> list[int | None]:
     """Run ``diffews argv`` as `count` launched processes; their exit statuses (negative: killed by
     that signal); their output lands in ``logs/rank<i>.out`` and ``.err``. ``setup(rank)`` runs first in each."""
     logs.mkdir(parents=True, exist_ok=True)
-    port, context = _free_port(), multiprocessing.get_context("fork")
-    children = [context.Process(target=_process, args=(rank, count, port, argv, logs, setup)) for rank in range(count)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(120)
-    return [child.exitcode for child in children]
+    return fork_ranks(_process, range(count), count, _free_port(), argv, logs, setup)
 
 
 def without_timings(report: dict) -> dict:
@@ -323,7 +339,7 @@ def _join(rank: int, count: int, port: int, logs: Path, launcher: dict[str, str]
     import diffews.distributed as distributed
     from diffews.errors import InputError
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(count), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **launcher)
+    launched_as(rank, count, port, **launcher)
     distributed.WAIT_TO_JOIN = timedelta(seconds=2)
     try:
         processes = distributed.launched_processes()
@@ -334,27 +350,11 @@ def _join(rank: int, count: int, port: int, logs: Path, launcher: dict[str, str]
     os._exit(0)
 
 
-def join_processes(count: int, started: tuple[int, ...], port: int, logs: Path, launcher: dict[str, str] | None = None) -> list[int | None]:
-    """Start the ranks `started` of a run of `count` with `_join`; their exit statuses (None: still waiting after 60 s, killed)."""
-    context = multiprocessing.get_context("fork")
-    children = [context.Process(target=_join, args=(rank, count, port, logs, launcher or {})) for rank in started]
-    for child in children:
-        child.start()
-    statuses = []
-    for child in children:
-        child.join(60)
-        statuses.append(child.exitcode)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
-    return statuses
-
-
 @pytest.mark.parametrize(("count", "started"), [(3, (0, 2)), (2, (1,))], ids=["a-worker-never-starts", "rank-0-never-starts"])
 def test_a_process_that_never_starts_ends_the_run_in_one_line(tmp_path, count, started):
     """The others stop after the wait to join (not the day a merge may wait), each with one line naming the address."""
     port = _free_port()
-    assert join_processes(count, started, port, tmp_path) == [2] * len(started)
+    assert fork_ranks(_join, started, count, port, tmp_path, {}, timeout=60) == [2] * len(started)
     for rank in started:
         message = (tmp_path / f"rank{rank}.err").read_text()
         assert re.fullmatch(rf"process {rank + 1} of {count}: cannot join the run's processes at 127\.0\.0\.1:{port} \(.+\)", message), message
@@ -367,7 +367,7 @@ def test_processes_join_through_the_store_of_torchrun(tmp_path):
     port = _free_port()
     launcher_store = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
     try:
-        statuses = join_processes(2, (0, 1), port, tmp_path, {"TORCHELASTIC_USE_AGENT_STORE": "True"})
+        statuses = fork_ranks(_join, (0, 1), 2, port, tmp_path, {"TORCHELASTIC_USE_AGENT_STORE": "True"}, timeout=60)
     finally:
         del launcher_store
     assert statuses == [0, 0], [path.read_text() for path in tmp_path.glob("*.err")]
