@@ -92,6 +92,16 @@ def test_half_precision_pipeline_tracks_float32(tiny_pipeline, support, queries,
     assert max(np.abs(a - b).max() for a, b in zip(ref.probabilities, out.probabilities)) < 0.05
 
 
+def test_to_takes_a_device_and_a_dtype_by_position_or_name(support, queries):
+    pipe = DiffewSPipeline(build_tiny_model(seed=0))
+    assert pipe.to(torch.float64).dtype == torch.float64
+    assert pipe.to("cpu", torch.float32).dtype == torch.float32 and pipe.device.type == "cpu"
+    assert pipe.to(torch.bfloat16, "cpu").dtype == torch.bfloat16
+    assert pipe.to(dtype=torch.float32).dtype == torch.float32
+    with pytest.raises(TypeError, match="one device and one dtype"):
+        pipe.to(torch.float16, torch.float32)
+
+
 def test_support_errors(tiny_pipeline, support, queries):
     images, masks = support
     with pytest.raises(InputError, match="no support images given"):

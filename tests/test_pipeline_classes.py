@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import box_mask, random_image
+from PIL import Image
 
 from diffews import DiffewSPipeline, InputError
 from diffews.processing.labels import check_class_names, connected_components, label_map
@@ -136,6 +137,22 @@ def test_empty_masks_of_a_class_are_left_out_but_not_all(tiny_pipeline, class_su
     assert np.abs(with_useless.probabilities[0] - without.probabilities[0]).max() <= 1e-5
     with pytest.raises(InputError, match=r"^class 'dog': every support mask is empty at 64x64 \(a.png, b.png\)$"):
         tiny_pipeline.encode_classes({"dog": (images, [useless, useless])}, sources={"dog": ["a.png", "b.png"]})
+
+
+def test_left_out_masks_are_named_in_a_warning(tmp_path, tiny_pipeline, class_supports, caplog):
+    images, masks = class_supports["dog"]
+    Image.fromarray(vanishing_mask()).save(tmp_path / "speck.png")
+    tiny_pipeline.encode_classes({"dog": ([images[0], images[1]], [masks[0], tmp_path / "speck.png"])})
+    assert f"class 'dog': support masks empty at 64x64 left out: {tmp_path / 'speck.png'}" in caplog.text
+    caplog.clear()
+    tiny_pipeline.encode_classes({"dog": ([images[0], images[1]], [masks[0], np.zeros((40, 40), dtype=bool)])})
+    assert "left out: class 'dog', shot 2" in caplog.text
+
+
+@pytest.mark.parametrize("given", [(1, 2, 3), "dog.png", None])
+def test_a_class_is_a_context_or_an_images_masks_pair(tiny_pipeline, given):
+    with pytest.raises(InputError, match=r"^class 'dog': give a support context or an \(images, masks\) pair, got "):
+        tiny_pipeline.encode_classes({"dog": given})
 
 
 @pytest.mark.parametrize(

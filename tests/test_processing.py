@@ -14,6 +14,7 @@ from diffews.processing.images import (
     MASK_NEAREST, image_to_tensor, load_image, load_mask, open_image_file, prepare_support, preprocess_image, resize_mask,
 )
 from diffews.processing.masks import mask_to_image, to_binary_mask
+from diffews.processing.overlay import overlay_mask
 
 # ---------------------------------------------------------------- mask rule
 
@@ -87,6 +88,56 @@ def test_rgba_mask_uses_a_varying_alpha_else_the_colour():
 )
 def test_array_masks(array):
     assert to_binary_mask(array, "m").tolist() == [[False, True]]
+
+
+def test_rgba_arrays_and_tensors_follow_the_rgba_image_rule():
+    pixels = np.zeros((2, 3, 4), np.uint8)
+    pixels[0, :2, 3] = 255  # opaque black object on a transparent background
+    expected = to_binary_mask(Image.fromarray(pixels, mode="RGBA"), "m").tolist()
+    assert expected == [[True, True, False], [False, False, False]]
+    assert to_binary_mask(pixels, "m").tolist() == expected
+    assert to_binary_mask(torch.from_numpy(pixels), "m").tolist() == expected
+    assert to_binary_mask(pixels / 255.0, "m").tolist() == expected  # float alpha in [0, 1]
+
+
+def _pascal_label_png(tmp_path):
+    """A PASCAL VOC-style palette label: class 15 inside a 255 ("ignore") border, saved and read back."""
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:6, 2:6] = 255
+    labels[3:5, 3:5] = 15
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([0, 0, 0] * 15 + [192, 128, 128] + [0, 0, 0] * 239 + [224, 224, 192])
+    image.save(tmp_path / "label.png")
+    return Image.open(tmp_path / "label.png")
+
+
+def test_label_maps_given_as_arrays_are_refused_not_misread(tmp_path):
+    palette = _pascal_label_png(tmp_path)
+    assert to_binary_mask(palette, "m").sum() == 4  # the palette image: class 15, the border ignored
+    for array in (np.asarray(palette), torch.from_numpy(np.asarray(palette).copy()), Image.fromarray(np.asarray(palette), "L")):
+        with pytest.raises(InputError, match=r"^m: its values \(0, 15, 255\) read as a label map, not a mask: .*labels == 15"):
+            to_binary_mask(array, "m")
+    with pytest.raises(InputError, match=r"^m: its values \(0, 1, 2\) read as a label map, not a mask: every value is below 128"):
+        to_binary_mask(np.array([[0, 1], [2, 2]], np.uint8), "m")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[0, 255, 255, 0], [0, 40, 200, 255], [0, 100, 130, 0], [0, 1, 1, 0]],
+    ids=["binary", "soft-edges", "soft-dim", "zero-one"],
+)
+def test_grey_masks_are_not_taken_for_label_maps(values):
+    array = np.array(values, np.uint8).reshape(2, 2)
+    expected = array >= (1 if array.max() == 1 else 128)
+    assert to_binary_mask(array, "m").tolist() == expected.tolist()
+
+
+def test_premultiplied_alpha_modes_are_read_by_their_alpha(rng):
+    pixels = np.zeros((1, 2, 2), np.uint8)
+    pixels[0, 0] = (255, 255)  # white, opaque; the other pixel transparent
+    la = Image.fromarray(pixels, mode="LA").convert("La")
+    assert to_binary_mask(la, "m").tolist() == [[True, False]]
+    assert image_to_tensor(la).shape == (3, 1, 2)
 
 
 def test_colour_array_mask_is_channels_last():
@@ -178,6 +229,22 @@ def test_exif_orientation_is_applied(tmp_path, rng):
     assert load_image(tmp_path / "rotated.jpg").size == (20, 30)
 
 
+def test_pil_masks_and_overlays_are_upright_as_their_images_are(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    stored = np.zeros((20, 30), np.uint8)
+    stored[:5] = 255  # the top rows as stored: the right-hand columns as shown
+    Image.fromarray(stored).save(tmp_path / "mask.png", exif=exif.tobytes())
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "image.png", exif=exif.tobytes())
+    from_path = load_mask(tmp_path / "mask.png")
+    assert from_path.shape == (30, 20) and from_path[:, -5:].all() and not from_path[:, :-5].any()
+    assert (to_binary_mask(Image.open(tmp_path / "mask.png"), "m") == from_path).all()
+    shown = overlay_mask(Image.open(tmp_path / "image.png"), from_path)
+    assert shown.size == (20, 30) and np.asarray(shown)[0, -1, 0] > 0 and np.asarray(shown)[0, 0, 0] == 0
+    with pytest.raises(ValueError, match=r"^mask of 30x20 \(width x height\) does not match the image's 20x30$"):
+        overlay_mask(Image.open(tmp_path / "image.png"), from_path.T)
+
+
 def test_bad_images_get_one_line_errors(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"junk\.png: cannot read image"):
@@ -186,6 +253,8 @@ def test_bad_images_get_one_line_errors(tmp_path):
         load_mask(tmp_path / "missing.png")
     with pytest.raises(InputError, match=r"float images must lie in \[0, 1\]"):
         image_to_tensor(np.full((4, 4, 3), 2.0, np.float32))
+    with pytest.raises(InputError, match=r"float images must be finite"):
+        image_to_tensor(np.full((4, 4, 3), np.nan, np.float32))
     with pytest.raises(InputError, match=r"numpy images must be"):
         image_to_tensor(np.zeros((4, 4, 2), np.uint8))
 

@@ -264,9 +264,9 @@ def segment_classes(
         key = support_key(pairs, pipe.resolution)
         if session.class_keys.get(name) != key:
             report(0.0, f"encoding the examples of {name}")
-            session.class_contexts[name] = pipe.encode_support(
-                [p.image for p in pairs], [p.mask for p in pairs], sources=[f"{name}: {p.source}" for p in pairs]
-            )
+            session.class_contexts[name] = pipe.encode_classes(
+                {name: ([p.image for p in pairs], [p.mask for p in pairs])}, sources={name: [f"{name}: {p.source}" for p in pairs]}
+            )[name]
             session.class_keys[name] = key
             session.support_encodings += 1
         contexts[name] = session.class_contexts[name]

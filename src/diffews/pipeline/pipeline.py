@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -30,6 +31,8 @@ from ..processing.labels import check_class_names, label_map
 from ..processing.masks import as_binary_mask
 from ..processing.thresholds import channel_mean, masks_at_sizes
 from .speed import SpeedOptions
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,19 @@ class DiffewSPipeline:
         """Save the model folder; `from_pretrained` reads it back bit-exactly."""
         self.model.save_pretrained(path)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DiffewSPipeline:
-        """Move the model and mask decoder (in place); returns self."""
+    def to(
+        self, *args: torch.device | str | torch.dtype, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> DiffewSPipeline:
+        """Move the model and mask decoder (in place); returns self. A device and a dtype may also be
+        given by position, in either order, as diffusers pipelines take them: ``pipe.to("cuda", torch.float16)``.
+        Support contexts encoded before keep their device; the pipeline moves them when it uses them."""
+        for arg in args:
+            if isinstance(arg, torch.dtype) and dtype is None:
+                dtype = arg
+            elif isinstance(arg, (str, torch.device)) and device is None:
+                device = arg
+            else:
+                raise TypeError(f"DiffewSPipeline.to takes one device and one dtype, got {args!r}")
         self.model.to(device=device, dtype=dtype)
         if self.mask_decoder is not None:
             self.mask_decoder.to(device=device, dtype=dtype)
@@ -248,6 +262,7 @@ class DiffewSPipeline:
 
         With the model's ``config.flip_queries``, the mask images are the mean of those of the latents
         and of their mirror image (flipped back); the mask latents are those of the latents as given."""
+        support = support.to(self.device)  # a context encoded before the pipeline moved
         with self.speed.context(self.device):
             mask_latents, mask_images = self._query_pass(query_latents, support)
             if self.model.config.flip_queries:
@@ -291,6 +306,7 @@ class DiffewSPipeline:
         def rows(tensor: torch.Tensor) -> torch.Tensor:
             """A shared set as it is (it serves its block of `total` queries, see `KVFusion`); sets per
             query padded to `total` rows like the latents."""
+            tensor = tensor.to(latents.device)  # a context encoded before the pipeline moved
             return tensor if tensor.shape[0] == 1 else _pad(tensor, total)
 
         mask_images: list[torch.Tensor] = [None] * len(supports)  # type: ignore[list-item]
@@ -350,8 +366,9 @@ class DiffewSPipeline:
         Args:
             classes: class name -> a context from `encode_support`, or ``(images, masks)``
                 (K >= 1 pairs; masks of a class that are empty, or become empty when resized to
-                the working resolution, are left out of its support set).
-            sources: optional class name -> K labels (file names) for error messages.
+                the working resolution, are left out of its support set, with a warning).
+            sources: optional class name -> K labels for messages (default: a mask's file path,
+                else "class 'name', shot k").
             resolution: working resolution; defaults to the model's.
 
         Raises:
@@ -366,15 +383,22 @@ class DiffewSPipeline:
                     raise ValueError(f"class {name!r}: a context of {given.num_sets} support sets; give one set per class")
                 contexts[name] = given
                 continue
+            if not isinstance(given, (tuple, list)) or len(given) != 2:
+                raise InputError(f"class {name!r}: give a support context or an (images, masks) pair, got {type(given).__name__}")
             images, masks = (_as_list(part) for part in given)
             if len(images) != len(masks):
                 raise InputError(f"class {name!r}: {len(images)} support images but {len(masks)} support masks")
-            labels = list((sources or {}).get(name) or [None] * len(masks))
+            labels = [
+                given_label or (str(mask) if isinstance(mask, (str, Path)) else f"class {name!r}, shot {index}")
+                for index, (mask, given_label) in enumerate(zip(masks, list((sources or {}).get(name) or [None] * len(masks))), 1)
+            ]
             binaries = _load_masks(masks, labels)
             keep = [i for i, binary in enumerate(binaries) if binary.any() and resize_mask(binary, (size, size)).any()]
             if not keep:
-                shown = ", ".join(str(label) for label in labels if label) or f"{len(masks)} masks"
-                raise InputError(f"class {name!r}: every support mask is empty at {size}x{size} ({shown})")
+                raise InputError(f"class {name!r}: every support mask is empty at {size}x{size} ({', '.join(labels)})")
+            if len(keep) < len(masks):
+                left_out = ", ".join(labels[i] for i in range(len(masks)) if i not in keep)
+                logger.warning("class %r: support masks empty at %dx%d left out: %s", name, size, size, left_out)
             contexts[name] = self.encode_support(
                 [images[i] for i in keep], [binaries[i] for i in keep], sources=[labels[i] for i in keep], resolution=size
             )
@@ -554,13 +578,13 @@ def _class_groups(supports: Sequence[SupportContext], size: int | None) -> Itera
         yield from _chunks(group, size or len(group))
 
 
-def _load_masks(masks: list, sources: list[str | None]) -> list[np.ndarray]:
-    """Binary masks of any accepted input (file paths opened), empty ones included."""
+def _load_masks(masks: list, labels: list[str]) -> list[np.ndarray]:
+    """Binary masks of any accepted input (file paths opened), empty ones included; `labels` name them."""
     loaded = []
-    for mask, source in zip(masks, sources):
+    for mask, label in zip(masks, labels):
         if isinstance(mask, (str, Path)):
             mask = open_image_file(mask)
-        loaded.append(as_binary_mask(mask, source or "support mask"))
+        loaded.append(as_binary_mask(mask, label))
     return loaded
 
 

@@ -103,6 +103,8 @@ def rgb_image(image: Image.Image) -> Image.Image:
     """`image` as 8-bit RGB, transparency flattened (`flatten_transparency`). Greyscale of more than 8
     bits is scaled, not clipped: 16-bit by 255 / 65535; 32-bit integers and floats by their range
     (floats up to 1 x 255, integers up to 255 as they are, up to 65535 as 16-bit, else by their maximum)."""
+    if image.mode == "La":  # premultiplied alpha, which Pillow converts only to LA
+        image = image.convert("LA")
     if image.mode not in HIGH_BIT_DEPTH_MODES:
         return flatten_transparency(image) if image.has_transparency_data else image.convert("RGB")
     values = np.asarray(image, dtype=np.float64)
@@ -162,6 +164,8 @@ def image_to_tensor(image: ImageInput, name: str = "image") -> torch.Tensor:
         tensor = tensor.float() / 255
     elif tensor.is_floating_point():
         tensor = tensor.float()
+        if not tensor.isfinite().all():
+            raise InputError(f"{name}: float images must be finite, got NaN or infinite values")
         if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
             raise InputError(f"{name}: float images must lie in [0, 1], got [{tensor.min():.3g}, {tensor.max():.3g}]")
     else:

@@ -7,7 +7,12 @@ Binarisation rule (documented in the README), applied to every mask the package 
 - with a non-constant alpha channel (``LA``/``RGBA``): foreground = alpha >= 128;
 - colour (``RGB``): foreground = brightest channel >= 128 (white, or any bright colour, on black);
 - grayscale and arrays: bool as is; otherwise if every value is in [0, 1] (0/1 masks, float masks)
-  foreground = value >= 0.5, else foreground = value >= 128 (0/255 masks).
+  foreground = value >= 0.5, else foreground = value >= 128 (0/255 masks); (H, W, 3|4) arrays are
+  read as the ``RGB`` / ``RGBA`` images they hold.
+
+Integer values that read as a label map rather than a mask are refused (`InputError`): all below 128
+with some above 1 (class indices), or labels 1-127 beside 255 as the only value >= 128 (PASCAL VOC's
+ignore border): give the class's binary mask (``labels == c``) or the palette PNG itself.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import InputError
 
@@ -24,11 +29,13 @@ IGNORE_INDEX = 255
 logger = logging.getLogger(__name__)
 
 
-def pil_mask_to_array(mask: Image.Image) -> np.ndarray:
-    """Binary (H, W) bool array from a PIL mask, by the module's rule."""
+def pil_mask_to_array(mask: Image.Image, name: str = "mask") -> np.ndarray:
+    """Binary (H, W) bool array from a PIL mask, by the module's rule (`name` for messages)."""
     if mask.mode == "P":
         index = np.asarray(mask)
         return (index != 0) & (index != IGNORE_INDEX)
+    if mask.mode in ("La", "RGBa"):  # premultiplied alpha: judged by its alpha as LA / RGBA
+        mask = mask.convert(mask.mode.upper())
     if mask.mode in ("LA", "RGBA", "PA"):
         alpha = np.asarray(mask.getchannel("A"))
         if alpha.min() != alpha.max():
@@ -40,18 +47,44 @@ def pil_mask_to_array(mask: Image.Image) -> np.ndarray:
         return np.asarray(mask).max(axis=2) >= 128
     if mask.mode == "1":
         return np.asarray(mask, dtype=bool)
-    return array_mask_to_bool(np.asarray(mask))
+    return array_mask_to_bool(np.asarray(mask), name)
 
 
-def array_mask_to_bool(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Binary bool array from a numeric or bool array, by the module's rule (shape kept)."""
+def array_mask_to_bool(mask: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
+    """Binary bool array from a numeric or bool array, by the module's rule (shape kept).
+
+    Raises:
+        InputError: integer values that read as a label map (the module's docstring), naming `name`.
+    """
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if values.dtype == bool:
         return values
+    integer = np.issubdtype(values.dtype, np.integer)
     values = values.astype(np.float32)
     if values.size and values.min() >= 0 and values.max() <= 1:
         return values >= 0.5
-    return values >= 128
+    binary = values >= 128
+    if integer:
+        _refuse_label_map(values, binary, name)
+    return binary
+
+
+def _refuse_label_map(values: np.ndarray, binary: np.ndarray, name: str) -> None:
+    """`InputError` when integer `values` (not all in [0, 1]) read as class labels: values 1-127 with
+    nothing >= 128 but the ignore index (a grey mask's soft edges come with values 128-254)."""
+    labels = (values >= 1) & (values < 128)
+    if not labels.any() or (binary.any() and not (values[binary] == IGNORE_INDEX).all()):
+        return
+    found = np.unique(values)
+    shown = ", ".join(str(int(v)) for v in found[:6]) + (", ..." if found.size > 6 else "")
+    if binary.any():
+        reason = f"beside values 1-127 only {IGNORE_INDEX} is >= 128, which marks pixels to ignore in label maps (PASCAL VOC's)"
+    else:
+        reason = "every value is below 128, where a 0-255 mask's foreground starts"
+    raise InputError(
+        f"{name}: its values ({shown}) read as a label map, not a mask: {reason}; give the class's binary mask "
+        f"(e.g. labels == {int(values[labels].min())}) or the palette PNG itself"
+    )
 
 
 def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -75,7 +108,8 @@ def to_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
 def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     """`to_binary_mask` without the emptiness check (an empty mask is returned as all False)."""
     if isinstance(mask, Image.Image):
-        binary = pil_mask_to_array(mask)
+        mask = ImageOps.exif_transpose(mask)  # upright, as its image is read (`image_to_tensor`)
+        binary = pil_mask_to_array(mask, name)
         if mask.mode == "P" and _drawn_inverted(mask):
             logger.warning(
                 "%s: a palette mask whose background (index 0) is drawn light and whose labels are dark: diffews reads the "
@@ -87,11 +121,14 @@ def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if values.ndim == 3 and values.shape[0] == 1:
         values = values[0]
-    elif values.ndim == 3 and values.shape[2] in (3, 4):
+    elif values.ndim == 3 and values.shape[2] in (3, 4):  # read as the RGB / RGBA image it holds
+        alpha = values[..., 3] if values.shape[2] == 4 else None
+        if alpha is not None and alpha.min() != alpha.max():  # an RGBA image's rule: alpha >= 128 (or >= 0.5 in [0, 1])
+            return alpha >= (0.5 if alpha.max() <= 1 else 128)
         values = values[..., :3].max(axis=2)
     if values.ndim != 2:
         raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
-    return array_mask_to_bool(values)
+    return array_mask_to_bool(values, name)
 
 
 def _drawn_inverted(mask: Image.Image) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .labels import class_colors
 
@@ -11,10 +11,9 @@ OVERLAY_COLOR = (255, 40, 40)
 
 
 def overlay_mask(image: Image.Image, mask: np.ndarray, color: tuple[int, int, int] = OVERLAY_COLOR, alpha: float = 0.5) -> Image.Image:
-    """`image` (RGB, the mask's size) with foreground pixels tinted by `color` at opacity `alpha`."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    if pixels.shape[:2] != mask.shape:
-        raise ValueError(f"mask shape {mask.shape} does not match image size {pixels.shape[1::-1]}")
+    """`image` (shown upright: its EXIF orientation applied, as the pipeline reads it; the mask's size)
+    with foreground pixels tinted by `color` at opacity `alpha`."""
+    pixels = _upright_pixels(image, mask.shape, "mask")
     tinted = np.where(mask[..., None], (1 - alpha) * pixels + alpha * np.asarray(color, np.float32), pixels)
     return Image.fromarray(tinted.round().astype(np.uint8))
 
@@ -27,13 +26,21 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 def overlay_labels(image: Image.Image, labels: np.ndarray, names: list[str], alpha: float = 0.5) -> Image.Image:
     """`image` with each class's pixels tinted by its colour (`class_colors`), and a legend strip
     below it: one colour swatch and name per class, in label order."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    if pixels.shape[:2] != labels.shape:
-        raise ValueError(f"label map shape {labels.shape} does not match image size {pixels.shape[1::-1]}")
+    pixels = _upright_pixels(image, labels.shape, "label map")
     colors = np.asarray([(0, 0, 0), *class_colors(len(names))], dtype=np.float32)
     tinted = np.where((labels > 0)[..., None], (1 - alpha) * pixels + alpha * colors[labels], pixels)
     picture = Image.fromarray(tinted.round().astype(np.uint8))
     return _with_legend(picture, names, class_colors(len(names)))
+
+
+def _upright_pixels(image: Image.Image, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """`image` upright (EXIF orientation applied) as float RGB pixels; `ValueError` unless its height
+    and width are `shape`, the (H, W) of the `what` drawn over it."""
+    pixels = np.asarray(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.float32)
+    if pixels.shape[:2] != tuple(shape):
+        height, width = pixels.shape[:2]
+        raise ValueError(f"{what} of {shape[1]}x{shape[0]} (width x height) does not match the image's {width}x{height}")
+    return pixels
 
 
 _LEGEND_ROW = 14
