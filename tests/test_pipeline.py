@@ -102,6 +102,16 @@ def test_to_takes_a_device_and_a_dtype_by_position_or_name(support, queries):
         pipe.to(torch.float16, torch.float32)
 
 
+def test_masks_may_come_as_one_stack(rng, tiny_pipeline, queries):
+    images = [random_image(rng, 48, 64), random_image(rng, 48, 64)]
+    masks = [box_mask(48, 64), box_mask(48, 64, 0.1, 0.6)]
+    listed = tiny_pipeline(queries[:1], images, masks).probabilities[0]
+    for stack in (np.stack(masks), torch.from_numpy(np.stack(masks)), np.stack(masks)[:, None]):
+        assert np.array_equal(tiny_pipeline(queries[:1], images, stack).probabilities[0], listed)
+    class_stack = tiny_pipeline.segment_classes(queries[:1], {"dog": (images, np.stack(masks))}).probabilities[0][0]
+    assert np.array_equal(class_stack, listed)
+
+
 def test_support_errors(tiny_pipeline, support, queries):
     images, masks = support
     with pytest.raises(InputError, match="no support images given"):

@@ -335,14 +335,16 @@ class DiffewSPipeline:
         Args:
             images: K images (see `diffews.processing.images` for accepted types).
             masks: K binary masks of any size (resized to their image's working size with nearest
-                neighbour; non-binary masks follow `diffews.processing.masks`' rule).
+                neighbour; non-binary masks follow `diffews.processing.masks`' rule), or one
+                ``(K, H, W)`` / ``(K, 1, H, W)`` array or tensor of them (a 3-D array whose last
+                axis is 3 or 4 long is one colour mask).
             sources: optional K labels (file names) used in error messages.
             resolution: working resolution; defaults to the model's.
 
         Raises:
             InputError: no supports, counts that differ, or an empty mask ("support mask N is empty").
         """
-        images, masks = _as_list(images), _as_list(masks)
+        images, masks = _as_list(images), _as_mask_list(masks)
         if not images:
             raise InputError("no support images given: DiffewS needs at least one support image and mask")
         if len(images) != len(masks):
@@ -385,7 +387,7 @@ class DiffewSPipeline:
                 continue
             if not isinstance(given, (tuple, list)) or len(given) != 2:
                 raise InputError(f"class {name!r}: give a support context or an (images, masks) pair, got {type(given).__name__}")
-            images, masks = (_as_list(part) for part in given)
+            images, masks = _as_list(given[0]), _as_mask_list(given[1])
             if len(images) != len(masks):
                 raise InputError(f"class {name!r}: {len(images)} support images but {len(masks)} support masks")
             labels = [
@@ -601,6 +603,14 @@ def _as_list(items) -> list:
     if isinstance(items, (torch.Tensor, np.ndarray)) and items.ndim == 4:
         return list(items)
     return [items]
+
+
+def _as_mask_list(masks) -> list:
+    """`_as_list` for masks, where a ``(K, H, W)`` stack is K masks (``(1, H, W)`` and a colour
+    ``(H, W, 3|4)`` mask are one)."""
+    if isinstance(masks, (torch.Tensor, np.ndarray)) and masks.ndim == 3 and masks.shape[0] > 1 and masks.shape[2] not in (3, 4):
+        return list(masks)
+    return _as_list(masks)
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
