@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from benchmark_data import COCO_CATEGORY_IDS, HEIGHT, WIDTH, Written, object_boxes
+from benchmark_data import COCO_CATEGORY_IDS, HEIGHT, WIDTH, Written, object_boxes, write_lvis
 from PIL import Image
 
 from diffews.data import build_episode_dataset, open_split
+from diffews.data.lvis import lvis_folds
 from diffews.data.splits import write_pair_lists
 from diffews.processing.images import preprocess_image
 from diffews.errors import InputError
@@ -90,6 +92,28 @@ def test_lvis_folds_interleave_the_classes_with_two_images(benchmarks):
         assert split.image_path(key).is_file()  # val images live in both COCO 2017 folders
         np.testing.assert_array_equal(split.target(key, class_id), written["lvis"]["val"].mask(key, class_id))
     assert {key.split("/")[0] for key, _ in open_split("lvis", root, "val", None).pairs} == {"train2017", "val2017"}
+
+
+def test_lvis_folds_of_k_shots_hold_the_classes_with_more_than_k_val_images(tmp_path):
+    write_lvis(tmp_path)
+    path = tmp_path / "LVIS" / "annotations" / "lvis_v1_val.json"
+    document = json.loads(path.read_text())
+    for class_id in range(1, 11):  # classes 1-10 get a third val image (each eligible class has two)
+        shown = {a["image_id"] for a in document["annotations"] if a["category_id"] == class_id}
+        image = next(i["id"] for i in document["images"] if i["id"] not in shown)
+        document["annotations"].append({**document["annotations"][0], "id": 10_000 + class_id, "image_id": image, "category_id": class_id})
+    path.write_text(json.dumps(document))
+    assert [open_split("lvis", tmp_path, "val", fold).class_ids for fold in range(10)] == [[i + 1, i + 11] for i in range(10)]
+    assert [open_split("lvis", tmp_path, "val", fold, shots=2).class_ids for fold in range(10)] == [[i + 1] for i in range(10)]
+    episodes = build_episode_dataset("lvis", tmp_path, "val", 3, shots=2, episodes=2)
+    assert {episodes[i]["class_id"] for i in range(2)} == {4} and len(episodes[0]["support_images"]) == 2
+    training = open_split("lvis", tmp_path, "trn", 3, shots=2)  # the other 2-shot folds' classes
+    assert training.class_ids == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+
+
+def test_lvis_folds_are_equal_and_leave_the_remainder_out():
+    assert lvis_folds(list(range(1, 24))) == {fold: [fold + 1, fold + 11] for fold in range(10)}  # 21-23 in no fold
+    assert lvis_folds(list(range(1, 10))) == {fold: [] for fold in range(10)}
 
 
 # FSS-1000 and custom folders

@@ -62,6 +62,7 @@ def open_split(
     fold: int | None,
     splits: str | Path | None = None,
     trust_pickle: bool = False,
+    shots: int = 1,
 ) -> FewShotSplit:
     """One split of a benchmark restricted to a fold (None: all classes).
 
@@ -72,13 +73,17 @@ def open_split(
             downloaded once, see `diffews.data.published`). By default PASCAL/COCO/LVIS lists are
             generated from the annotations and FSS-1000 uses HSNet's.
         trust_pickle: allow HSNet's pickle split lists in `splits` (read with a warning).
+        shots: the K of the episodes it will serve, for benchmarks whose folds depend on it
+            (`Benchmark.folds_depend_on_shots`: LVIS-92i's hold the classes with more than K val
+            images, as Matcher defines them); others ignore it.
 
     Raises:
         InputError: unknown benchmark, split or fold; missing folders, files or masks.
     """
     found = get_benchmark(benchmark)
     found.check_split(split, fold)
-    return found.open_split(user_path(root), split, fold, split_lists_folder(found, splits), trust_pickle)
+    by_shots = (shots,) if found.folds_depend_on_shots else ()
+    return found.open_split(user_path(root), split, fold, split_lists_folder(found, splits), trust_pickle, *by_shots)
 
 
 EVERY_IMAGE = "all"
@@ -126,7 +131,7 @@ def build_episode_dataset(
 
     Items: see `EpisodeDataset` and `NWayEpisodeDataset`.
     """
-    fewshot = open_split(benchmark, root, split, fold, splits, trust_pickle)
+    fewshot = open_split(benchmark, root, split, fold, splits, trust_pickle, shots)
     if images_per_class is not None:
         fewshot.subsample(images_per_class)
     if episodes == EVERY_IMAGE:

@@ -8,10 +8,12 @@ Layout, under the data root::
     LVIS/annotations/lvis_v1_val.json
 
 Images are found through each entry's ``coco_url`` (LVIS val uses images of both COCO 2017
-folders). Classes are LVIS category ids. The folds are defined on the val annotations: the
-categories annotated in at least 2 val images, in id order, interleaved into 10 folds
-(fold i = every 10th class from position i; 92 classes each on LVIS v1). "trn" uses the train
-annotations with the same fold classes.
+folders). Classes are LVIS category ids. The folds are defined on the val annotations, as
+Matcher's LVIS-92i defines them for K-shot episodes: the categories annotated in more than K val
+images (a query and K other supports), in id order, dealt into 10 folds of n // 10 classes each
+(fold i = every 10th class from position i; 92 on LVIS v1): the folds of 5-shot runs are not
+those of 1-shot runs. "trn" uses the train annotations with the same fold classes. Generated split
+lists (`diffews data splits lvis`) hold the 1-shot folds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from .splits import Pair, interleaved_folds, list_files, write_generated_lists
 NAME = "lvis"
 SPLITS = ("trn", "val")
 NUM_FOLDS = 10
-MIN_IMAGES = 2
 ANNOTATION_FILES = {"trn": "lvis_v1_train.json", "val": "lvis_v1_val.json"}
 FIX = "LVIS-92i needs LVIS/{train2017,val2017} and LVIS/annotations/lvis_v1_{train,val}.json under the root (see 'Benchmark data' in the README)"
 
@@ -34,24 +35,34 @@ def annotation_file(root: Path, split: str) -> Path:
     return Path(root) / "LVIS" / "annotations" / ANNOTATION_FILES[split]
 
 
-def load(root: Path, split: str) -> InstanceBenchmark:
-    """A split's annotations, class id -> category id (the identity), fold -> class ids."""
+def load(root: Path, split: str, shots: int = 1) -> InstanceBenchmark:
+    """A split's annotations, class id -> category id (the identity), fold -> class ids (the folds of
+    `shots`-shot episodes, see the module docstring)."""
     annotations = InstanceAnnotations(require_file(annotation_file(root, split), FIX), key_from_coco_url)
     reference = annotations if split == "val" else InstanceAnnotations(require_file(annotation_file(root, "val"), FIX), key_from_coco_url)
-    eligible = [c for c, images in reference.category_images.items() if len(images) >= MIN_IMAGES]
+    eligible = [c for c, images in reference.category_images.items() if len(images) > shots]
     category_of_class = {c: c for c in annotations.categories}
-    fold_classes = interleaved_folds(eligible, NUM_FOLDS)
-    return InstanceBenchmark(NAME, annotations, Path(root) / "LVIS", category_of_class, fold_classes, FIX)
+    return InstanceBenchmark(NAME, annotations, Path(root) / "LVIS", category_of_class, lvis_folds(eligible), FIX)
+
+
+def lvis_folds(class_ids: list[int]) -> dict[int, list[int]]:
+    """The eligible classes dealt into `NUM_FOLDS` folds of ``len(class_ids) // NUM_FOLDS`` each (the
+    few left over belong to no fold)."""
+    size = len(class_ids) // NUM_FOLDS
+    return {fold: classes[:size] for fold, classes in interleaved_folds(class_ids, NUM_FOLDS).items()}
 
 
 def generate_pairs(root: Path, split: str) -> dict[int, list[Pair]]:
-    """Fold -> (image key, class) pairs of a split, from the annotations."""
+    """Fold -> (image key, class) pairs of a split (1-shot folds), from the annotations."""
     return load(root, split).fold_pairs()
 
 
-def open_split(root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False) -> InstanceSplit:
-    """An LVIS-92i split of a fold; pairs from split lists in `splits`, else from the annotations."""
-    return load(root, split).open_split(split, fold, splits, trust_pickle)
+def open_split(
+    root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False, shots: int = 1
+) -> InstanceSplit:
+    """An LVIS-92i split of a fold for `shots`-shot episodes; pairs from split lists in `splits`, else from
+    the annotations."""
+    return load(root, split, shots).open_split(split, fold, splits, trust_pickle)
 
 
 def check(root: Path, splits: Path | None = None) -> list[CheckItem]:
@@ -77,4 +88,4 @@ def write_split_lists(root: Path, out: Path) -> list[str]:
     return write_generated_lists(lambda split: generate_pairs(root, split), SPLITS, out)
 
 
-BENCHMARK = Benchmark(NAME, "LVIS-92i", SPLITS, NUM_FOLDS, open_split, check, write_split_lists)
+BENCHMARK = Benchmark(NAME, "LVIS-92i", SPLITS, NUM_FOLDS, open_split, check, write_split_lists, folds_depend_on_shots=True)

@@ -45,21 +45,25 @@ class Benchmark:
         default_split: the split ``diffews evaluate`` scores by default.
         test_episodes: episodes of a default evaluation; None: every (image, class) pair once.
         open_split: ``(root, split, fold, splits, trust_pickle) -> FewShotSplit``, called with a
-            checked split name and fold; `splits` is a folder of split lists or None.
+            checked split name and fold; `splits` is a folder of split lists or None. With
+            `folds_depend_on_shots`, a sixth argument follows: the episodes' K.
         check: ``(root, splits) -> [CheckItem]``: what ``diffews data check`` reports.
         write_split_lists: ``(root, out) -> [line]``: write split lists into `out` for `splits`
             later, returning a summary; None where the benchmark has no split lists.
+        folds_depend_on_shots: whether a fold's classes depend on the episodes' K (LVIS-92i's hold the
+            classes with more than K val images); then `open_split` takes K.
     """
 
     name: str
     title: str
     splits: tuple[str, ...]
     num_folds: int
-    open_split: Callable[[Path, str, int | None, Path | None, bool], FewShotSplit]
+    open_split: Callable[..., FewShotSplit]
     check: Callable[[Path, Path | None], list[CheckItem]]
     write_split_lists: Callable[[Path, Path], list[str]] | None = None
     default_split: str = "val"
     test_episodes: int | None = 1000
+    folds_depend_on_shots: bool = False
 
     def check_split(self, split: str, fold: int | None) -> None:
         """`InputError` unless `split` is one of its splits and `fold` None or one of its folds."""
