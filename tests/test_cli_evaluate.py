@@ -380,6 +380,8 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
         "scoring": "512x512, ground truth resized with nearest",
     }
     assert {key: settings[key] for key in expected} == expected
+    model_settings = json.loads(out.read_text())["model_settings"]
+    assert model_settings["prompt"] == "authors-eval" and model_settings["prompt_tokens"] == 2  # the tiny model's is padded
     timestep, flip_queries, mode, image_size, target_size = seen[0]
     assert timestep == 1 and not flip_queries and mode == "authors" and image_size == 512 and target_size == 512
     assert "threshold 0.25 (authors); working resolution 512, authors preprocessing; t = 1" in capsys.readouterr().out

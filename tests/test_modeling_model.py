@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -212,6 +213,24 @@ def test_unpadded_prompt_embedding_is_the_padded_ones_first_two_rows():
     without_tokenizer = empty_prompt_embedding(None, text_encoder, padded=False)
     with torch.no_grad():
         assert torch.equal(without_tokenizer, text_encoder(torch.tensor([[49406, 49407]])).last_hidden_state)
+
+
+def test_the_authors_eval_prompt_of_a_padded_model_is_the_text_encoders_unpadded_one():
+    vae, unet, text_encoder = tiny_stable_diffusion(seed=0)
+    model = build_tiny_model(seed=0)
+    unpadded = DiffewSModel.from_components(
+        vae, unet, empty_prompt_embedding(None, text_encoder, padded=False), config=replace(model.config, prompt="authors-eval")
+    ).eval()
+    images, masks = random_batch(1, (1, 1, 3, 64, 64)), random_masks(2, (1, 1, 1, 64, 64))
+    query = model.encode_images(random_batch(3, (1, 3, 64, 64)))
+    padded_output = model.predict_mask_latents(query, model.encode_support(images, masks))
+    model.use_authors_eval_prompt()
+    assert model.config.prompt == "authors-eval" and model.prompt_embedding.shape == (1, 2, 32)
+    output = model.predict_mask_latents(query, model.encode_support(images, masks))
+    torch.testing.assert_close(output, unpadded.predict_mask_latents(query, unpadded.encode_support(images, masks)), rtol=0, atol=1e-5)
+    assert (output - padded_output).abs().max() > 1e-3  # the two prompts condition differently
+    model.use_authors_eval_prompt()  # no longer padded: unchanged
+    assert model.prompt_embedding.shape == (1, 2, 32)
 
 
 def test_the_prompt_setting_must_fit_the_stored_embedding(tmp_path, tiny_model):

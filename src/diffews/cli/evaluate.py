@@ -41,7 +41,9 @@ Data layouts and split lists: 'Benchmark data' in the README.
 
 --protocol authors sets everything the authors' evaluation fixes: 512x512 inputs resized in 8 bits
 with PIL's bilinear filter (masks: nearest), their thresholding (8-bit truncation, channel mean
-> 0.25 x the largest channel value), scores at 512x512, t = 1. With a model converted by
+> 0.25 x the largest channel value), scores at 512x512, t = 1, and the empty prompt unpadded (a model
+trained with 'diffews train' from Stable Diffusion, which stores it padded to 77 tokens as the authors
+trained, is conditioned on its first 2 rows, as their evaluation is). With a model converted by
 'diffews convert' (default --prompt authors-eval) it computes what their evaluation computes.
 """
 
@@ -236,8 +238,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.model = args.model or DEFAULT_MODEL
         pipe = load_inference_pipeline(args, processes)
-        if args.protocol == "authors":  # their OI2M step, and none of ours: a model's own flip_queries is off
+        if args.protocol == "authors":  # their OI2M step and prompt, none of ours: a model's own flip_queries is off
             pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP, flip_queries=False)
+            pipe.model.use_authors_eval_prompt()
         predictor = CachedLatentsPredictor(pipe) if args.cache_latents else pipe
         name, resolution = args.model, args.resolution or pipe.resolution
     split = args.split or get_benchmark(args.benchmark).default_split

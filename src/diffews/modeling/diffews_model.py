@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ from ..processing.thresholds import channel_mean
 from .config import CONFIG_NAME, DiffewSConfig
 from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
-from .prompt import PROMPT_PADDED, base_prompt_embedding, check_prompt_embedding
+from .prompt import PROMPT_AUTHORS_EVAL, PROMPT_PADDED, UNPADDED_TOKENS, base_prompt_embedding, check_prompt_embedding
 from .support_conv import CONFIG_KEY, RoutedInputConv, attach_support_conv, init_support_conv
 from .weights import (
     SD21_ALTERNATIVES,
@@ -186,6 +187,14 @@ class DiffewSModel(nn.Module):
                 remove(root)
             raise
         parts.commit()
+
+    def use_authors_eval_prompt(self) -> None:
+        """Condition on the empty prompt unpadded, as the authors' evaluation does, in place: a
+        ``"padded"`` embedding (a model trained from Stable Diffusion) keeps its first 2 rows, which are
+        that prompt's embedding (CLIP's text encoder is causal). Other prompts are left as they are."""
+        if self.config.prompt == PROMPT_PADDED:
+            self.prompt_embedding = self.prompt_embedding[:, :UNPADDED_TOKENS].clone()
+            self.config = replace(self.config, prompt=PROMPT_AUTHORS_EVAL)
 
     # ------------------------------------------------------------------ the method
 
