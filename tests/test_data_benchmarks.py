@@ -107,8 +107,10 @@ def test_lvis_folds_of_k_shots_hold_the_classes_with_more_than_k_val_images(tmp_
     assert [open_split("lvis", tmp_path, "val", fold, shots=2).class_ids for fold in range(10)] == [[i + 1] for i in range(10)]
     episodes = build_episode_dataset("lvis", tmp_path, "val", 3, shots=2, episodes=2)
     assert {episodes[i]["class_id"] for i in range(2)} == {4} and len(episodes[0]["support_images"]) == 2
-    training = open_split("lvis", tmp_path, "trn", 3, shots=2)  # the other 2-shot folds' classes
-    assert training.class_ids == [1, 2, 3, 5, 6, 7, 8, 9, 10]
+    training = open_split("lvis", tmp_path, "trn", 3, shots=2)  # training: the other 1-shot folds' classes
+    assert training.class_ids == [c for c in range(1, 21) if c not in (4, 14)]
+    with pytest.raises(InputError, match=r"LVIS-92i split lists hold the 1-shot folds, .* leave --splits out$"):
+        open_split("lvis", tmp_path, "val", 3, splits=tmp_path, shots=2)
 
 
 def test_lvis_folds_are_equal_and_leave_the_remainder_out():

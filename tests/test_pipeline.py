@@ -98,6 +98,7 @@ def test_to_takes_a_device_and_a_dtype_by_position_or_name(support, queries):
     assert pipe.to("cpu", torch.float32).dtype == torch.float32 and pipe.device.type == "cpu"
     assert pipe.to(torch.bfloat16, "cpu").dtype == torch.bfloat16
     assert pipe.to(dtype=torch.float32).dtype == torch.float32
+    assert pipe.to(None, torch.float64).dtype == torch.float64
     with pytest.raises(TypeError, match="one device and one dtype"):
         pipe.to(torch.float16, torch.float32)
 
@@ -110,6 +111,10 @@ def test_masks_may_come_as_one_stack(rng, tiny_pipeline, queries):
         assert np.array_equal(tiny_pipeline(queries[:1], images, stack).probabilities[0], listed)
     class_stack = tiny_pipeline.segment_classes(queries[:1], {"dog": (images, np.stack(masks))}).probabilities[0][0]
     assert np.array_equal(class_stack, listed)
+    with pytest.raises(InputError, match=r"expected a \(H, W\) mask, got shape \(2, 48, 64\)"):  # a stack of another length
+        tiny_pipeline(queries[:1], images[:1], np.stack(masks))
+    with pytest.raises(InputError, match=r"expected a \(H, W\) mask, got shape \(3, 48, 64\)"):  # CHW: not a stack of one
+        tiny_pipeline(queries[:1], images[:1], np.stack(masks + masks[:1]).astype(np.uint8) * 255)
 
 
 def test_support_errors(tiny_pipeline, support, queries):

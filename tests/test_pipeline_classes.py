@@ -149,6 +149,12 @@ def test_left_out_masks_are_named_in_a_warning(tmp_path, tiny_pipeline, class_su
     assert "left out: class 'dog', shot 2" in caplog.text
 
 
+def test_source_labels_must_match_a_classs_masks(tiny_pipeline, class_supports):
+    images, masks = class_supports["dog"]
+    with pytest.raises(InputError, match=r"^class 'dog': 2 support masks but 1 source labels$"):
+        tiny_pipeline.encode_classes({"dog": (images, masks)}, sources={"dog": ["a.png"]})
+
+
 @pytest.mark.parametrize("given", [(1, 2, 3), "dog.png", None])
 def test_a_class_is_a_context_or_an_images_masks_pair(tiny_pipeline, given):
     with pytest.raises(InputError, match=r"^class 'dog': give a support context or an \(images, masks\) pair, got "):

@@ -15,6 +15,7 @@ from diffews.processing.images import (
 )
 from diffews.processing.masks import mask_to_image, to_binary_mask
 from diffews.processing.overlay import overlay_mask
+from diffews.data.custom import read_target
 
 # ---------------------------------------------------------------- mask rule
 
@@ -119,6 +120,28 @@ def test_label_maps_given_as_arrays_are_refused_not_misread(tmp_path):
             to_binary_mask(array, "m")
     with pytest.raises(InputError, match=r"^m: its values \(0, 1, 2\) read as a label map, not a mask: every value is below 128"):
         to_binary_mask(np.array([[0, 1], [2, 2]], np.uint8), "m")
+    with pytest.raises(InputError, match=r"^m: its values \(0, 15, 255\) read as a label map"):
+        to_binary_mask(np.asarray(palette).astype(np.float32), "m")  # whole numbers as floats
+    assert to_binary_mask(np.array([[0, 3.5], [255, 0]], np.float32), "m").tolist() == [[False, False], [True, False]]
+
+
+def test_a_benchmark_mask_that_reads_as_a_label_map_is_named(tmp_path):
+    Image.fromarray(np.array([[0, 15], [255, 0]], np.uint8)).save(tmp_path / "cat_mask.png")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'cat_mask.png'}: its values \(0, 15, 255\) read as a label map"):
+        read_target(tmp_path / "cat_mask.png", orient=False)
+
+
+def test_colour_masks_are_judged_as_they_look_as_arrays_too():
+    pixels = np.zeros((2, 3, 3), np.uint8)
+    pixels[0, 0] = (255, 0, 0)
+    pixels[0, 1] = (60, 60, 60)  # dark grey: background, never a label
+    expected = to_binary_mask(Image.fromarray(pixels, mode="RGB"), "m").tolist()
+    assert expected == [[True, False, False], [False, False, False]] and to_binary_mask(pixels, "m").tolist() == expected
+    rgba = np.concatenate([np.full((2, 3, 3), 255, np.uint8), np.array([[[1], [0], [1]]] * 2, np.uint8)], axis=2)
+    with pytest.raises(InputError, match="is empty"):  # an 8-bit alpha of 0 and 1 draws nothing, as in a PIL image
+        to_binary_mask(Image.fromarray(rgba, mode="RGBA"), "m")
+    with pytest.raises(InputError, match="is empty"):
+        to_binary_mask(rgba, "m")
 
 
 @pytest.mark.parametrize(

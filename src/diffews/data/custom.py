@@ -69,7 +69,7 @@ def read_target(path: Path, orient: bool) -> np.ndarray:
     """A mask file as ``(H, W)`` uint8 in {0, 1, 255}: the binarisation rule, palette index 255 = ignore.
     `orient`: apply its EXIF orientation (`open_image_file`)."""
     image = open_image_file(path, orient=orient)
-    target = pil_mask_to_array(image).astype(np.uint8)
+    target = pil_mask_to_array(image, str(path)).astype(np.uint8)
     if image.mode == "P":
         target[np.asarray(image) == IGNORE_INDEX] = IGNORE_INDEX
     return target

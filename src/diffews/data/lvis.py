@@ -11,15 +11,18 @@ Images are found through each entry's ``coco_url`` (LVIS val uses images of both
 folders). Classes are LVIS category ids. The folds are defined on the val annotations, as
 Matcher's LVIS-92i defines them for K-shot episodes: the categories annotated in more than K val
 images (a query and K other supports), in id order, dealt into 10 folds of n // 10 classes each
-(fold i = every 10th class from position i; 92 on LVIS v1): the folds of 5-shot runs are not
-those of 1-shot runs. "trn" uses the train annotations with the same fold classes. Generated split
-lists (`diffews data splits lvis`) hold the 1-shot folds.
+(fold i = every 10th class from position i; 92 for 1 shot on LVIS v1): the folds of 5-shot
+evaluations are not those of 1-shot ones. Training ("trn": the train annotations) always uses the
+1-shot folds, whatever its shots, so a model trained without fold i is scored on classes it never
+saw with 1 shot; the K-shot fold i may hold classes of other 1-shot folds. Generated split lists
+(`diffews data splits lvis`) hold the 1-shot folds, so K-shot evaluations generate their pairs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from .instances import InstanceAnnotations, InstanceBenchmark, InstanceSplit, key_from_coco_url
 from .source import Benchmark, CheckItem, check_path, count_missing, require_file
 from .splits import Pair, interleaved_folds, list_files, write_generated_lists
@@ -60,9 +63,15 @@ def generate_pairs(root: Path, split: str) -> dict[int, list[Pair]]:
 def open_split(
     root: Path, split: str, fold: int | None, splits: Path | None = None, trust_pickle: bool = False, shots: int = 1
 ) -> InstanceSplit:
-    """An LVIS-92i split of a fold for `shots`-shot episodes; pairs from split lists in `splits`, else from
-    the annotations."""
-    return load(root, split, shots).open_split(split, fold, splits, trust_pickle)
+    """An LVIS-92i split of a fold for `shots`-shot episodes (training: 1-shot folds, see the module
+    docstring); pairs from split lists in `splits` (1-shot folds only), else from the annotations."""
+    fold_shots = 1 if split == "trn" else shots
+    if fold_shots > 1 and splits is not None:
+        raise InputError(
+            f"--splits {splits}: LVIS-92i split lists hold the 1-shot folds, and the folds of {shots}-shot episodes "
+            "hold other classes (those with more than that many val images); leave --splits out"
+        )
+    return load(root, split, fold_shots).open_split(split, fold, splits, trust_pickle)
 
 
 def check(root: Path, splits: Path | None = None) -> list[CheckItem]:

@@ -28,7 +28,7 @@ from ..processing.images import (
     resize_mask,
 )
 from ..processing.labels import check_class_names, label_map
-from ..processing.masks import as_binary_mask
+from ..processing.masks import as_binary_mask, is_colour_mask
 from ..processing.thresholds import channel_mean, masks_at_sizes
 from .speed import SpeedOptions
 
@@ -166,8 +166,10 @@ class DiffewSPipeline:
         for arg in args:
             if isinstance(arg, torch.dtype) and dtype is None:
                 dtype = arg
-            elif isinstance(arg, (str, torch.device)) and device is None:
+            elif isinstance(arg, (str, torch.device, int)) and device is None:
                 device = arg
+            elif arg is None:
+                continue
             else:
                 raise TypeError(f"DiffewSPipeline.to takes one device and one dtype, got {args!r}")
         self.model.to(device=device, dtype=dtype)
@@ -344,7 +346,8 @@ class DiffewSPipeline:
         Raises:
             InputError: no supports, counts that differ, or an empty mask ("support mask N is empty").
         """
-        images, masks = _as_list(images), _as_mask_list(masks)
+        images = _as_list(images)
+        masks = _as_mask_list(masks, len(images))
         if not images:
             raise InputError("no support images given: DiffewS needs at least one support image and mask")
         if len(images) != len(masks):
@@ -387,13 +390,11 @@ class DiffewSPipeline:
                 continue
             if not isinstance(given, (tuple, list)) or len(given) != 2:
                 raise InputError(f"class {name!r}: give a support context or an (images, masks) pair, got {type(given).__name__}")
-            images, masks = _as_list(given[0]), _as_mask_list(given[1])
+            images = _as_list(given[0])
+            masks = _as_mask_list(given[1], len(images))
             if len(images) != len(masks):
                 raise InputError(f"class {name!r}: {len(images)} support images but {len(masks)} support masks")
-            labels = [
-                given_label or (str(mask) if isinstance(mask, (str, Path)) else f"class {name!r}, shot {index}")
-                for index, (mask, given_label) in enumerate(zip(masks, list((sources or {}).get(name) or [None] * len(masks))), 1)
-            ]
+            labels = _shot_labels(name, masks, (sources or {}).get(name))
             binaries = _load_masks(masks, labels)
             keep = [i for i, binary in enumerate(binaries) if binary.any() and resize_mask(binary, (size, size)).any()]
             if not keep:
@@ -442,7 +443,7 @@ class DiffewSPipeline:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if class_batch_size is not None and class_batch_size < 1:
             raise ValueError(f"class_batch_size must be at least 1, got {class_batch_size}")
-        contexts = self.encode_classes(classes, resolution=resolution)
+        contexts = {name: context.to(self.device) for name, context in self.encode_classes(classes, resolution=resolution).items()}
         names = list(contexts)
         rules = [
             self.model.config.thresholding(t, m)
@@ -508,6 +509,7 @@ class DiffewSPipeline:
             support = self.encode_support(support_images, support_masks, resolution=resolution)
         elif support_images is not None or support_masks is not None:
             raise ValueError("give either a support context or support images and masks, not both")
+        support = support.to(self.device)  # once, not per batch, if encoded before the pipeline moved
         queries = _as_list(query_images)
         size = self._working_resolution(resolution)
 
@@ -605,12 +607,25 @@ def _as_list(items) -> list:
     return [items]
 
 
-def _as_mask_list(masks) -> list:
-    """`_as_list` for masks, where a ``(K, H, W)`` stack is K masks (``(1, H, W)`` and a colour
-    ``(H, W, 3|4)`` mask are one)."""
-    if isinstance(masks, (torch.Tensor, np.ndarray)) and masks.ndim == 3 and masks.shape[0] > 1 and masks.shape[2] not in (3, 4):
+def _as_mask_list(masks, count: int) -> list:
+    """`_as_list` for the masks of `count` support images, where a ``(count, H, W)`` stack is `count`
+    masks (a colour ``(H, W, 3|4)`` mask, or a stack of another length, is one: checked later)."""
+    stack = isinstance(masks, (torch.Tensor, np.ndarray)) and masks.ndim == 3 and not is_colour_mask(masks)
+    if stack and masks.shape[0] == count > 1:
         return list(masks)
     return _as_list(masks)
+
+
+def _shot_labels(name: str, masks: list, given: Sequence[str] | None) -> list[str]:
+    """How messages name class `name`'s masks: the `given` labels, else a mask's file path, else
+    "class 'name', shot k"."""
+    if given is not None and len(given) != len(masks):
+        raise InputError(f"class {name!r}: {len(masks)} support masks but {len(given)} source labels")
+    return [
+        (given[index] if given is not None else None)
+        or (str(mask) if isinstance(mask, (str, Path)) else f"class {name!r}, shot {index + 1}")
+        for index, mask in enumerate(masks)
+    ]
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -10,9 +10,9 @@ Binarisation rule (documented in the README), applied to every mask the package 
   foreground = value >= 0.5, else foreground = value >= 128 (0/255 masks); (H, W, 3|4) arrays are
   read as the ``RGB`` / ``RGBA`` images they hold.
 
-Integer values that read as a label map rather than a mask are refused (`InputError`): all below 128
-with some above 1 (class indices), or labels 1-127 beside 255 as the only value >= 128 (PASCAL VOC's
-ignore border): give the class's binary mask (``labels == c``) or the palette PNG itself.
+Grey masks of whole numbers that read as a label map rather than a mask are refused (`InputError`):
+all below 128 with some above 1 (class indices), or labels 1-127 beside 255 as the only value >= 128
+(PASCAL VOC's ignore border): give the class's binary mask (``labels == c``) or the palette PNG itself.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def pil_mask_to_array(mask: Image.Image, name: str = "mask") -> np.ndarray:
     if mask.mode in ("La", "RGBa"):  # premultiplied alpha: judged by its alpha as LA / RGBA
         mask = mask.convert(mask.mode.upper())
     if mask.mode in ("LA", "RGBA", "PA"):
-        alpha = np.asarray(mask.getchannel("A"))
-        if alpha.min() != alpha.max():
-            return alpha >= 128
+        drawn = alpha_foreground(np.asarray(mask.getchannel("A")))
+        if drawn is not None:
+            return drawn
         mask = mask.convert("RGB" if mask.mode in ("RGBA", "PA") else "L")
     if len(mask.getbands()) > 1 and mask.mode != "RGB":  # CMYK, YCbCr, LAB, HSV: judged as they look
         mask = mask.convert("RGB")
@@ -50,30 +50,44 @@ def pil_mask_to_array(mask: Image.Image, name: str = "mask") -> np.ndarray:
     return array_mask_to_bool(np.asarray(mask), name)
 
 
+def alpha_foreground(alpha: np.ndarray) -> np.ndarray | None:
+    """The pixels an alpha channel draws: alpha >= 128 (>= 0.5 for floats in [0, 1]); None when the alpha
+    is constant (nothing drawn with it: the colour decides)."""
+    if alpha.min() == alpha.max():
+        return None
+    return alpha >= (0.5 if alpha.dtype.kind == "f" and alpha.max() <= 1 else 128)
+
+
 def array_mask_to_bool(mask: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
     """Binary bool array from a numeric or bool array, by the module's rule (shape kept).
 
     Raises:
-        InputError: integer values that read as a label map (the module's docstring), naming `name`.
+        InputError: whole-number values that read as a label map (the module's docstring), naming `name`.
     """
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if values.dtype == bool:
-        return values
-    integer = np.issubdtype(values.dtype, np.integer)
-    values = values.astype(np.float32)
-    if values.size and values.min() >= 0 and values.max() <= 1:
-        return values >= 0.5
-    binary = values >= 128
-    if integer:
-        _refuse_label_map(values, binary, name)
+    binary = _at_half(values)
+    if values.dtype != bool and values.size and values.max() > 1:
+        _refuse_label_map(values.astype(np.float32), binary, name)
     return binary
 
 
+def _at_half(values: np.ndarray) -> np.ndarray:
+    """bool as is; values all in [0, 1]: >= 0.5; otherwise >= 128."""
+    if values.dtype == bool:
+        return values
+    values = values.astype(np.float32)
+    if values.size and values.min() >= 0 and values.max() <= 1:
+        return values >= 0.5
+    return values >= 128
+
+
 def _refuse_label_map(values: np.ndarray, binary: np.ndarray, name: str) -> None:
-    """`InputError` when integer `values` (not all in [0, 1]) read as class labels: values 1-127 with
-    nothing >= 128 but the ignore index (a grey mask's soft edges come with values 128-254)."""
+    """`InputError` when whole-number `values` (not all in [0, 1]) read as class labels: values 1-127
+    with nothing >= 128 but the ignore index (a grey mask's soft edges come with values 128-254)."""
     labels = (values >= 1) & (values < 128)
     if not labels.any() or (binary.any() and not (values[binary] == IGNORE_INDEX).all()):
+        return
+    if not np.array_equal(values, np.round(values)):  # fractions: a probability map, not labels
         return
     found = np.unique(values)
     shown = ", ".join(str(int(v)) for v in found[:6]) + (", ..." if found.size > 6 else "")
@@ -121,14 +135,17 @@ def as_binary_mask(mask: Image.Image | np.ndarray | torch.Tensor, name: str) -> 
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if values.ndim == 3 and values.shape[0] == 1:
         values = values[0]
-    elif values.ndim == 3 and values.shape[2] in (3, 4):  # read as the RGB / RGBA image it holds
-        alpha = values[..., 3] if values.shape[2] == 4 else None
-        if alpha is not None and alpha.min() != alpha.max():  # an RGBA image's rule: alpha >= 128 (or >= 0.5 in [0, 1])
-            return alpha >= (0.5 if alpha.max() <= 1 else 128)
-        values = values[..., :3].max(axis=2)
+    elif is_colour_mask(values):  # read as the RGB / RGBA image it holds
+        drawn = alpha_foreground(values[..., 3]) if values.shape[2] == 4 else None
+        return drawn if drawn is not None else _at_half(values[..., :3].max(axis=2))
     if values.ndim != 2:
         raise InputError(f"{name}: expected a (H, W) mask, got shape {tuple(values.shape)}")
     return array_mask_to_bool(values, name)
+
+
+def is_colour_mask(mask: np.ndarray | torch.Tensor) -> bool:
+    """Whether an array or tensor mask is one colour image, ``(H, W, 3|4)`` (channels last)."""
+    return mask.ndim == 3 and mask.shape[2] in (3, 4)
 
 
 def _drawn_inverted(mask: Image.Image) -> bool:
