@@ -158,7 +158,8 @@ class DiffewSPipeline:
         self.model.save_pretrained(path)
 
     def to(
-        self, *args: torch.device | str | torch.dtype, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self, *args: torch.device | str | int | torch.dtype | None, device: torch.device | str | int | None = None,
+        dtype: torch.dtype | None = None,
     ) -> DiffewSPipeline:
         """Move the model and mask decoder (in place); returns self. A device and a dtype may also be
         given by position, in either order, as diffusers pipelines take them: ``pipe.to("cuda", torch.float16)``.
