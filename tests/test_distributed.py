@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import box_mask, random_image
 from PIL import Image
 
@@ -46,7 +47,7 @@ def fork_ranks(target, ranks, *args, timeout: float = 120) -> list[int | None]:
     """Run ``target(rank, *args)`` in a forked child for each of `ranks`; their exit statuses (negative: killed
     by that signal; None: still running `timeout` s after the previous one ended, then killed)."""
     context = multiprocessing.get_context("fork")
-    children = [context.Process(target=target, args=(rank, *args)) for rank in ranks]
+    children = [context.Process(target=_single_threaded, args=(target, rank, *args)) for rank in ranks]
     for child in children:
         child.start()
     statuses = []
@@ -57,6 +58,13 @@ def fork_ranks(target, ranks, *args, timeout: float = 120) -> list[int | None]:
             child.kill()
             child.join()
     return statuses
+
+
+def _single_threaded(target, *args) -> None:
+    """``target(*args)`` with one intra-op thread: a forked child cannot use the OpenMP threads of a parent
+    that ran with several (OMP_NUM_THREADS=2 hung both ranks in their first parallel region)."""
+    torch.set_num_threads(1)
+    target(*args)
 
 
 def _process(rank: int, count: int, port: int, argv: list[str], logs: Path, setup) -> None:
