@@ -65,9 +65,12 @@ def array_mask_to_bool(mask: np.ndarray | torch.Tensor, name: str = "mask") -> n
         InputError: whole-number values that read as a label map (the module's docstring), naming `name`.
     """
     values = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if values.dtype == bool:
+        return values
+    values = values.astype(np.float32, copy=False)
     binary = _at_half(values)
-    if values.dtype != bool and values.size and values.max() > 1:
-        _refuse_label_map(values.astype(np.float32), binary, name)
+    if values.size and values.max() > 1:
+        _refuse_label_map(values, binary, name)
     return binary
 
 
@@ -75,7 +78,7 @@ def _at_half(values: np.ndarray) -> np.ndarray:
     """bool as is; values all in [0, 1]: >= 0.5; otherwise >= 128."""
     if values.dtype == bool:
         return values
-    values = values.astype(np.float32)
+    values = values.astype(np.float32, copy=False)
     if values.size and values.min() >= 0 and values.max() <= 1:
         return values >= 0.5
     return values >= 128
