@@ -281,6 +281,43 @@ def test_a_second_signal_during_the_clean_up_is_ignored(files, monkeypatch, caps
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back as they were
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as intended
+@pytest.mark.parametrize("rerun", [False, True])
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(files, monkeypatch, capsys, rerun):
+    """SIGTERM handled while Python runs an object's finaliser (``__del__``: a progress bar's, say), where the
+    exception it raises is dropped with "Exception ignored in ...": the run must still stop, exit 143, and
+    leave the output folder as it found it (missing, or the earlier run's files exactly)."""
+    from diffews import io
+
+    if rerun:
+        assert main(segment_args(files)) == 0
+    before = folder_state(files / "out") if rerun else None
+
+    class SignalsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10))  # the handler runs here, inside the finaliser
+
+    save_image_later, calls = io.OutputFolder.save_image_later, []
+
+    def collect_then_save(self, render, name):
+        calls.append(name)
+        if len(calls) == 2:
+            SignalsWhenCollected()  # collected at once, on the main thread
+        save_image_later(self, render, name)
+
+    monkeypatch.setattr(io.OutputFolder, "save_image_later", collect_then_save)
+    assert main(segment_args(files, "--batch-size", "1")) == 143
+    assert len(calls) < 6  # stopped at the next query, not after all of them
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    if rerun:
+        assert folder_state(files / "out") == before
+    else:
+        assert not (files / "out").exists()
+    monkeypatch.undo()
+    assert main(segment_args(files, out="next")) == 0  # the stop ended with its run: the next one in this process runs
+
+
 def test_sigterm_from_outside_cleans_up_a_fresh_run(files, tmp_path):
     """A real SIGTERM sent by another process (as `timeout` or a scheduler does) mid-run: exit 143,
     no output folder, no partial or temporary file."""

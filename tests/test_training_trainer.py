@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -130,6 +131,27 @@ def test_a_run_stopped_after_writing_a_checkpoint_keeps_it_and_its_logs(tmp_path
         Trainer(tiny_config(tmp_path, max_steps=2, checkpoint_every=1, keep_checkpoints=1, tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
     assert latest_checkpoint(tmp_path).name == "step-00000001"
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "logs").rglob("*"))
+
+
+def test_a_stop_signal_dropped_by_a_finaliser_stops_training_before_the_next_step(tmp_path, monkeypatch):
+    """A SIGTERM whose exception Python dropped (it landed in a ``__del__``) is only recorded: the run stops
+    before its next step, as if it had been raised, and leaves nothing (no checkpoint was written)."""
+    from diffews import signals
+
+    monkeypatch.setattr(signals, "_requested", [])  # this test's record, gone with it
+    original, steps = Trainer.step, []
+
+    def step_then_signal_dropped(self):
+        steps.append(self.state.step)
+        loss = original(self)
+        signals.request_stop(signal.SIGTERM)  # what the command line's handler records before it raises
+        return loss
+
+    monkeypatch.setattr(Trainer, "step", step_then_signal_dropped)
+    with pytest.raises(signals.Terminated):
+        Trainer(tiny_config(tmp_path / "run", max_steps=3, tracker="tensorboard"), train_dataset=SquaresEpisodes(4, 2)).train()
+    assert steps == [0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_interrupted_resume_removes_only_its_own_logs(tmp_path, monkeypatch):

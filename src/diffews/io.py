@@ -41,7 +41,7 @@ from .distributed import Processes
 from .errors import InputError, WriteError, first_line
 from .paths import user_path
 from .processing.images import IMAGE_READ_ERRORS, IMAGE_SUFFIXES
-from .signals import deferred
+from .signals import deferred, raise_if_stop_requested
 
 logger = logging.getLogger("diffews")
 
@@ -343,6 +343,7 @@ def atomic_write(target: str | Path, folder: bool = False, sync: bool = False) -
     try:
         with transaction.write(target, folder, sync) as staged:
             yield staged
+        raise_if_stop_requested()
     except BaseException:
         transaction.rollback()
         raise
@@ -419,6 +420,7 @@ def _fill_in_place(target: Path) -> Iterator[Path]:
     moved: list[Path] = []
     try:
         yield staged
+        raise_if_stop_requested()
         _apply_umask(staged)
         for entry in sorted(staged.iterdir(), key=lambda p: (not p.is_dir(), p.suffix == ".json", p.name)):
             destination = target / entry.name
@@ -557,6 +559,7 @@ class OutputFolder:
         try:
             self._finish_writes()
             self._processes.barrier()  # PeerFailed if another process failed: then nobody keeps their files
+            raise_if_stop_requested()
         except BaseException:  # a failed write, a failed peer, or an interrupt while waiting
             self._undo()
             raise

@@ -25,6 +25,34 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+_requested: list[int] = []
+"""The stop signal of the running command, once one arrived (see `request_stop`)."""
+
+
+def request_stop(signum: int) -> KeyboardInterrupt:
+    """Record that stop signal `signum` arrived and return the exception that stops the run
+    (`KeyboardInterrupt` for SIGINT, `Terminated` for the others), for a signal handler to raise.
+
+    Python drops an exception raised inside a finaliser (an object's ``__del__``, a weakref callback)
+    and goes on, so a signal that lands there would be lost; the record lets `raise_if_stop_requested`
+    raise it again where a run makes its outputs final and between the steps of long work."""
+    _requested[:] = [signum]
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def raise_if_stop_requested() -> None:
+    """Raise the stop exception again if a stop signal arrived (see `request_stop`); nothing otherwise,
+    and nothing ever outside the command line, which alone turns signals into exceptions."""
+    if _requested:
+        raise request_stop(_requested[0])
+
+
+def forget_stop_request() -> None:
+    """Forget the stop signal of a command that has ended (the command line's next run in the same
+    process starts afresh)."""
+    _requested.clear()
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold the stop signals back while the block runs (a clean-up that must finish, such as putting back

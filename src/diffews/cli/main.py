@@ -11,7 +11,7 @@ import threading
 from .. import __version__
 from ..errors import InputError
 from ..io import STORAGE_ERRORS
-from ..signals import STOP_SIGNALS, Terminated
+from ..signals import STOP_SIGNALS, forget_stop_request, raise_if_stop_requested, request_stop
 from . import app, convert, data, distill_decoder, download, evaluate, init_model, segment, train, train_autoencoder
 
 DESCRIPTION = """\
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _raise_on_termination_signals()
     try:
         try:
-            return args.run(args)
+            status = args.run(args)
+            raise_if_stop_requested()  # a stop that a finaliser swallowed, in a run that made nothing final after it
+            return status
         except InputError as error:
             message = f"error: {error}"
         except OSError as error:
@@ -72,20 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        forget_stop_request()
 
 
 def _raise_on_termination_signals() -> dict[int, object]:
     """Make SIGINT raise `KeyboardInterrupt` and `TERMINATION_SIGNALS` raise `Terminated` in the main
     thread, once: a signal that arrives after the first, while the run cleans up (removing partial
     outputs, putting back the files a re-run replaced), is reported and ignored, so the clean-up
-    always finishes (SIGKILL still stops at once). Returns the previous handlers (none outside the main thread)."""
+    always finishes (SIGKILL still stops at once). The first is recorded (`request_stop`): one that
+    Python drops because it landed in a finaliser is raised again before the run makes anything final.
+    Returns the previous handlers (none outside the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def stop(signum: int, frame: object) -> None:
         for other in STOP_SIGNALS:
             signal.signal(other, cleaning_up)
-        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+        raise request_stop(signum)
 
     def cleaning_up(signum: int, frame: object) -> None:
         print(f"{signal.Signals(signum).name} ignored: cleaning up", file=sys.stderr)

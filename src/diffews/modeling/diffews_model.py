@@ -16,6 +16,7 @@ from ..errors import InputError, first_line
 from ..io import Transaction, remove
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
+from ..signals import raise_if_stop_requested
 from .config import CONFIG_NAME, DiffewSConfig
 from .fsa import FSA_KWARG, KVExchange, KVFusion, KVRecorder, SupportContext, install_fsa
 from .oi2m import mask_latents_from_velocity, oi2m_scheduler, velocity_target
@@ -181,6 +182,7 @@ class DiffewSModel(nn.Module):
                 with parts.write(root / name, folder=True) as staged:
                     module.save_config(staged)
                     save_safetensors_folder(module.state_dict(), staged)
+            raise_if_stop_requested()
         except BaseException:
             parts.rollback()
             if created:

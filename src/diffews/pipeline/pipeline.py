@@ -30,6 +30,7 @@ from ..processing.images import (
 from ..processing.labels import check_class_names, label_map
 from ..processing.masks import as_binary_mask, is_colour_mask
 from ..processing.thresholds import channel_mean, masks_at_sizes
+from ..signals import raise_if_stop_requested
 from .speed import SpeedOptions
 
 logger = logging.getLogger(__name__)
@@ -539,6 +540,7 @@ class DiffewSPipeline:
         batches = list(_chunks(range(len(queries)), batch_size))
         bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
         for indices in tqdm(batches, **bar_config):
+            raise_if_stop_requested()
             originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
             yield torch.stack([resize_image(t, (size, size)) for t in originals]), [tuple(t.shape[1:]) for t in originals]
 

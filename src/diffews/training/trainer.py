@@ -29,6 +29,7 @@ from ..modeling.kernels import attention_kernel
 from ..modeling.prompt import PROMPT_AUTHORS_EVAL
 from ..paths import user_path
 from ..registry import load_model, named_model
+from ..signals import raise_if_stop_requested
 from .checkpoints import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -171,6 +172,7 @@ class Trainer:
         )
         with bar, attention_kernel(self.config.precision.sdpa_backend):  # the bar ends its line before an error is printed
             while state.step < config.optim.max_steps:
+                raise_if_stop_requested()
                 loss = self.step()
                 self.log(loss, bar)
                 every, last = config.validation.val_every, state.step == config.optim.max_steps
