@@ -362,12 +362,13 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
     root, _ = benchmarks
     tiny_model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model/diffews_config.json").read_text())
-    (tmp_path / "model/diffews_config.json").write_text(json.dumps({**config, "timestep": 5, "threshold": 0.6, "flip_queries": True}))
+    (tmp_path / "model/diffews_config.json").write_text(json.dumps({**config, "timestep": 5, "threshold": 0.6, "flip_queries": True, "shot_fusion": "mean"}))
     seen = []
 
     def record(predictor, batch, threshold, threshold_mode, sizes=None):
         model_config = predictor.pipe.model.config
-        seen.append((model_config.timestep, model_config.flip_queries, threshold_mode, batch["query_image"].shape[-1], batch["query_target"].shape[-1]))
+        seen.append((model_config.timestep, model_config.flip_queries or model_config.shot_fusion != "attention", threshold_mode,
+                     batch["query_image"].shape[-1], batch["query_target"].shape[-1]))
         return perfect_predictions(predictor, batch, threshold, threshold_mode)
 
     monkeypatch.setattr(evaluate_module, "predict", record)
@@ -382,8 +383,8 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
     assert {key: settings[key] for key in expected} == expected
     model_settings = json.loads(out.read_text())["model_settings"]
     assert model_settings["prompt"] == "authors-eval" and model_settings["prompt_tokens"] == 2  # the tiny model's is padded
-    timestep, flip_queries, mode, image_size, target_size = seen[0]
-    assert timestep == 1 and not flip_queries and mode == "authors" and image_size == 512 and target_size == 512
+    timestep, our_options, mode, image_size, target_size = seen[0]
+    assert timestep == 1 and not our_options and mode == "authors" and image_size == 512 and target_size == 512
     assert "threshold 0.25 (authors); working resolution 512, authors preprocessing; t = 1" in capsys.readouterr().out
 
 
@@ -394,6 +395,7 @@ def test_authors_protocol_sets_their_evaluation(benchmarks, tmp_path, monkeypatc
         (["--threshold-mode", "relative"], "--threshold-mode relative: --protocol authors uses --threshold-mode authors"),
         (["--score-size", "original"], "--score-size original: --protocol authors uses --score-size 512"),
         (["--flip-queries"], "--flip-queries: --protocol authors evaluates as the authors did, without it"),
+        (["--shot-fusion", "mean"], "--shot-fusion mean: --protocol authors fuses shots by attention, as the authors did"),
         (["--mask-decoder", "decoder.safetensors"], "--mask-decoder: --protocol authors evaluates as the authors did, without it"),
     ],
 )

@@ -96,6 +96,7 @@ def test_all_foreground_scores_the_share_of_foreground(benchmarks, tmp_path, cap
         (["--baseline", "support-mask"], "--baseline needs --resolution"),
         (["--baseline", "support-mask", "--model", "tiny-random", "--resolution", "64"], "give either --model or --baseline, not both"),
         (["--baseline", "support-mask", "--resolution", "64", "--flip-queries"], "--flip-queries: a baseline has no model to run"),
+        (["--baseline", "support-mask", "--resolution", "64", "--shot-fusion", "mean"], "--shot-fusion: a baseline has no model to run"),
         (["--baseline", "colour-histogram", "--resolution", "64", "--cache-latents"], "--cache-latents: a baseline has no model to run"),
         (["--baseline", "all-foreground", "--resolution", "64", "--dtype", "float16"], "--dtype: a baseline has no model to run"),
     ],

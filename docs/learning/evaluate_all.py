@@ -5,7 +5,7 @@
 
 Held-out fold 0, test split, every test image once as a query (1,152 episodes on the rebuilt benchmark:
 all 192 classes; the default 1000 would leave the last 25 classes unscored), 1 and 5 shots, at the
-trained model's working resolution and threshold (or `--threshold`): the trained model with
+trained model's working resolution, threshold (or `--threshold`) and shot fusion: the trained model with
 supports of the query's class and of another class, the untrained model (same VAE, random UNet),
 and the reserved oxygen set (baselines: `diffews evaluate --baseline`). One `CachedLatentsPredictor`
 cache serves every run on the benchmark (both models share the VAE), so each test image and mask is
@@ -15,6 +15,7 @@ encoded once. Reports: <out>/fold0-test-<K>shot-<what>.json, <out>/oxygen-fold0-
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -44,7 +45,9 @@ def main() -> None:
     trained = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(args.model))
     predictors = {"trained": trained, "other-class": trained}
     if args.untrained:
-        predictors["untrained"] = CachedLatentsPredictor(DiffewSPipeline.from_pretrained(args.untrained))
+        untrained = DiffewSPipeline.from_pretrained(args.untrained)
+        untrained.model.config = replace(untrained.model.config, shot_fusion=trained.pipe.model.config.shot_fusion)  # as the trained
+        predictors["untrained"] = CachedLatentsPredictor(untrained)
         predictors["untrained"].latents = trained.latents  # the same VAE: the same latents
     oxygen = CachedLatentsPredictor(trained.pipe)  # other images: a cache of their own
     resolution = trained.pipe.model.config.resolution  # the trained model's, for every run

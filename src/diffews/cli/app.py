@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError, first_line
 from ..paths import user_path
-from .common import add_flip_option, add_model_options, load_pipeline
+from .common import add_prediction_options, add_model_options, load_pipeline
 
 DESCRIPTION = """\
 Start a local web page for few-shot segmentation: add one to five example images with their
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    add_flip_option(parser)
+    add_prediction_options(parser)
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app to the network)",

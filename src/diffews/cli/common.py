@@ -13,7 +13,7 @@ from ..distributed import Processes
 from ..errors import InputError
 from ..modeling import DiffewSModel
 from ..modeling.config import TORCH_DTYPES as DTYPES
-from ..modeling.config import check_resolution
+from ..modeling.config import SHOT_FUSIONS, check_resolution
 from ..modeling.mask_decoder import load_mask_decoder
 from ..modeling.prompt import describe_prompt
 from ..modeling.builtin import DEFAULT_MODEL
@@ -46,13 +46,20 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = DEF
     )
 
 
-def add_flip_option(parser: argparse.ArgumentParser) -> None:
-    """--flip-queries / --no-flip-queries: override the model's ``flip_queries`` setting."""
+def add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    """--flip-queries / --no-flip-queries and --shot-fusion: override the model's ``flip_queries`` and
+    ``shot_fusion`` settings."""
     parser.add_argument(
         "--flip-queries", action=argparse.BooleanOptionalAction, default=None,
         help="average each query's mask with the mask of its mirrored latents (the query's VAE latents flipped left to "
         "right, the result flipped back; test-time augmentation, twice the query pass); default: the model's "
         "flip_queries setting (off unless its diffews_config.json turns it on)",
+    )
+    parser.add_argument(
+        "--shot-fusion", choices=SHOT_FUSIONS, default=None,
+        help="how several supports combine: attention (the method's: the query attends to all of them at once) or mean "
+        "(each support predicts alone and the masks are averaged; one query pass per support); default: the model's "
+        "shot_fusion setting (attention unless its diffews_config.json says mean)",
     )
 
 
@@ -158,6 +165,7 @@ def describe_model(model: DiffewSModel) -> str:
     return (
         f"resolution {config.resolution}, t = {config.timestep}, prompt {describe_prompt(config.prompt, model.prompt_embedding.shape[1])}, "
         f"default threshold {config.threshold:g} ({config.threshold_mode}), flipped queries {'on' if config.flip_queries else 'off'}, "
+        f"shots fused by {config.shot_fusion}, "
         f"{model.dtype} on {model.device}"
     )
 
@@ -173,7 +181,7 @@ def load_model_from_args(args: argparse.Namespace, processes: Processes = Proces
 def _load_model(args: argparse.Namespace, processes: Processes) -> DiffewSModel:
     device = resolve_device(args.device, processes)
     model = load_model(args.model, torch_dtype=resolve_dtype(args.dtype, device), device=device)
-    flip = getattr(args, "flip_queries", None)  # the commands that segment have --flip-queries
-    if flip is not None:
-        model.config = replace(model.config, flip_queries=flip)
+    for name in ("flip_queries", "shot_fusion"):  # the commands that segment have --flip-queries and --shot-fusion
+        if getattr(args, name, None) is not None:
+            model.config = replace(model.config, **{name: getattr(args, name)})
     return model

@@ -27,7 +27,7 @@ from ..modeling.oi2m import OI2M_TIMESTEP
 from ..paths import user_path
 from ..processing.images import PREPROCESSING
 from .common import (
-    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, count,
+    add_prediction_options, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, count,
     load_inference_pipeline, output_path,
 )
 
@@ -64,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser, default=None)
-    add_flip_option(parser)
+    add_prediction_options(parser)
     parser.add_argument(
         "--baseline", choices=list(BASELINES), default=None,
         help="score a baseline instead of a model: all-foreground, support-mask (the support masks pasted), "
@@ -97,7 +97,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--protocol", choices=["diffews", "authors"], default="diffews",
         help="authors: the authors' evaluation exactly (fixes --resolution, --score-size, --threshold, --threshold-mode "
-        "and --preprocessing; see above; refuses --flip-queries and --mask-decoder, and a model's own flip_queries is off); "
+        "and --preprocessing; see above; refuses --flip-queries, --shot-fusion mean and --mask-decoder, and a model's own "
+        "flip_queries is off and its shot_fusion attention); "
         "diffews (default): the options below",
     )
     parser.add_argument(
@@ -176,9 +177,11 @@ def check_protocol(args: argparse.Namespace) -> None:
     for option, value in (("--flip-queries", args.flip_queries), ("--mask-decoder", args.mask_decoder)):
         if value:
             raise InputError(f"{option}: --protocol authors evaluates as the authors did, without it; leave {option} out")
+    if args.shot_fusion not in (None, "attention"):
+        raise InputError(f"--shot-fusion {args.shot_fusion}: --protocol authors fuses shots by attention, as the authors did; leave it out")
 
 
-MODEL_ONLY_FLAGS = ("flip_queries", "mask_decoder", "cache_latents", "compile", "channels_last", "dtype", "device")
+MODEL_ONLY_FLAGS = ("flip_queries", "shot_fusion", "mask_decoder", "cache_latents", "compile", "channels_last", "dtype", "device")
 """Flags that set how a model runs: a baseline has no model, so `--baseline` refuses them."""
 
 
@@ -238,8 +241,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.model = args.model or DEFAULT_MODEL
         pipe = load_inference_pipeline(args, processes)
-        if args.protocol == "authors":  # their OI2M step and prompt, none of ours: a model's own flip_queries is off
-            pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP, flip_queries=False)
+        if args.protocol == "authors":  # their OI2M step, prompt and shot fusion, none of ours: a model's own flip_queries is off
+            pipe.model.config = replace(pipe.model.config, timestep=OI2M_TIMESTEP, flip_queries=False, shot_fusion="attention")
             pipe.model.use_authors_eval_prompt()
         predictor = CachedLatentsPredictor(pipe) if args.cache_latents else pipe
         name, resolution = args.model, args.resolution or pipe.resolution

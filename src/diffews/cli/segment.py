@@ -23,7 +23,7 @@ from ..processing.labels import label_image
 from ..processing.overlay import mask_image, overlay_labels, overlay_mask
 from .class_supports import ClassFiles, add_class_options, add_names_option, read_classes
 from .common import (
-    add_flip_option, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
+    add_prediction_options, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
     output_path,
 )
 
@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(parser)
-    add_flip_option(parser)
+    add_prediction_options(parser)
     supports = parser.add_mutually_exclusive_group(required=True)
     supports.add_argument(
         "--support", nargs=2, action="append", metavar=("IMG", "MASK"),

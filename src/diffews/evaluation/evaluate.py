@@ -448,7 +448,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"scored at {s['scoring']}; threshold {s['threshold']} ({s['threshold_mode']}); working resolution {s['resolution']}, "
         f"{s['preprocessing']} preprocessing"
         + (f"; t = {m['timestep']}, prompt {m['prompt']} ({m['prompt_tokens']} tokens)" if m else "")
-        + ("; queries averaged with their mirror image" if m and m.get("flip_queries") else ""),
+        + ("; queries averaged with their mirror image" if m and m.get("flip_queries") else "")
+        + ("; each support predicts alone, masks averaged" if m and m.get("shot_fusion") == "mean" and s["shots"] > 1 else ""),
         f"{'fold':>5} {'mIoU':>7} {'FB-IoU':>7} {'episodes':>9} {'episodes/s':>11}",
     ]
     for name, r in report["results"].items():

@@ -66,7 +66,7 @@ class ModelPredictor:
             "speed": asdict(pipe.speed),
             "model_settings": {
                 "timestep": model.config.timestep, "prompt": model.config.prompt, "prompt_tokens": model.prompt_embedding.shape[1],
-                "flip_queries": model.config.flip_queries,
+                "flip_queries": model.config.flip_queries, "shot_fusion": model.config.shot_fusion,
             },
         }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -23,6 +23,8 @@ MAX_RESOLUTION = 2048
 
 ThresholdMode = Literal["relative", "absolute", "authors"]
 PromptMode = Literal["authors-eval", "padded", "constant"]
+ShotFusion = Literal["attention", "mean"]
+SHOT_FUSIONS: tuple[str, ...] = get_args(ShotFusion)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class DiffewSConfig:
             latents flipped left to right go through the UNet and the decoder too, and the result is
             flipped back (test-time augmentation; twice the query pass). Not part of the method: off by
             default, for every shipped model too (docs/learning.md has what it measured).
+        shot_fusion: how K > 1 supports combine: ``"attention"`` (the method's: the query attends to the
+            keys and values of all K supports at once, one query pass) or ``"mean"`` (each support
+            predicts alone and the K mask images are averaged before thresholding, as few-shot
+            segmenters that vote over 1-shot predictions do; K query passes). One support: the same
+            either way.
     """
 
     resolution: int = 512
@@ -58,6 +65,7 @@ class DiffewSConfig:
     prompt: PromptMode = PROMPT_PADDED
     base_model: str | None = None
     flip_queries: bool = False
+    shot_fusion: ShotFusion = "attention"
 
     def __post_init__(self) -> None:
         for name in ("resolution", "timestep"):  # a float or a string here fails much later, deep in torch
@@ -70,6 +78,8 @@ class DiffewSConfig:
         if not isinstance(self.flip_queries, bool):
             raise ValueError(f"flip_queries must be true or false, got {self.flip_queries!r}")
         check_threshold(self.threshold, self.threshold_mode)
+        if self.shot_fusion not in SHOT_FUSIONS:
+            raise ValueError(f"shot_fusion must be one of {', '.join(SHOT_FUSIONS)}, got {self.shot_fusion!r}")
         if self.prompt not in PROMPT_MODES:
             raise ValueError(f"prompt must be one of {', '.join(PROMPT_MODES)}, got {self.prompt!r}")
 

@@ -57,6 +57,14 @@ class SupportContext:
         """Memory held by the cached keys and values, in bytes."""
         return sum(t.numel() * t.element_size() for d in (self.keys, self.values) for t in d.values())
 
+    def shots(self) -> list[SupportContext]:
+        """The K one-shot contexts this one joins (each set's shot k alone), as views: no copy."""
+
+        def shot(tensors: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+            return {name: t.unflatten(1, (self.num_shots, -1))[:, k] for name, t in tensors.items()}
+
+        return [SupportContext(shot(self.keys, k), shot(self.values, k), 1) for k in range(self.num_shots)]
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SupportContext:
         """Copy of the context on another device and/or dtype."""
 

@@ -264,15 +264,20 @@ class DiffewSPipeline:
         """Query pass and decoding for query latents ``(B, 4, R/8, R/8)`` from `encode_queries`; `support`
         holds S sets with B a multiple of S, set s serving queries s*B/S ... (`SupportContext`).
 
-        With the model's ``config.flip_queries``, the mask images are the mean of those of the latents
-        and of their mirror image (flipped back); the mask latents are those of the latents as given."""
+        With the model's ``config.shot_fusion`` "mean" and K > 1 shots, each shot predicts alone and
+        the K mask images and mask latents are averaged. With its ``config.flip_queries``, the mask
+        images are the mean of those of the latents and of their mirror image (flipped back); the mask
+        latents are those of the latents as given."""
         support = support.to(self.device)  # a context encoded before the pipeline moved
+        contexts = support.shots() if self.model.config.shot_fusion == "mean" else [support]
         with self.speed.context(self.device):
-            mask_latents, mask_images = self._query_pass(query_latents, support)
+            passes = [self._query_pass(query_latents, context) for context in contexts]
+            mask_latents = torch.stack([latents for latents, _ in passes]).mean(0)
+            mask_images = torch.stack([images.float() for _, images in passes]).mean(0)
             if self.model.config.flip_queries:
-                mirrored = self._query_pass(query_latents.flip(-1), support)[1]
-                mask_images = (mask_images.float() + mirrored.float().flip(-1)) / 2
-        return Prediction(mask_images.float(), mask_latents)
+                mirrored = torch.stack([self._query_pass(query_latents.flip(-1), c)[1].float() for c in contexts]).mean(0)
+                mask_images = (mask_images + mirrored.flip(-1)) / 2
+        return Prediction(mask_images, mask_latents)
 
     def _query_pass(self, query_latents: torch.Tensor, support: SupportContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask latents, decoded mask images) of one query pass, decoded by the mask decoder if set."""
