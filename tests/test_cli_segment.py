@@ -318,6 +318,27 @@ def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(files, monkeypat
     assert main(segment_args(files, out="next")) == 0  # the stop ended with its run: the next one in this process runs
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as intended
+def test_a_swallowed_signal_decides_the_exit_status_over_a_later_error(files, monkeypatch, capsys):
+    """SIGTERM lost in a finaliser, then the run fails on bad input before any check: exit 143, not 2."""
+    from diffews.cli import segment
+    from diffews.errors import InputError
+
+    class SignalsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10))
+
+    def signal_then_fail(*args, **kwargs):
+        SignalsWhenCollected()
+        raise InputError("a bad input met after the signal")
+
+    monkeypatch.setattr(segment, "load_inference_pipeline", signal_then_fail)
+    assert main(segment_args(files)) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert not (files / "out").exists()
+
+
 def test_sigterm_from_outside_cleans_up_a_fresh_run(files, tmp_path):
     """A real SIGTERM sent by another process (as `timeout` or a scheduler does) mid-run: exit 143,
     no output folder, no partial or temporary file."""

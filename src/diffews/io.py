@@ -558,8 +558,8 @@ class OutputFolder:
             return
         try:
             self._finish_writes()
+            raise_if_stop_requested()  # before the barrier: the other processes then undo their files too
             self._processes.barrier()  # PeerFailed if another process failed: then nobody keeps their files
-            raise_if_stop_requested()
         except BaseException:  # a failed write, a failed peer, or an interrupt while waiting
             self._undo()
             raise

@@ -24,6 +24,9 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple:
+        return Terminated, (self.signum,)  # pickled by its number: a worker process's exception travels so
+
 
 _requested: list[int] = []
 """The stop signal of the running command, once one arrived (see `request_stop`)."""
@@ -42,8 +45,9 @@ def request_stop(signum: int) -> KeyboardInterrupt:
 
 def raise_if_stop_requested() -> None:
     """Raise the stop exception again if a stop signal arrived (see `request_stop`); nothing otherwise,
-    and nothing ever outside the command line, which alone turns signals into exceptions."""
-    if _requested:
+    nothing outside the command line, which alone turns signals into exceptions, and nothing outside
+    the main thread, where Python raises them (the app's request threads finish their work)."""
+    if _requested and threading.current_thread() is threading.main_thread():
         raise request_stop(_requested[0])
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError, first_line
 from ..paths import user_path
+from ..signals import raise_if_stop_requested
 from .common import add_prediction_options, add_model_options, load_pipeline
 
 DESCRIPTION = """\
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"diffews app running at {url} (Ctrl+C to stop)", flush=True)
         try:
             while demo.is_running:  # not Gradio's block_thread: it swallows Ctrl+C and SIGTERM, so the exit status said 0
+                raise_if_stop_requested()
                 time.sleep(0.2)
         finally:
             demo.close()

@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             raise_if_stop_requested()  # a stop that a finaliser swallowed, in a run that made nothing final after it
             return status
         except InputError as error:
+            raise_if_stop_requested()  # a stop that a finaliser swallowed came first: it decides the exit status
             message = f"error: {error}"
         except OSError as error:
+            raise_if_stop_requested()
             where = f"{error.filename}: " if error.filename else ""
             if error.errno in STORAGE_ERRORS:
                 message = f"error: {where}cannot write ({error.strerror})"

@@ -43,7 +43,9 @@ class Prediction:
     Attributes:
         mask_images: the decoded mask images ``(B, C, R, R)`` float32 in [0, 1] (C = 3 from the VAE,
             1 from a mask decoder); `diffews.processing.thresholds` turns them into masks by any rule.
-        mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's latents).
+        mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's latents;
+            with ``shot_fusion`` "mean", the average of the K one-shot ones, whose decoding is not
+            `mask_images`, the average of the K decoded ones).
     """
 
     mask_images: torch.Tensor
@@ -66,7 +68,7 @@ class DiffewSOutput:
             threshold, threshold x that map's maximum; for ``"authors"``, threshold x the largest
             8-bit channel value / 255).
         mask_latents: the generated mask latents ``(B, 4, R/8, R/8)`` (scaled like the VAE's
-            latents), on request (``output_latents=True``), else None.
+            latents; see `Prediction.mask_latents`), on request (``output_latents=True``), else None.
         mask_images: the decoded mask images ``(B, C, R, R)`` in [0, 1] at the working resolution
             (C = 3; 1 with a mask decoder), on request (``output_mask_images=True``), else None;
             `diffews.processing.thresholds.masks_at_sizes` binarises them again at any threshold.
@@ -268,16 +270,25 @@ class DiffewSPipeline:
         the K mask images and mask latents are averaged. With its ``config.flip_queries``, the mask
         images are the mean of those of the latents and of their mirror image (flipped back); the mask
         latents are those of the latents as given."""
+        raise_if_stop_requested()  # every prediction comes here: a run stops between batches
         support = support.to(self.device)  # a context encoded before the pipeline moved
         contexts = support.shots() if self.model.config.shot_fusion == "mean" else [support]
         with self.speed.context(self.device):
-            passes = [self._query_pass(query_latents, context) for context in contexts]
-            mask_latents = torch.stack([latents for latents, _ in passes]).mean(0)
-            mask_images = torch.stack([images.float() for _, images in passes]).mean(0)
+            mask_latents, mask_images = self._mean_pass(query_latents, contexts)
             if self.model.config.flip_queries:
-                mirrored = torch.stack([self._query_pass(query_latents.flip(-1), c)[1].float() for c in contexts]).mean(0)
+                mirrored = self._mean_pass(query_latents.flip(-1), contexts)[1]
                 mask_images = (mask_images + mirrored.flip(-1)) / 2
         return Prediction(mask_images, mask_latents)
+
+    def _mean_pass(self, query_latents: torch.Tensor, contexts: list[SupportContext]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask latents, float32 mask images) of one query pass per context, averaged (summed as they
+        come: one pass's outputs held at a time)."""
+        latents_sum, images_sum = self._query_pass(query_latents, contexts[0])
+        images_sum = images_sum.float()
+        for context in contexts[1:]:
+            latents, images = self._query_pass(query_latents, context)
+            latents_sum, images_sum = latents_sum + latents, images_sum + images.float()
+        return latents_sum / len(contexts), images_sum / len(contexts)
 
     def _query_pass(self, query_latents: torch.Tensor, support: SupportContext) -> tuple[torch.Tensor, torch.Tensor]:
         """(mask latents, decoded mask images) of one query pass, decoded by the mask decoder if set."""
@@ -545,7 +556,6 @@ class DiffewSPipeline:
         batches = list(_chunks(range(len(queries)), batch_size))
         bar_config = {"disable": len(batches) < 2, "desc": "segmenting", "unit": "batch", **self._progress_bar_config}
         for indices in tqdm(batches, **bar_config):
-            raise_if_stop_requested()
             originals = [image_to_tensor(queries[i], f"query image {i + 1}") for i in indices]
             yield torch.stack([resize_image(t, (size, size)) for t in originals]), [tuple(t.shape[1:]) for t in originals]
 
