@@ -15,25 +15,23 @@ from diffews import DiffewSConfig, DiffewSModel, DiffewSPipeline
 from diffews._testing import build_tiny_model
 from diffews.cli.main import main
 
-SIZE = 64
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
-def pipe() -> DiffewSPipeline:
-    pipe = DiffewSPipeline(build_tiny_model(seed=4))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+def episode():
+    """Two queries and two support sets of three shots (set b serves query b), 64 px."""
+    generator = torch.Generator().manual_seed(6)
+    queries = torch.rand(2, 3, 64, 64, generator=generator) * 2 - 1
+    supports = torch.rand(2, 3, 3, 64, 64, generator=generator) * 2 - 1
+    masks = (torch.rand(2, 3, 1, 64, 64, generator=generator) > 0.5).float()
+    return queries, supports, masks
 
 
 @pytest.fixture(scope="module")
-def episode():
-    """Two queries and two support sets of three shots (set b serves query b)."""
-    generator = torch.Generator().manual_seed(6)
-    queries = torch.rand(2, 3, SIZE, SIZE, generator=generator) * 2 - 1
-    supports = torch.rand(2, 3, 3, SIZE, SIZE, generator=generator) * 2 - 1
-    masks = (torch.rand(2, 3, 1, SIZE, SIZE, generator=generator) > 0.5).float()
-    return queries, supports, masks
+def pipe() -> DiffewSPipeline:
+    """A tiny model of its own: the tests change its settings."""
+    return DiffewSPipeline(build_tiny_model(seed=4))
 
 
 def fused_by(pipe: DiffewSPipeline, fusion: str, flip: bool = False) -> DiffewSPipeline:
