@@ -172,6 +172,28 @@ def test_a_run_stopped_before_any_progress_leaves_no_folders(benchmarks, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_report_folder_removed_mid_run_is_one_line_and_its_parents_go(benchmarks, tmp_path, monkeypatch, capsys):
+    """The folder a run created vanishes before its first progress is saved (in a multi-process run, a failed peer
+    removes it while still empty): one line naming it, not a missing-file error, and the parent it made goes too."""
+    import shutil
+
+    root, _ = benchmarks
+    real_predict = evaluate_module.predict
+
+    def folder_removed(*predict_args, **named):
+        shutil.rmtree(tmp_path / "new" / "dir", ignore_errors=True)
+        return real_predict(*predict_args, **named)
+
+    monkeypatch.setattr(evaluate_module, "predict", folder_removed)
+    code = evaluate(root, tmp_path / "new" / "dir" / "r.json", "--benchmark", "pascal", "--fold", "0", "--episodes", "2")
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'new' / 'dir'}: the report's folder disappeared during the run (another process of the run "
+        "stopped and removed it, or it was deleted)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resume_refuses_progress_of_other_settings(benchmarks, tmp_path, capsys):
     root, _ = benchmarks
     partial = tmp_path / "report.json.partial.json"

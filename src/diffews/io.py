@@ -231,6 +231,8 @@ def remove_created_folders(folders: Iterable[Path]) -> None:
     """Remove folders a run created, deepest first, each only while empty (stops at the first that
     is not: it holds something the run did not write, or another process filled it again)."""
     for folder in folders:
+        if not folder.exists():  # removed already (by another process of the run): its parent may still be ours
+            continue
         if not folder.is_dir() or any(folder.iterdir()):
             break
         with contextlib.suppress(OSError):

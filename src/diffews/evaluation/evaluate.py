@@ -255,7 +255,15 @@ def run_evaluation(
 
             def save_progress(done: int) -> None:
                 fold_state.update(done=done, elapsed_s=prior + time.perf_counter() - run_start, meter=meter.state_dict())
-                write_text(partial_path, json.dumps(state))
+                try:
+                    write_text(partial_path, json.dumps(state))
+                except FileNotFoundError:
+                    if report_path.parent.is_dir():
+                        raise
+                    raise InputError(  # a failed peer removed the folder it made, still empty, before this process wrote in it
+                        f"{report_path.parent}: the report's folder disappeared during the run (another process of the run "
+                        "stopped and removed it, or it was deleted)"
+                    ) from None
 
             shard = processes.shard(len(dataset), batch_size)
             evaluate_fold(
