@@ -281,6 +281,14 @@ def test_a_second_signal_during_the_clean_up_is_ignored(files, monkeypatch, caps
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back as they were
 
 
+class SignalsWhenCollected:
+    """Sends this process SIGTERM from its finaliser, where Python drops the exception the handler raises."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(10))  # the handler runs here, inside the finaliser
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped exception, as intended
 @pytest.mark.parametrize("rerun", [False, True])
 def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(files, monkeypatch, capsys, rerun):
@@ -292,11 +300,6 @@ def test_a_signal_that_lands_in_a_finaliser_still_stops_the_run(files, monkeypat
     if rerun:
         assert main(segment_args(files)) == 0
     before = folder_state(files / "out") if rerun else None
-
-    class SignalsWhenCollected:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-            sum(range(10))  # the handler runs here, inside the finaliser
 
     save_image_later, calls = io.OutputFolder.save_image_later, []
 
@@ -323,11 +326,6 @@ def test_a_swallowed_signal_decides_the_exit_status_over_a_later_error(files, mo
     """SIGTERM lost in a finaliser, then the run fails on bad input before any check: exit 143, not 2."""
     from diffews.cli import segment
     from diffews.errors import InputError
-
-    class SignalsWhenCollected:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-            sum(range(10))
 
     def signal_then_fail(*args, **kwargs):
         SignalsWhenCollected()

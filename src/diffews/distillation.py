@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .modeling import DiffewSModel
 from .modeling.mask_decoder import MaskDecoder, MaskDecoderConfig
 from .processing.thresholds import channel_mean, threshold_mask_images
-from .signals import raise_if_stop_requested
+from .signals import until_stopped
 
 
 def random_masks(count: int, size: int, generator: torch.Generator, max_shapes: int = 4) -> torch.Tensor:
@@ -84,8 +84,7 @@ def distill_mask_decoder(
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     bar = tqdm(range(steps), desc="distilling", unit="step", disable=not progress)
-    for _ in bar:
-        raise_if_stop_requested()
+    for _ in until_stopped(bar):
         latents, targets = teacher_pairs(model, random_masks(batch_size, resolution, generator), generator, latent_noise)
         loss = F.binary_cross_entropy_with_logits(decoder.logits(latents).float(), channel_mean(targets))
         optimizer.zero_grad(set_to_none=True)

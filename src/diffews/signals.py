@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 """Signals that stop a run the way Ctrl-C (SIGINT) does: `timeout`, systemd and job schedulers send SIGTERM,
@@ -14,6 +15,8 @@ a closed terminal SIGHUP."""
 
 STOP_SIGNALS = (signal.SIGINT, *TERMINATION_SIGNALS)
 """Ctrl-C and the termination signals."""
+
+Item = TypeVar("Item")
 
 
 class Terminated(KeyboardInterrupt):
@@ -49,6 +52,13 @@ def raise_if_stop_requested() -> None:
     the main thread, where Python raises them (the app's request threads finish their work)."""
     if _requested and threading.current_thread() is threading.main_thread():
         raise request_stop(_requested[0])
+
+
+def until_stopped(items: Iterable[Item]) -> Iterator[Item]:
+    """`items`, raising a recorded stop signal before each (`raise_if_stop_requested`): the loops of long work."""
+    for item in items:
+        raise_if_stop_requested()
+        yield item
 
 
 def forget_stop_request() -> None:

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -22,11 +22,10 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..signals import STOP_SIGNALS, raise_if_stop_requested
+from ..signals import STOP_SIGNALS, until_stopped
 
 Job = TypeVar("Job")
 Result = TypeVar("Result")
-Item = TypeVar("Item")
 
 
 PARENT_CHECK_SECONDS = 1.0
@@ -81,13 +80,6 @@ def run_jobs(
     if workers <= 1:
         if initializer is not None:
             initializer(*initargs)
-        return [function(job) for job in _until_stopped(tqdm(jobs, desc=desc, unit=unit))]
+        return [function(job) for job in until_stopped(tqdm(jobs, desc=desc, unit=unit))]
     with process_pool(workers, initializer, initargs) as pool:
-        return list(_until_stopped(tqdm(pool.map(function, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit)))
-
-
-def _until_stopped(items: Iterable[Item]) -> Iterator[Item]:
-    """`items`, raising a recorded stop signal before each (`raise_if_stop_requested`)."""
-    for item in items:
-        raise_if_stop_requested()
-        yield item
+        return list(until_stopped(tqdm(pool.map(function, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit)))

@@ -48,7 +48,7 @@ from ..pipeline.pipeline import label_maps_at_sizes
 from ..processing.images import MASK_NEAREST, working_image_to_array
 from ..processing.overlay import overlay_mask
 from ..processing.thresholds import masks_at_sizes
-from ..signals import raise_if_stop_requested
+from ..signals import until_stopped
 from .metrics import NWayMeter, SegmentationMeter
 from .predictors import ModelPredictor, OtherClassSupport, Predictor, class_mask_images
 
@@ -192,8 +192,7 @@ def evaluate_fold(
     episodes = range(len(dataset)) if episodes is None else episodes
     loader = DataLoader(Subset(dataset, episodes[start:]), batch_size=batch_size, num_workers=workers, collate_fn=collate_episodes)
     with tqdm(total=len(episodes), initial=start, desc=description, unit="episode", disable=not progress) as bar:
-        for batch in one_line_errors(loader):  # a worker's InputError arrives with its traceback in the message
-            raise_if_stop_requested()
+        for batch in until_stopped(one_line_errors(loader)):  # a worker's InputError arrives with its traceback in the message
             bar.update(score_batch(predictor, batch, settings, meter))
             bar.set_postfix(mIoU=f"{meter.compute()['miou']:.2f}")
             if on_batch is not None:

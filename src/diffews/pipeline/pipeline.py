@@ -288,6 +288,8 @@ class DiffewSPipeline:
         for context in contexts[1:]:
             latents, images = self._query_pass(query_latents, context)
             latents_sum, images_sum = latents_sum + latents, images_sum + images.float()
+        if len(contexts) == 1:  # the method's single pass: its outputs as they are
+            return latents_sum, images_sum
         return latents_sum / len(contexts), images_sum / len(contexts)
 
     def _query_pass(self, query_latents: torch.Tensor, support: SupportContext) -> tuple[torch.Tensor, torch.Tensor]:

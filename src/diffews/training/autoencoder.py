@@ -33,7 +33,7 @@ from ..processing.images import image_to_tensor, resize_image, resize_mask
 from ..data import BENCHMARKS
 from ..processing.masks import decoded_to_mask_image, mask_to_image
 from ..processing.thresholds import channel_mean
-from ..signals import raise_if_stop_requested
+from ..signals import until_stopped
 from .checkpoints import check_output_dir
 from .config import SectionedConfig, option, require
 
@@ -215,8 +215,7 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     bar = tqdm(range(1, optim.max_steps + 1), desc="autoencoder", unit="step", disable=not progress)
-    for step in bar:
-        raise_if_stop_requested()
+    for step in until_stopped(bar):
         chosen = torch.randint(len(train_images), (optim.batch_size,), generator=generator)
         image, mask_image = _as_inputs(train_images[chosen], train_masks[chosen])
         flip = torch.rand(optim.batch_size, generator=generator) < 0.5

@@ -19,7 +19,7 @@ from ..data import EpisodeDataset
 from ..errors import InputError
 from ..modeling import DiffewSModel
 from ..processing.masks import mask_to_image
-from ..signals import raise_if_stop_requested
+from ..signals import until_stopped
 
 
 class PosteriorEpisodes(Dataset):
@@ -38,8 +38,8 @@ class PosteriorEpisodes(Dataset):
         self.row = {pair: index for index, pair in enumerate(pairs)}
         images, masks = [], []
         with torch.no_grad():
-            for start in tqdm(range(0, len(pairs), batch_size), desc="encoding training images", unit="batch", disable=not progress):
-                raise_if_stop_requested()
+            batches = tqdm(range(0, len(pairs), batch_size), desc="encoding training images", unit="batch", disable=not progress)
+            for start in until_stopped(batches):
                 loaded = [episodes.working_pair(key, class_id) for key, class_id in pairs[start : start + batch_size]]
                 image = torch.stack([pair[0] for pair in loaded])
                 mask = torch.stack([pair[1] for pair in loaded])
