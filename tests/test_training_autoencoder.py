@@ -196,5 +196,11 @@ def test_the_built_in_model_configs_load():
     assert several_shots.to_dict() == third.with_overrides({
         "pretrained": "outputs/icons-w44-256-more/model", "shots": 5, "max_steps": 1100, "output_dir": "outputs/icons-w44-256-shots",
     }).to_dict()
+    budget_first = TrainConfig.load(configs / "fold0-w44-3h.yaml")  # the ~3 h recipe: fewer 128 px steps, more 256 px ones
+    assert budget_first.to_dict() == first.with_overrides({"max_steps": 4000, "output_dir": "outputs/icons-w44-3h"}).to_dict()
+    budget_second = TrainConfig.load(configs / "fold0-w44-3h-256.yaml")
+    assert budget_second.to_dict() == second.with_overrides({
+        "pretrained": "outputs/icons-w44-3h/model", "max_steps": 4000, "output_dir": "outputs/icons-w44-3h-256",
+    }).to_dict()
     assert json.loads((configs / "unet.json").read_text())["block_out_channels"] == [32, 64, 128, 128]
     assert json.loads((configs / "unet-w44.json").read_text())["block_out_channels"] == [44, 88, 176, 176]
