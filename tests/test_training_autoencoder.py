@@ -54,6 +54,38 @@ def test_autoencoder_run_saves_a_loadable_vae_with_its_report(trained):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
 
 
+def test_stop_at_ends_the_run_on_the_full_schedule(trained, tmp_path, monkeypatch):
+    from diffews.training import autoencoder
+
+    data = trained[0]
+    saved = {}
+    real_save = autoencoder._save
+
+    def recording_save(vae, output, config, history, *counts):
+        saved[(output.name, history[-1]["step"])] = {k: v.clone() for k, v in vae.state_dict().items()}
+        real_save(vae, output, config, history, *counts)
+
+    monkeypatch.setattr(autoencoder, "_save", recording_save)
+    common = ["train-autoencoder", "--root", str(data), "--resolution", "32", "--block-out-channels", "8,8,16,16",
+              "--norm-num-groups", "4", "--batch-size", "2", "--warmup-steps", "1", "--save-every", "2", "--val-images", "2"]
+    assert main([*common, "--output-dir", str(tmp_path / "full"), "--max-steps", "4"]) == 0
+    assert main([*common, "--output-dir", str(tmp_path / "stopped"), "--max-steps", "4", "--stop-at", "3"]) == 0
+    assert main([*common, "--output-dir", str(tmp_path / "short"), "--max-steps", "3"]) == 0
+    assert sorted(saved) == [("full", 2), ("full", 4), ("short", 2), ("short", 3), ("stopped", 2), ("stopped", 3)]
+    report = json.loads((tmp_path / "stopped" / "vae" / "autoencoder_report.json").read_text())
+    assert [entry["step"] for entry in report["history"]] == [2, 3]
+    stopped = load_file(tmp_path / "stopped" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(stopped[k], v) for k, v in saved[("stopped", 3)].items() if k in stopped)
+    # the first two steps are the full run's (same warm-up and decay), the third a 4-step schedule's, not a 3-step one's
+    assert all(torch.equal(saved[("stopped", 2)][k], v) for k, v in saved[("full", 2)].items())
+    assert not all(torch.equal(saved[("stopped", 3)][k], v) for k, v in saved[("short", 3)].items())
+
+
+def test_a_stop_after_the_schedule_is_refused(capsys):
+    assert main(["train-autoencoder", "--max-steps", "10", "--warmup-steps", "0", "--stop-at", "11"]) == 2
+    assert capsys.readouterr().err == "error: command line: stop_at must be null or in [1, max_steps], got 11\n"
+
+
 def test_a_second_run_into_the_same_folder_keeps_the_first_autoencoder(trained, capsys):
     data, out, _ = trained
     before = {p.name: p.read_bytes() for p in (out / "vae").iterdir()}
@@ -178,6 +210,7 @@ def test_the_built_in_model_configs_load():
     configs = Path(__file__).resolve().parents[1] / "configs" / "icons"
     autoencoder = AutoencoderConfig.load(configs / "autoencoder.yaml")
     assert (autoencoder.data.benchmark, autoencoder.data.fold, autoencoder.model.block_out_channels) == ("composite", 0, (16, 32, 64, 64))
+    assert (autoencoder.optim.max_steps, autoencoder.optim.stop_at) == (600, 400)  # the shipped VAE: step 400 of 600
     for train_config in ("fold0.yaml", "fold0-continue.yaml", "fold0-w44.yaml"):
         unet = TrainConfig.load(configs / train_config)
         assert (unet.data.fold, unet.data.cache_latents, unet.model.resolution) == (0, True, 128), train_config

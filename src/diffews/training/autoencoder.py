@@ -80,7 +80,8 @@ class AEOptimOptions:
     learning_rate: float = option(1e-3, "peak AdamW learning rate (cosine decay to 0 after a linear warm-up)")
     warmup_steps: int = option(100, "linear warm-up steps")
     batch_size: int = option(16, "images per step, and as many masks")
-    max_steps: int = option(3000, "optimizer steps")
+    max_steps: int = option(3000, "optimizer steps: the length of the learning-rate schedule")
+    stop_at: int | None = option(None, "end the run after this step and its save, the schedule still spanning max_steps; null: max_steps")
     kl_weight: float = option(1e-6, "weight of the KL term (keeps the latent space smooth)")
     mask_weight: float = option(2.0, "weight of the mask reconstruction loss relative to the images'")
 
@@ -89,6 +90,7 @@ class AEOptimOptions:
         require(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", "in [0, max_steps]", self.warmup_steps)
         for name in ("batch_size", "max_steps"):
             require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
+        require(self.stop_at is None or 1 <= self.stop_at <= self.max_steps, "stop_at", "null or in [1, max_steps]", self.stop_at)
         for name in ("kl_weight", "mask_weight"):
             require(0 <= getattr(self, name) < math.inf, name, ">= 0 and finite", getattr(self, name))
 
@@ -214,7 +216,8 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
     generator = torch.Generator().manual_seed(run.seed)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
-    bar = tqdm(range(1, optim.max_steps + 1), desc="autoencoder", unit="step", disable=not progress)
+    last_step = optim.max_steps if optim.stop_at is None else optim.stop_at
+    bar = tqdm(range(1, last_step + 1), desc="autoencoder", unit="step", disable=not progress)
     for step in until_stopped(bar):
         chosen = torch.randint(len(train_images), (optim.batch_size,), generator=generator)
         image, mask_image = _as_inputs(train_images[chosen], train_masks[chosen])
@@ -239,7 +242,7 @@ def train_autoencoder(config: AutoencoderConfig, progress: bool = True) -> Path:
         optimizer.step()
         schedule.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if step % run.save_every == 0 or step == optim.max_steps:
+        if step % run.save_every == 0 or step == last_step:
             vae.eval()
             metrics = evaluate_autoencoder(vae, val_images, val_masks)
             history.append({"step": step, "loss": loss.item(), **metrics, "elapsed_s": time.perf_counter() - started})
