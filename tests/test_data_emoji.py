@@ -116,6 +116,28 @@ def test_licence_of_the_artwork_paragraph(tmp_path, monkeypatch):
     assert package_licence("gem", "other/*") == "Expat"
 
 
+@pytest.mark.parametrize("grant, expected", [
+    ("GNU General Public License as published by\n   the Free Software Foundation; either version 2 of the License, or\n"
+     "   (at your option) any later version.", "GPL-2+"),
+    ("GNU Lesser General Public License as published by the Free Software Foundation; version 2.1 of the License.", "LGPL-2.1"),
+    ("GNU Library General Public License as published by the Free Software Foundation; either version 2 of the\n"
+     "License, or (at your option) any later version.", "LGPL-2+"),
+    ("GNU General Public License, as published by the Free Software Foundation, version 3.", "GPL-3"),
+    ("Permission is hereby granted, free of charge, to any person obtaining a copy", None),
+])
+def test_licence_of_a_free_form_copyright_file(tmp_path, monkeypatch, grant, expected):
+    # older packages (e.g. the nuovo and yasis icon themes) have no License: field, only the grant's wording
+    doc = tmp_path / "theme"
+    doc.mkdir()
+    (doc / "copyright").write_text(
+        "This package was debianized by someone.\n\nCopyright Holders: an artist\n\nLicense:\n\n"
+        f"   This package is free software; you can redistribute it and/or modify\n   it under the terms of the {grant}\n\n"
+        "The Debian packaging is licensed under the GPL, see `/usr/share/common-licenses/GPL'.\n"
+    )
+    monkeypatch.setattr("diffews.data.debian.DOC_ROOT", tmp_path)
+    assert package_licence("theme") == expected
+
+
 # Fake sets: each draws a rectangle of its own colour (emojione's tall, the others' wide); emojione lacks the airplane.
 COLOURS = {"noto": (200, 30, 30), "emojione": (30, 200, 30), "symbola": (0, 0, 0)}
 
