@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import InputError, first_line
 from ..paths import user_path
 from ..signals import raise_if_stop_requested
-from .common import add_prediction_options, add_model_options, load_pipeline
+from .common import add_model_options, add_prediction_options, load_pipeline
 
 DESCRIPTION = """\
 Start a local web page for few-shot segmentation: add one to five example images with their

@@ -27,7 +27,7 @@ from ..modeling.oi2m import OI2M_TIMESTEP
 from ..paths import user_path
 from ..processing.images import PREPROCESSING
 from .common import (
-    add_prediction_options, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, count,
+    add_inference_options, add_model_options, add_prediction_options, add_threshold_options, check_resolution_flag, count,
     load_inference_pipeline, output_path,
 )
 

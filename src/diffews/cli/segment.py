@@ -23,7 +23,7 @@ from ..processing.labels import label_image
 from ..processing.overlay import mask_image, overlay_labels, overlay_mask
 from .class_supports import ClassFiles, add_class_options, add_names_option, read_classes
 from .common import (
-    add_prediction_options, add_inference_options, add_model_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
+    add_inference_options, add_model_options, add_prediction_options, add_threshold_options, check_resolution_flag, load_inference_pipeline,
     output_path,
 )
 
